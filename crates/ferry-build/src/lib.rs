@@ -1,0 +1,1 @@
+//! `ferry build`: runs the app's `next build` with Ferry's adapter and writes the deployment bundle.

@@ -1,0 +1,3 @@
+//! The `ferry` command line: build and start.
+
+fn main() {}

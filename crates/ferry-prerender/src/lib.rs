@@ -1,0 +1,1 @@
+//! The prerender / ISR cache: seeds from the bundle, stale-while-revalidate state, on-demand invalidation.
