@@ -1,1 +1,64 @@
 //! The HTTP server: the request pipeline that composes router, static files, prerender cache and workers.
+//!
+//! [`run`] binds the listener, starts the worker pool and serves until SIGTERM/SIGINT. The request
+//! path is [`pipeline`]: an explicit, ordered list of stages, one module each.
+
+mod app;
+mod listener;
+pub mod pipeline;
+mod signals;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_manifest::Manifest;
+
+pub use app::App;
+
+/// Everything `ferry start` decided before serving.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The bundle directory (holding `manifest.json`).
+    pub bundle_dir: PathBuf,
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// Idle keep-alive timeout (next start's default is Node's 5 s).
+    pub keep_alive_timeout: Option<Duration>,
+    /// Number of Node workers.
+    pub workers: usize,
+    /// Grace period on SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// Time a worker may take to start answering.
+    pub worker_timeout: Duration,
+    /// Requests that may wait for a worker before 503.
+    pub queue_limit: usize,
+    /// The `node` executable.
+    pub node: PathBuf,
+}
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bundle could not be loaded.
+    #[error("cannot load the bundle: {0}")]
+    Bundle(String),
+    /// The worker pool could not start.
+    #[error("cannot start the Node.js workers: {0}")]
+    Workers(#[from] ferry_workers::WorkerError),
+}
+
+/// Serves `manifest` until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(manifest: Manifest, config: ServerConfig) -> Result<(), ServerError> {
+    let app = App::load(manifest, &config).await?;
+    listener::serve(app, &config, signals::shutdown_signal()).await
+}

@@ -1,0 +1,1029 @@
+//! Differential test: the showcase app served by `next start` (the behaviour reference) and by
+//! `ferry start` must answer the corpus in `tests/corpus/showcase.txt` the same way.
+//!
+//! One build serves both sides: `ferry build <copy>` runs the real `next build` (with Ferry's
+//! adapter, which pins the ids), then `next start` serves `<copy>/.next` and `ferry start` serves
+//! `<copy>/.ferry`, so build id, deployment id and Server Actions key are shared.
+//!
+//! Modes (environment):
+//! - default: `next start` vs `ferry start`.
+//! - `FERRY_DIFF_SELF_CHECK=1`: `next start` vs a second `next start` on a copy of the same build
+//!   (made with plain `next build`, so the `ferry` binary is not needed). It validates the harness:
+//!   it must report `EQUAL n/n`, which proves the raw client is sound and the normalization enough.
+//! - `FERRY_DIFF_PREBUILT=<dir>`: skip copying and building; use `<dir>` as the built app (it needs
+//!   `.next`, and `.ferry` in the default mode). Handy when iterating.
+//! - `FERRY_DIFF_KEEP=1`: keep the temporary directory (server logs, build) and print its path.
+//! - `FERRY_DIFF_VERBOSE=1`: print every request with both statuses and body sizes.
+//!
+//! Comparison: status; body after content decoding and the body normalizations below; the headers
+//! users and CDNs rely on (see [`compare`]). Every difference that is accepted is listed in
+//! [`ALLOWED_DIFFERENCES`], with its reason. Output: a readable diff per mismatch and
+//! `EQUAL n/total`; the test fails on any unexplained mismatch.
+
+mod support;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use support::{RawRequest, RawResponse, ServerProcess};
+
+/// Host header sent by default: the same on both sides, so absolute URLs built from it agree.
+const DEFAULT_HOST: &str = "localhost:3000";
+/// Upper bound for any single request (the /stream page takes 1.5 s, image optimization ~1 s).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound for a server to answer its first request.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// Upper bound for `npm ci` / `next build` / `ferry build`.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+
+// ---------------------------------------------------------------------------------------------
+// Corpus
+// ---------------------------------------------------------------------------------------------
+
+/// One corpus line, parsed (variables not yet substituted).
+#[derive(Debug, Clone)]
+struct Entry {
+    line: usize,
+    text: String,
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    chunked: bool,
+    no_host: bool,
+    sleep_ms: u64,
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn parse_corpus(text: &str) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut items = trimmed.split(" | ");
+        let first = items.next().unwrap_or_default();
+        let (method, target) = first
+            .split_once(' ')
+            .ok_or_else(|| anyhow!("line {line}: expected `METHOD TARGET`: {trimmed}"))?;
+        let mut entry = Entry {
+            line,
+            text: trimmed.to_owned(),
+            method: method.to_owned(),
+            target: target.trim().to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            chunked: false,
+            no_host: false,
+            sleep_ms: 0,
+        };
+        for item in items {
+            let item = item.trim();
+            if let Some(body) = item.strip_prefix("@body=") {
+                entry.body = unescape(body).into_bytes();
+            } else if let Some(n) = item.strip_prefix("@body-size=") {
+                entry.body = vec![
+                    b'x';
+                    n.parse()
+                        .with_context(|| format!("line {line}: bad @body-size"))?
+                ];
+            } else if let Some(ms) = item.strip_prefix("@sleep=") {
+                entry.sleep_ms = ms
+                    .parse()
+                    .with_context(|| format!("line {line}: bad @sleep"))?;
+            } else if item == "@chunked" {
+                entry.chunked = true;
+            } else if item == "@no-host" {
+                entry.no_host = true;
+            } else if let Some((name, value)) = item.split_once(':') {
+                ensure!(
+                    !item.starts_with('@'),
+                    "line {line}: unknown directive {item}"
+                );
+                entry
+                    .headers
+                    .push((name.trim().to_owned(), value.trim().to_owned()));
+            } else {
+                bail!("line {line}: cannot parse item {item:?}");
+            }
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Values discovered at run time.
+struct Vars {
+    build_id: String,
+    chunk: String,
+    largest_chunk: String,
+    action_id: String,
+}
+
+/// Per-server state carried between requests.
+#[derive(Default)]
+struct SideState {
+    last_etag: Option<String>,
+}
+
+fn substitute(s: &str, vars: &Vars, side: &SideState) -> Result<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| anyhow!("unclosed {{{{ in {s:?}"))?;
+        let name = &after[..end];
+        match name {
+            "build_id" => out.push_str(&vars.build_id),
+            "chunk" => out.push_str(&vars.chunk),
+            "largest_chunk" => out.push_str(&vars.largest_chunk),
+            "action_id" => out.push_str(&vars.action_id),
+            "etag" => out.push_str(side.last_etag.as_deref().unwrap_or("\"no-etag-seen\"")),
+            _ => match name.strip_prefix("long:") {
+                Some(n) => {
+                    out.push_str(&"a".repeat(n.parse().with_context(|| format!("bad {name}"))?))
+                }
+                None => bail!("unknown variable {name} in {s:?}"),
+            },
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn build_request(entry: &Entry, vars: &Vars, side: &SideState) -> Result<RawRequest> {
+    let mut req = RawRequest {
+        method: entry.method.clone(),
+        target: substitute(&entry.target, vars, side)?,
+        headers: Vec::new(),
+        body: substitute(&String::from_utf8_lossy(&entry.body), vars, side)?.into_bytes(),
+    };
+    for (n, v) in &entry.headers {
+        req.headers.push((n.clone(), substitute(v, vars, side)?));
+    }
+    if !entry.no_host && req.header_value("host").is_none() {
+        req.headers.insert(0, ("Host".into(), DEFAULT_HOST.into()));
+    }
+    if req.header_value("connection").is_none() {
+        req.headers.push(("Connection".into(), "close".into()));
+    }
+    if entry.chunked {
+        req.headers
+            .push(("Transfer-Encoding".into(), "chunked".into()));
+        let mut framed = format!("{:x}\r\n", req.body.len()).into_bytes();
+        framed.extend_from_slice(&req.body);
+        framed.extend_from_slice(b"\r\n0\r\n\r\n");
+        req.body = framed;
+    } else if !req.body.is_empty() && req.header_value("content-length").is_none() {
+        req.headers
+            .push(("Content-Length".into(), req.body.len().to_string()));
+    }
+    Ok(req)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Body normalization: each rule is narrow and says why it is needed.
+// ---------------------------------------------------------------------------------------------
+
+/// Replaces ISO-8601 UTC timestamps (`2026-01-02T03:04:05.678Z`) with a marker: the showcase
+/// renders `new Date().toISOString()` on /isr, /ssr and /legacy/static, and the two servers
+/// render at different instants.
+fn mask_iso_timestamps(body: &[u8]) -> Vec<u8> {
+    // Shape: DDDD-DD-DDTDD:DD:DD(.D+)?Z
+    fn match_at(b: &[u8], i: usize) -> Option<usize> {
+        let shape = b"dddd-dd-ddTdd:dd:dd";
+        if b.len() < i + shape.len() {
+            return None;
+        }
+        for (k, &s) in shape.iter().enumerate() {
+            let c = b[i + k];
+            let ok = if s == b'd' {
+                c.is_ascii_digit()
+            } else {
+                c == s
+            };
+            if !ok {
+                return None;
+            }
+        }
+        let mut j = i + shape.len();
+        if b.get(j) == Some(&b'.') {
+            j += 1;
+            while b.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+        }
+        (b.get(j) == Some(&b'Z')).then_some(j + 1)
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if let Some(end) = match_at(body, i) {
+            out.extend_from_slice(b"<TIMESTAMP>");
+            i = end;
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Masks React flight request ids: a dynamic app render keys its viewport and metadata
+/// boundaries with `<requestId>v` / `<requestId>m`, where requestId is a fresh nanoid (21 chars of
+/// `A-Za-z0-9_-`) per request (next/dist/server/app-render/app-render.js, getFlightViewportKey).
+/// Only a 21-char id that occurs with BOTH suffixes is masked.
+fn mask_flight_request_ids(body: &[u8]) -> Vec<u8> {
+    const LEN: usize = 21;
+    let is_id = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    // Candidates: `"` + 21 id chars + `v"`.
+    for i in 0..body.len().saturating_sub(LEN + 2) {
+        if body[i] == b'"'
+            && body[i + 1..i + 1 + LEN].iter().all(|&c| is_id(c))
+            && &body[i + 1 + LEN..i + 3 + LEN] == b"v\""
+        {
+            let id = body[i + 1..i + 1 + LEN].to_vec();
+            let mut twin = vec![b'"'];
+            twin.extend_from_slice(&id);
+            twin.extend_from_slice(b"m\"");
+            if !ids.contains(&id) && body.windows(twin.len()).any(|w| w == twin.as_slice()) {
+                ids.push(id);
+            }
+        }
+    }
+    let mut out = body.to_vec();
+    for id in ids {
+        out = replace_all(&out, &id, b"<REQUEST-ID>");
+    }
+    out
+}
+
+/// Masks React error digests (`"digest":"1731305003"` in flight data, `data-dgst="…"` in HTML):
+/// the digest hashes the error's message and stack, and the stack holds the absolute path of the
+/// server files, which differs between the two deployments.
+fn mask_error_digests(body: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    for prefix in [&b"\"digest\":\""[..], &b"data-dgst=\""[..]] {
+        let mut result = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(prefix) {
+                let start = i + prefix.len();
+                let digits = out[start..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                if digits > 0 && out.get(start + digits) == Some(&b'"') {
+                    result.extend_from_slice(prefix);
+                    result.extend_from_slice(b"<DIGEST>");
+                    i = start + digits;
+                    continue;
+                }
+            }
+            result.push(out[i]);
+            i += 1;
+        }
+        out = result;
+    }
+    out
+}
+
+fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if !needle.is_empty() && hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// All body normalizations, in order.
+fn normalize_body(body: &[u8]) -> Vec<u8> {
+    mask_error_digests(&mask_flight_request_ids(&mask_iso_timestamps(body)))
+}
+
+/// Replaces `:<port>` (the server's own listening port) in a header value: next start writes
+/// its listening port into absolute URLs it builds (e.g. `x-middleware-rewrite:
+/// http://localhost:39713/ssr`), and each server listens on its own port.
+fn mask_listen_port(value: &str, port: u16) -> String {
+    let needle = format!(":{port}");
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find(&needle) {
+        let after = &rest[i + needle.len()..];
+        out.push_str(&rest[..i]);
+        if after.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push_str(&needle);
+        } else {
+            out.push_str(":<PORT>");
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparison
+// ---------------------------------------------------------------------------------------------
+
+/// What differs between the two responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Aspect {
+    /// Transport outcome (one side answered, the other failed).
+    Transport,
+    /// Status code.
+    Status,
+    /// Normalized, decoded body.
+    Body,
+    /// A compared header (lowercase name).
+    Header(String),
+}
+
+impl std::fmt::Display for Aspect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Aspect::Transport => write!(f, "transport"),
+            Aspect::Status => write!(f, "status"),
+            Aspect::Body => write!(f, "body"),
+            Aspect::Header(h) => write!(f, "header {h}"),
+        }
+    }
+}
+
+/// One difference with both sides rendered for display.
+#[derive(Debug, Clone)]
+struct Mismatch {
+    aspect: Aspect,
+    left: String,
+    right: String,
+}
+
+/// Headers compared by exact value list (all values, wire order).
+const EXACT_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "location",
+    "vary",
+    "content-encoding",
+    "content-range",
+    "accept-ranges",
+    "content-disposition",
+    "content-security-policy",
+    "allow",
+    "x-powered-by",
+    "x-ferry-proxy",
+    "x-powered-by-ferry-example",
+    "x-debug",
+];
+
+/// Header name prefixes compared by exact value list (x-nextjs-cache, -prerender, -stale-time,
+/// and whatever else Next adds; the middleware protocol headers).
+const EXACT_HEADER_PREFIXES: &[&str] = &["x-nextjs-", "x-middleware-"];
+
+fn header_values(r: &RawResponse, name: &str) -> Vec<String> {
+    r.header_all(name).into_iter().map(str::to_owned).collect()
+}
+
+/// Header values with the listening port masked (see [`mask_listen_port`]).
+fn header_values_masked(r: &RawResponse, name: &str, port: u16) -> Vec<String> {
+    r.header_all(name)
+        .into_iter()
+        .map(|v| mask_listen_port(v, port))
+        .collect()
+}
+
+/// `absent`, `weak` or `strong`: the ETag value itself may legitimately differ (next start
+/// derives static ETags from mtime, Ferry's bundle files have other mtimes).
+fn etag_kind(r: &RawResponse) -> String {
+    match r.header("etag") {
+        None => "absent".into(),
+        Some(v) if v.starts_with("W/") => "weak".into(),
+        Some(_) => "strong".into(),
+    }
+}
+
+/// Cookie names only: values carry per-instance secrets or ids.
+fn set_cookie_names(r: &RawResponse) -> Vec<String> {
+    r.header_all("set-cookie")
+        .iter()
+        .map(|c| c.split('=').next().unwrap_or_default().trim().to_owned())
+        .collect()
+}
+
+/// Compares two outcomes; `port_a` / `port_b` are the servers' listening ports.
+fn compare(
+    a: &Result<RawResponse>,
+    b: &Result<RawResponse>,
+    port_a: u16,
+    port_b: u16,
+) -> Vec<Mismatch> {
+    let (a, b) = match (a, b) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(_), Err(_)) => return Vec::new(),
+        (a, b) => {
+            let show = |r: &Result<RawResponse>| match r {
+                Ok(r) => format!("HTTP {}", r.status),
+                Err(e) => format!("error: {e:#}"),
+            };
+            return vec![Mismatch {
+                aspect: Aspect::Transport,
+                left: show(a),
+                right: show(b),
+            }];
+        }
+    };
+    let mut out = Vec::new();
+    if a.status != b.status {
+        out.push(Mismatch {
+            aspect: Aspect::Status,
+            left: a.status.to_string(),
+            right: b.status.to_string(),
+        });
+    }
+    let mut names: Vec<String> = EXACT_HEADERS.iter().map(|s| (*s).to_owned()).collect();
+    for (n, _) in a.headers.iter().chain(&b.headers) {
+        let n = n.to_ascii_lowercase();
+        if EXACT_HEADER_PREFIXES.iter().any(|p| n.starts_with(p)) && !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    for name in names {
+        let (va, vb) = (
+            header_values_masked(a, &name, port_a),
+            header_values_masked(b, &name, port_b),
+        );
+        if va != vb {
+            out.push(Mismatch {
+                aspect: Aspect::Header(name),
+                left: format!("{va:?}"),
+                right: format!("{vb:?}"),
+            });
+        }
+    }
+    let (ea, eb) = (etag_kind(a), etag_kind(b));
+    if ea != eb {
+        out.push(Mismatch {
+            aspect: Aspect::Header("etag".into()),
+            left: ea,
+            right: eb,
+        });
+    }
+    let (la, lb) = (
+        a.header("last-modified").is_some(),
+        b.header("last-modified").is_some(),
+    );
+    if la != lb {
+        out.push(Mismatch {
+            aspect: Aspect::Header("last-modified".into()),
+            left: format!("present={la}"),
+            right: format!("present={lb}"),
+        });
+    }
+    let (ca, cb) = (set_cookie_names(a), set_cookie_names(b));
+    if ca != cb {
+        out.push(Mismatch {
+            aspect: Aspect::Header("set-cookie".into()),
+            left: format!("{ca:?}"),
+            right: format!("{cb:?}"),
+        });
+    }
+    match (a.decoded_body(), b.decoded_body()) {
+        (Ok(da), Ok(db)) => {
+            let (na, nb) = (normalize_body(&da), normalize_body(&db));
+            if na != nb {
+                let (left, right) = body_diff(&na, &nb);
+                out.push(Mismatch {
+                    aspect: Aspect::Body,
+                    left,
+                    right,
+                });
+            }
+        }
+        (ra, rb) => {
+            let show = |r: Result<Vec<u8>>| match r {
+                Ok(v) => format!("{} bytes", v.len()),
+                Err(e) => format!("undecodable: {e:#}"),
+            };
+            out.push(Mismatch {
+                aspect: Aspect::Body,
+                left: show(ra),
+                right: show(rb),
+            });
+        }
+    }
+    out
+}
+
+/// Renders both bodies around their first difference.
+fn body_diff(a: &[u8], b: &[u8]) -> (String, String) {
+    let at = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    let start = at.saturating_sub(80);
+    let excerpt = |v: &[u8]| {
+        let end = (at + 160).min(v.len());
+        let s = String::from_utf8_lossy(&v[start.min(v.len())..end]).replace('\n', "\\n");
+        format!("{} bytes, at byte {at}: …{s}…", v.len())
+    };
+    (excerpt(a), excerpt(b))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allowed differences: the ONE place where a difference between the two servers is accepted.
+// ---------------------------------------------------------------------------------------------
+
+/// Which requests an allowed difference applies to.
+#[derive(Debug, Clone, Copy)]
+enum RequestMatcher {
+    /// Requests whose (substituted) target starts with this prefix.
+    PathPrefix(&'static str),
+    /// Static files: `/_next/static/` and the showcase's `public/` files.
+    StaticFiles,
+}
+
+impl RequestMatcher {
+    fn matches(self, req: &RawRequest) -> bool {
+        match self {
+            RequestMatcher::PathPrefix(p) => req.target.starts_with(p),
+            RequestMatcher::StaticFiles => {
+                req.target.starts_with("/_next/static/")
+                    || ["/robots.txt", "/ferry.png"]
+                        .iter()
+                        .any(|p| req.target.starts_with(p))
+            }
+        }
+    }
+}
+
+/// Which difference is accepted.
+#[derive(Debug, Clone, Copy)]
+enum What {
+    /// The header's value lists are equal once repeated identical values are collapsed.
+    RepeatedHeaderValue(&'static str),
+    /// Content-Encoding differs, but the right side's coding is one the request accepts (q > 0)
+    /// and the decoded bodies are equal (the body is compared separately).
+    AcceptableContentEncoding,
+    /// The Vary header differs only by `Accept-Encoding` (which follows from the encoding choice).
+    VaryAcceptEncoding,
+}
+
+/// An accepted difference: which requests, what, and why.
+struct AllowedDifference {
+    request_matcher: RequestMatcher,
+    what: What,
+    reason: &'static str,
+}
+
+/// Every accepted difference between `next start` and `ferry start`. Self-check mode (two `next
+/// start`s) ignores this table: there, every difference is a harness bug.
+const ALLOWED_DIFFERENCES: &[AllowedDifference] = &[
+    AllowedDifference {
+        request_matcher: RequestMatcher::PathPrefix("/"),
+        what: What::RepeatedHeaderValue("x-nextjs-prerender"),
+        reason: "next start sets `x-nextjs-prerender: 1` twice on some prerendered app pages (once in the \
+                 app-page handler, once in the response cache layer); one value means the same",
+    },
+    AllowedDifference {
+        request_matcher: RequestMatcher::StaticFiles,
+        what: What::AcceptableContentEncoding,
+        reason: "Ferry serves build-time precompressed variants (br preferred) where next start gzips \
+                 on the fly; any coding the client accepts is correct and the decoded bytes are compared",
+    },
+    AllowedDifference {
+        request_matcher: RequestMatcher::StaticFiles,
+        what: What::VaryAcceptEncoding,
+        reason: "a server that has precompressed variants varies on Accept-Encoding for every static file, \
+                 next start's compression middleware only when it compressed",
+    },
+];
+
+fn accepts_coding(req: &RawRequest, coding: &str) -> bool {
+    let Some(ae) = req.header_value("accept-encoding") else {
+        return coding == "identity";
+    };
+    ae.split(',').any(|part| {
+        let mut it = part.split(';');
+        let name = it.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = it
+            .find_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+            })
+            .unwrap_or(1.0);
+        (name == coding || name == "*") && q > 0.0
+    })
+}
+
+fn strip_accept_encoding(vary: &[&str]) -> Vec<String> {
+    vary.iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "accept-encoding")
+        .collect()
+}
+
+/// The table entry that accepts `m` for this request, if any.
+fn allowed(
+    m: &Mismatch,
+    req: &RawRequest,
+    a: &RawResponse,
+    b: &RawResponse,
+) -> Option<&'static AllowedDifference> {
+    ALLOWED_DIFFERENCES.iter().find(|d| {
+        d.request_matcher.matches(req)
+            && match (d.what, &m.aspect) {
+                (What::RepeatedHeaderValue(h), Aspect::Header(name)) if h == name => {
+                    let dedup = |r: &RawResponse| {
+                        let mut v = header_values(r, h);
+                        v.dedup();
+                        v
+                    };
+                    dedup(a) == dedup(b)
+                }
+                (What::AcceptableContentEncoding, Aspect::Header(name))
+                    if name == "content-encoding" =>
+                {
+                    let coding = b
+                        .header("content-encoding")
+                        .unwrap_or("identity")
+                        .trim()
+                        .to_ascii_lowercase();
+                    accepts_coding(req, &coding)
+                }
+                (What::VaryAcceptEncoding, Aspect::Header(name)) if name == "vary" => {
+                    strip_accept_encoding(&a.header_all("vary"))
+                        == strip_accept_encoding(&b.header_all("vary"))
+                }
+                _ => false,
+            }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set-up
+// ---------------------------------------------------------------------------------------------
+
+/// Which second server is compared with `next start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Ferry,
+    SelfCheck,
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Builds the app into `work/app` (or uses FERRY_DIFF_PREBUILT) and returns its path.
+fn prepare_app(mode: Mode, work: &Path) -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("FERRY_DIFF_PREBUILT") {
+        let dir = PathBuf::from(dir);
+        ensure!(
+            dir.join(".next/BUILD_ID").is_file(),
+            "FERRY_DIFF_PREBUILT {} has no .next",
+            dir.display()
+        );
+        return Ok(dir);
+    }
+    let src = support::showcase_src();
+    support::ensure_node_modules(&src, &work.join("npm-ci.log"))?;
+    let app = work.join("app");
+    support::copy_app(&src, &app)?;
+    let log = work.join("build.log");
+    match mode {
+        Mode::Ferry => support::ferry_build(Path::new(env!("CARGO_BIN_EXE_ferry")), &app)
+            .run(&log, BUILD_TIMEOUT)?,
+        Mode::SelfCheck => support::next_cli(&app, &["build"]).run(&log, BUILD_TIMEOUT)?,
+    }
+    Ok(app)
+}
+
+/// Picks the chunk referenced by `html` whose file is closest to 15 KB (big enough for ranges).
+fn pick_chunk(app: &Path, html: &str) -> Result<String> {
+    let mut best: Option<(u64, String)> = None;
+    for piece in html.split("/_next/static/chunks/").skip(1) {
+        let name: String = piece
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "-_.~".contains(*c))
+            .collect();
+        if !name.ends_with(".js") {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(app.join(".next/static/chunks").join(&name)) else {
+            continue;
+        };
+        let dist = meta.len().abs_diff(15_000);
+        if best.as_ref().is_none_or(|(d, _)| dist < *d) {
+            best = Some((dist, name));
+        }
+    }
+    let (_, name) = best.ok_or_else(|| anyhow!("no chunk referenced by the HTML of /"))?;
+    Ok(format!("/_next/static/chunks/{name}"))
+}
+
+fn find_action_id(html: &str) -> Result<String> {
+    let start = html
+        .find("$ACTION_ID_")
+        .ok_or_else(|| anyhow!("no $ACTION_ID_ in the HTML of /actions"))?
+        + 11;
+    let id: String = html[start..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    ensure!(!id.is_empty(), "empty action id");
+    Ok(id)
+}
+
+fn fetch_text(addr: SocketAddr, path: &str) -> Result<String> {
+    let req = RawRequest::get(path)
+        .header("Host", DEFAULT_HOST)
+        .header("Connection", "close");
+    let resp = support::send(addr, &req, REQUEST_TIMEOUT)?;
+    ensure!(resp.status == 200, "GET {path}: HTTP {}", resp.status);
+    Ok(String::from_utf8_lossy(&resp.decoded_body()?).into_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn showcase_matches_next_start() -> Result<()> {
+    let mode = if env_flag("FERRY_DIFF_SELF_CHECK") {
+        Mode::SelfCheck
+    } else {
+        Mode::Ferry
+    };
+    let corpus_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/showcase.txt");
+    let entries = parse_corpus(&std::fs::read_to_string(&corpus_path)?)?;
+    ensure!(entries.len() >= 150, "corpus too small: {}", entries.len());
+
+    let tmp = tempfile::Builder::new().prefix("ferry-diff-").tempdir()?;
+    let work = tmp.path().to_owned();
+    let _keep = if env_flag("FERRY_DIFF_KEEP") {
+        eprintln!("keeping {}", work.display());
+        Some(tmp.keep())
+    } else {
+        None
+    };
+    let app = prepare_app(mode, &work)?;
+
+    let (port_a, port_b) = (support::free_port()?, support::free_port()?);
+    let addr_a: SocketAddr = ([127, 0, 0, 1], port_a).into();
+    let addr_b: SocketAddr = ([127, 0, 0, 1], port_b).into();
+    let (name_b, spec_b) = match mode {
+        Mode::Ferry => (
+            "ferry start",
+            support::ferry_start(Path::new(env!("CARGO_BIN_EXE_ferry")), &app, port_b),
+        ),
+        Mode::SelfCheck => {
+            // A separate copy so the two servers keep separate ISR caches, as Ferry does.
+            let twin = work.join("twin");
+            support::clone_built_app(&app, &twin)?;
+            ("next start #2", support::next_start(&twin, port_b))
+        }
+    };
+    let server_a = ServerProcess::start(
+        "next start",
+        &support::next_start(&app, port_a),
+        addr_a,
+        &work.join("a.log"),
+        START_TIMEOUT,
+    )?;
+    let server_b =
+        ServerProcess::start(name_b, &spec_b, addr_b, &work.join("b.log"), START_TIMEOUT)?;
+
+    let home = fetch_text(addr_a, "/")?;
+    let vars = Vars {
+        build_id: support::build_id(&app)?,
+        chunk: pick_chunk(&app, &home)?,
+        largest_chunk: support::largest_chunk(&app)?,
+        action_id: find_action_id(&fetch_text(addr_a, "/actions")?)?,
+    };
+    eprintln!(
+        "mode {mode:?}: next start on {addr_a}, {name_b} on {addr_b}; build id {}, chunk {}, largest {}, action {}",
+        vars.build_id, vars.chunk, vars.largest_chunk, vars.action_id
+    );
+
+    let verbose = env_flag("FERRY_DIFF_VERBOSE");
+    let (mut state_a, mut state_b) = (SideState::default(), SideState::default());
+    let mut equal = 0;
+    let mut allowed_count = 0;
+    let mut report = String::new();
+    let mut unexplained = 0;
+    for entry in &entries {
+        if entry.sleep_ms > 0 {
+            std::thread::sleep(Duration::from_millis(entry.sleep_ms));
+        }
+        // The same request to both servers at the same instant, so time-dependent state (ISR
+        // windows, the action counter) evolves alike on both.
+        let (req_a, req_b) = (
+            build_request(entry, &vars, &state_a)?,
+            build_request(entry, &vars, &state_b)?,
+        );
+        let (resp_a, resp_b) = std::thread::scope(|s| {
+            let a = s.spawn(|| support::send(addr_a, &req_a, REQUEST_TIMEOUT));
+            let b = support::send(addr_b, &req_b, REQUEST_TIMEOUT);
+            (
+                a.join()
+                    .unwrap_or_else(|_| Err(anyhow!("client thread panicked"))),
+                b,
+            )
+        });
+        for (state, resp) in [(&mut state_a, &resp_a), (&mut state_b, &resp_b)] {
+            if let Some(etag) = resp.as_ref().ok().and_then(|r| r.header("etag")) {
+                state.last_etag = Some(etag.to_owned());
+            }
+        }
+        let mismatches = compare(&resp_a, &resp_b, port_a, port_b);
+        if verbose {
+            let show = |r: &Result<RawResponse>| match r {
+                Ok(r) => format!("{} ({} bytes)", r.status, r.body.len()),
+                Err(e) => format!("error: {e:#}"),
+            };
+            eprintln!(
+                "line {}: {} -> {} | {}",
+                entry.line,
+                entry.text,
+                show(&resp_a),
+                show(&resp_b)
+            );
+        }
+        if mismatches.is_empty() {
+            equal += 1;
+            continue;
+        }
+        let mut lines = String::new();
+        let mut entry_unexplained = false;
+        for m in &mismatches {
+            let reason = match (mode, &resp_a, &resp_b) {
+                (Mode::Ferry, Ok(a), Ok(b)) => allowed(m, &req_a, a, b).map(|d| d.reason),
+                _ => None,
+            };
+            match reason {
+                Some(reason) => {
+                    let _ = writeln!(
+                        lines,
+                        "    allowed {}: {} | {} ({reason})",
+                        m.aspect, m.left, m.right
+                    );
+                }
+                None => {
+                    entry_unexplained = true;
+                    let _ = writeln!(
+                        lines,
+                        "    {}:\n      next start: {}\n      {name_b}: {}",
+                        m.aspect, m.left, m.right
+                    );
+                }
+            }
+        }
+        if entry_unexplained {
+            unexplained += 1;
+            let _ = writeln!(
+                report,
+                "MISMATCH line {}: {}\n{lines}",
+                entry.line, entry.text
+            );
+        } else {
+            allowed_count += 1;
+            let _ = writeln!(
+                report,
+                "ALLOWED line {}: {}\n{lines}",
+                entry.line, entry.text
+            );
+        }
+    }
+    drop(server_b);
+    drop(server_a);
+
+    println!("{report}");
+    println!(
+        "EQUAL {equal}/{} (allowed differences: {allowed_count}, unexplained: {unexplained}) — next start vs {name_b}",
+        entries.len()
+    );
+    ensure!(
+        unexplained == 0,
+        "{unexplained} unexplained mismatches (see the report above; logs in {})",
+        work.display()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unit tests of the harness itself (fast, no servers).
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn timestamps_are_masked_and_nothing_else() {
+    let body = b"at 2026-11-21T00:36:26.123Z and 2026-11-21T00:36:26Z, not 2026-11-21 or 12:00:00Z";
+    let masked = String::from_utf8(mask_iso_timestamps(body)).unwrap_or_default();
+    assert_eq!(
+        masked,
+        "at <TIMESTAMP> and <TIMESTAMP>, not 2026-11-21 or 12:00:00Z"
+    );
+}
+
+#[test]
+fn flight_ids_digests_and_ports_are_masked_narrowly() {
+    let body = br#"["$","$Ld","HqJReXEEQ-IzcX3tlO0hDv",{}],["$","$L10","HqJReXEEQ-IzcX3tlO0hDm"],"AAAAAAAAAAAAAAAAAAAAAv""#;
+    let masked = String::from_utf8(mask_flight_request_ids(body)).unwrap_or_default();
+    assert_eq!(
+        masked,
+        r#"["$","$Ld","<REQUEST-ID>v",{}],["$","$L10","<REQUEST-ID>m"],"AAAAAAAAAAAAAAAAAAAAAv""#
+    );
+    let digest = String::from_utf8(mask_error_digests(
+        br#"1:E{"digest":"1731305003"} data-dgst="12" "digest":"abc""#,
+    ))
+    .unwrap_or_default();
+    assert_eq!(
+        digest,
+        r#"1:E{"digest":"<DIGEST>"} data-dgst="<DIGEST>" "digest":"abc""#
+    );
+    assert_eq!(
+        mask_listen_port("http://localhost:4711/ssr :47110", 4711),
+        "http://localhost:<PORT>/ssr :47110"
+    );
+}
+
+#[test]
+fn corpus_lines_parse() -> Result<()> {
+    let entries = parse_corpus(
+        "# c\n\nPOST /api/hello | Content-Type: text/plain | @body=a\\r\\nb | @chunked\nGET / | @no-host | @sleep=5\n",
+    )?;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].body, b"a\r\nb");
+    assert!(entries[0].chunked && entries[1].no_host && entries[1].sleep_ms == 5);
+    assert!(parse_corpus("GET / | @bogus").is_err());
+    let vars = Vars {
+        build_id: "B".into(),
+        chunk: "/c.js".into(),
+        largest_chunk: "/l.js".into(),
+        action_id: "7f".into(),
+    };
+    let req = build_request(&entries[0], &vars, &SideState::default())?;
+    let wire = String::from_utf8(req.to_bytes())?;
+    assert!(
+        wire.starts_with("POST /api/hello HTTP/1.1\r\nHost: localhost:3000\r\n"),
+        "{wire}"
+    );
+    assert!(
+        wire.ends_with("Transfer-Encoding: chunked\r\n\r\n4\r\na\r\nb\r\n0\r\n\r\n"),
+        "{wire}"
+    );
+    assert_eq!(
+        substitute(
+            "/_next/data/{{build_id}}/x{{long:3}}",
+            &vars,
+            &SideState::default()
+        )?,
+        "/_next/data/B/xaaa"
+    );
+    Ok(())
+}
+
+#[test]
+fn accept_encoding_q_values() {
+    let req = RawRequest::get("/").header("Accept-Encoding", "gzip;q=1.0, br;q=0");
+    assert!(accepts_coding(&req, "gzip"));
+    assert!(!accepts_coding(&req, "br"));
+    assert!(accepts_coding(&RawRequest::get("/"), "identity"));
+}

@@ -1,0 +1,135 @@
+//! A header list with the semantics of the WHATWG `Headers` class, which `@next/routing` uses
+//! for request headers and the resolved (response) headers.
+
+/// An ordered list of headers behaving like JavaScript's `Headers`: names are lowercased, values
+/// trimmed of HTTP whitespace, `get` joins repeated values with `", "`, `set` replaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderList {
+    entries: Vec<(String, String)>,
+}
+
+fn trim_http_ws(v: &str) -> &str {
+    v.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+}
+
+impl HeaderList {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a list from `(name, value)` pairs, appending each (like `new Headers(pairs)`).
+    pub fn from_pairs<'a, I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut h = Self::new();
+        for (k, v) in pairs {
+            h.append(k, v);
+        }
+        h
+    }
+
+    /// Appends a value (`Headers.append`).
+    pub fn append(&mut self, name: &str, value: &str) {
+        self.entries
+            .push((name.to_ascii_lowercase(), trim_http_ws(value).to_string()));
+    }
+
+    /// Replaces every value of `name` with `value` (`Headers.set`), keeping the first position.
+    pub fn set(&mut self, name: &str, value: &str) {
+        let name = name.to_ascii_lowercase();
+        let value = trim_http_ws(value).to_string();
+        match self.entries.iter().position(|(k, _)| *k == name) {
+            Some(i) => {
+                self.entries[i].1 = value;
+                let mut idx = 0;
+                self.entries.retain(|(k, _)| {
+                    let keep = idx <= i || *k != name;
+                    idx += 1;
+                    keep
+                });
+            }
+            None => self.entries.push((name, value)),
+        }
+    }
+
+    /// Removes every value of `name` (`Headers.delete`).
+    pub fn delete(&mut self, name: &str) {
+        let name = name.to_ascii_lowercase();
+        self.entries.retain(|(k, _)| *k != name);
+    }
+
+    /// Whether `name` is present (`Headers.has`).
+    pub fn has(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+    }
+
+    /// The combined value of `name` (`Headers.get`): repeated values joined with `", "`.
+    pub fn get(&self, name: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        for (k, v) in &self.entries {
+            if k.eq_ignore_ascii_case(name) {
+                match &mut out {
+                    Some(o) => {
+                        o.push_str(", ");
+                        o.push_str(v);
+                    }
+                    None => out = Some(v.clone()),
+                }
+            }
+        }
+        out
+    }
+
+    /// The raw entries in insertion order (names lowercased, one entry per appended value).
+    pub fn raw(&self) -> &[(String, String)] {
+        &self.entries
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Iteration as `Headers.forEach` does it: names sorted, values of a name combined with
+    /// `", "`, except `set-cookie` whose values come one by one.
+    pub fn sorted_combined(&self) -> Vec<(String, String)> {
+        let mut names: Vec<&str> = self.entries.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            if n == "set-cookie" {
+                for (k, v) in &self.entries {
+                    if k == n {
+                        out.push((k.clone(), v.clone()));
+                    }
+                }
+            } else if let Some(v) = self.get(n) {
+                out.push((n.to_string(), v));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaves_like_js_headers() {
+        let mut h = HeaderList::from_pairs([("A", " 1 "), ("b", "2"), ("a", "3")]);
+        assert_eq!(h.get("a").as_deref(), Some("1, 3"));
+        h.set("A", "x");
+        assert_eq!(
+            h.raw(),
+            &[("a".into(), "x".into()), ("b".into(), "2".into())]
+        );
+        h.append("set-cookie", "s=1");
+        h.append("set-cookie", "t=2");
+        assert_eq!(h.sorted_combined().len(), 4);
+        h.delete("B");
+        assert!(!h.has("b"));
+    }
+}

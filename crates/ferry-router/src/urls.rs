@@ -1,0 +1,160 @@
+//! WHATWG URL operations `@next/routing` performs with Node's `URL` / `URLSearchParams`.
+
+use url::Url;
+
+/// `url.search`: `"?query"`, or `""` when the query is absent or empty.
+pub(crate) fn search(u: &Url) -> String {
+    match u.query() {
+        Some(q) if !q.is_empty() => format!("?{q}"),
+        _ => String::new(),
+    }
+}
+
+/// `url.hash`: `"#fragment"`, or `""`.
+fn hash(u: &Url) -> String {
+    match u.fragment() {
+        Some(f) if !f.is_empty() => format!("#{f}"),
+        _ => String::new(),
+    }
+}
+
+/// `for (const [k, v] of new URLSearchParams(q)) url.searchParams.set(k, v)`.
+pub(crate) fn set_search_params(u: &mut Url, q: &str) {
+    let new: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes())
+        .into_owned()
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    let mut pairs: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+    for (k, v) in new {
+        match pairs.iter().position(|(pk, _)| *pk == k) {
+            Some(i) => {
+                pairs[i].1 = v;
+                let mut idx = 0;
+                pairs.retain(|(pk, _)| {
+                    let keep = idx <= i || *pk != k;
+                    idx += 1;
+                    keep
+                });
+            }
+            None => pairs.push((k, v)),
+        }
+    }
+    let serialized = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    u.set_query((!serialized.is_empty()).then_some(serialized.as_str()));
+}
+
+/// `applyDestination` for an internal destination: set the pathname, merge the query.
+pub(crate) fn apply_internal_destination(u: &Url, dest: &str) -> Url {
+    let mut n = u.clone();
+    let mut parts = dest.split('?');
+    n.set_path(parts.next().unwrap_or_default());
+    if let Some(q) = parts.next().filter(|q| !q.is_empty()) {
+        set_search_params(&mut n, q);
+    }
+    n
+}
+
+/// `mergeDestinationQueryIntoUrl`.
+pub(crate) fn merge_destination_query(u: &Url, dest: &str) -> Url {
+    let mut n = u.clone();
+    if let Some(q) = dest.split('?').nth(1).filter(|q| !q.is_empty()) {
+        set_search_params(&mut n, q);
+    }
+    n
+}
+
+/// `resolveRedirectLocationWithRequestQuery`: carry the request query onto a `Location` that
+/// has none.
+pub(crate) fn redirect_location_with_query(location: &str, u: &Url) -> String {
+    let s = search(u);
+    if s.is_empty() {
+        return location.to_string();
+    }
+    let Ok(mut n) = u.join(location) else {
+        return location.to_string();
+    };
+    if !search(&n).is_empty() {
+        return location.to_string();
+    }
+    n.set_query(Some(&s[1..]));
+    if n.origin() != u.origin() {
+        return n.to_string();
+    }
+    format!("{}{}{}", n.path(), search(&n), hash(&n))
+}
+
+/// `getRelativeURL`: same-origin URLs become path + search + hash.
+pub(crate) fn relative_url(target: &str, base: &Url) -> String {
+    let Ok(n) = base.join(target) else {
+        return target.to_string();
+    };
+    if n.origin() == base.origin() {
+        format!("{}{}{}", n.path(), search(&n), hash(&n))
+    } else {
+        n.to_string()
+    }
+}
+
+/// The query as `URLSearchParams` entries (decoded).
+pub(crate) fn query_pairs(u: &Url) -> Vec<(String, String)> {
+    u.query_pairs().into_owned().collect()
+}
+
+/// `decodeURIComponent`: `None` where JS throws (bad escape or invalid UTF-8).
+pub(crate) fn decode_uri_component(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_merges_query_like_url_search_params() {
+        let u = Url::parse("http://h/a?x=1&y=2&x=3&s=a+b").expect("url");
+        let n = apply_internal_destination(&u, "/b/../c d?x=9&z=%2F?ignored");
+        assert_eq!(n.path(), "/c%20d");
+        assert_eq!(n.query(), Some("x=9&y=2&s=a+b&z=%2F"));
+    }
+
+    #[test]
+    fn redirect_keeps_request_query_only_when_location_has_none() {
+        let u = Url::parse("http://h/a?x=1").expect("url");
+        assert_eq!(redirect_location_with_query("/b", &u), "/b?x=1");
+        assert_eq!(redirect_location_with_query("/b?y", &u), "/b?y");
+        assert_eq!(
+            redirect_location_with_query("https://o.com/b", &u),
+            "https://o.com/b?x=1"
+        );
+        let bare = Url::parse("http://h/a").expect("url");
+        assert_eq!(redirect_location_with_query("/b/../c", &bare), "/b/../c");
+    }
+
+    #[test]
+    fn decodes_like_decode_uri_component() {
+        assert_eq!(decode_uri_component("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(decode_uri_component("%E0%A4%A"), None);
+        assert_eq!(decode_uri_component("%ff"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! The loaded deployment: every stage's state, built once at startup, shared by all requests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ferry_manifest::{BundleKind, FunctionKind, Manifest};
+use ferry_prerender::PrerenderCache;
+use ferry_router::Router;
+use ferry_static::StaticFiles;
+use ferry_workers::{EntryKind, PoolConfig, WorkerPool};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+
+use crate::{ServerConfig, ServerError, pipeline};
+
+/// A JavaScript entrypoint the pipeline can invoke.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// Absolute path of the entry module.
+    pub entry: String,
+    /// Calling convention.
+    pub kind: EntryKind,
+}
+
+/// The loaded deployment.
+pub struct App {
+    /// The bundle's manifest.
+    pub manifest: Manifest,
+    /// The bundle directory.
+    pub bundle_dir: PathBuf,
+    /// Compiled routing tables.
+    pub router: Router,
+    /// Static and public files.
+    pub statics: StaticFiles,
+    /// Prerendered pages and their ISR state.
+    pub prerenders: PrerenderCache,
+    /// Functions by output pathname (`/blog/[slug]`, `/blog/[slug].rsc`).
+    pub functions: HashMap<String, Function>,
+    /// Functions by adapter output id (what prerenders name as their parent).
+    pub functions_by_id: HashMap<String, Function>,
+    /// The middleware / proxy entry, if any.
+    pub middleware: Option<Function>,
+    /// The Node worker pool (absent for static exports).
+    pub workers: Option<WorkerPool>,
+    local_addr: OnceLock<SocketAddr>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl App {
+    /// Loads every stage from the bundle and starts the workers.
+    pub async fn load(manifest: Manifest, config: &ServerConfig) -> Result<Arc<Self>, ServerError> {
+        let bundle_dir = config.bundle_dir.clone();
+        let router = Router::new(&manifest).map_err(|e| ServerError::Bundle(e.to_string()))?;
+        let statics = StaticFiles::new(&bundle_dir, &manifest)
+            .map_err(|e| ServerError::Bundle(e.to_string()))?;
+        let prerenders = PrerenderCache::new(&bundle_dir, &manifest)
+            .map_err(|e| ServerError::Bundle(e.to_string()))?;
+        // Manifest entries are bundle-relative; workers run in the project dir, so go absolute.
+        let absolute = |entry: &str| bundle_dir.join(entry).to_string_lossy().into_owned();
+        let function = |f: &ferry_manifest::FunctionOutput| Function {
+            entry: absolute(&f.entry),
+            kind: entry_kind(f.kind),
+        };
+        let functions = manifest
+            .functions
+            .iter()
+            .map(|f| (f.pathname.clone(), function(f)))
+            .collect();
+        let functions_by_id = manifest
+            .functions
+            .iter()
+            .map(|f| (f.id.clone(), function(f)))
+            .collect();
+        let middleware = manifest.middleware.as_ref().map(|m| Function {
+            entry: absolute(&m.entry),
+            kind: EntryKind::Middleware,
+        });
+        let workers = match (&manifest.kind, &manifest.server) {
+            (BundleKind::Server, Some(layout)) => {
+                let mut pool = PoolConfig::new(bundle_dir.join(&layout.project_dir));
+                pool.workers = config.workers;
+                pool.node = config.node.clone();
+                pool.queue_limit = config.queue_limit;
+                pool.request_timeout = config.worker_timeout;
+                pool.env = layout
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                pool.env.push(("NODE_ENV".into(), "production".into()));
+                pool.env.push(("PORT".into(), config.port.to_string()));
+                Some(WorkerPool::start(pool).await?)
+            }
+            _ => None,
+        };
+        Ok(Arc::new(App {
+            manifest,
+            bundle_dir,
+            router,
+            statics,
+            prerenders,
+            functions,
+            functions_by_id,
+            middleware,
+            workers,
+            local_addr: OnceLock::new(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }))
+    }
+
+    /// Records the bound address (for `res.revalidate` loopback requests and absolute URLs).
+    pub fn set_local_addr(&self, addr: SocketAddr) {
+        let _ = self.local_addr.set(addr);
+    }
+
+    /// The bound address, once listening.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr.get().copied()
+    }
+
+    /// Serves one request through the pipeline.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: hyper::Request<Incoming>,
+        remote: SocketAddr,
+    ) -> hyper::Response<ferry_http::Body> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _guard = InFlight(self);
+        pipeline::handle(self, req, remote).await
+    }
+
+    /// Waits until no request is in the pipeline (response bodies may still stream).
+    pub async fn drain(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops the workers, letting pending `after()` work finish within `grace`.
+    pub async fn shutdown_workers(&self, grace: Duration) {
+        if let Some(pool) = &self.workers {
+            pool.shutdown(grace).await;
+        }
+    }
+}
+
+struct InFlight<'a>(&'a App);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+fn entry_kind(kind: FunctionKind) -> EntryKind {
+    kind.into()
+}

@@ -1,0 +1,60 @@
+//! Stage 4: what every response gets on the way out: the headers routing resolved (the
+//! response's own headers win, as in next start), `X-Powered-By`, runtime compression.
+
+use std::sync::Arc;
+
+use ferry_http::Body;
+use http::{HeaderValue, Response, header};
+
+use super::{RequestCtx, route::latin1_header};
+use crate::App;
+
+/// Applies routing headers, `x-powered-by` and compression.
+pub fn finish(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    mut res: Response<Body>,
+    routing_headers: &[(String, String)],
+) -> Response<Body> {
+    let headers = res.headers_mut();
+    for (name, value) in routing_headers {
+        if name.starts_with("x-middleware-") {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            latin1_header(value),
+        ) else {
+            continue;
+        };
+        if name == header::SET_COOKIE {
+            headers.append(name, value);
+        } else if !headers.contains_key(&name) {
+            headers.insert(name, value);
+        }
+    }
+    if app.manifest.config.powered_by_header
+        && !headers.contains_key("x-powered-by")
+        && is_rendered(headers)
+    {
+        headers.insert("x-powered-by", HeaderValue::from_static("Next.js"));
+    }
+    // Files carry their own (build-time) encodings and ranges; only rendered bodies are compressed.
+    if app.manifest.config.compress
+        && !headers.contains_key(header::CONTENT_ENCODING)
+        && is_rendered(headers)
+    {
+        let accept = ctx
+            .parts
+            .headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        return ferry_static::compress_response(res, &ctx.parts.method, accept);
+    }
+    res
+}
+
+/// next start sends `X-Powered-By` on rendered responses, not on files it streams from disk.
+fn is_rendered(headers: &http::HeaderMap) -> bool {
+    !headers.contains_key(header::ACCEPT_RANGES)
+}

@@ -1,0 +1,103 @@
+//! The request pipeline, as an explicit ordered list of stages (one module each):
+//!
+//! 1. [`guard`]: reject malformed requests, strip internal headers a client must not forge.
+//! 2. [`route`]: Next.js routing phases; the middleware / proxy runs in a worker when it matches.
+//! 3. serve the resolution, first match wins:
+//!    [`redirect`] | [`proxy`] (external rewrite) | [`files`] (static and public files) |
+//!    [`prerendered`] (prerender / ISR cache) | [`functions`] (Node workers) | [`not_found`].
+//! 4. [`finish`]: routing headers, `x-powered-by`, runtime compression.
+
+pub mod files;
+pub mod finish;
+pub mod functions;
+pub mod guard;
+pub mod not_found;
+pub mod prerendered;
+pub mod proxy;
+pub mod redirect;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ferry_http::Body;
+use ferry_router::Resolution;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+use crate::App;
+
+/// What every stage may need to know about the request, after the guard.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// Method, URI, headers (sanitized), version.
+    pub parts: http::request::Parts,
+    /// The client's address.
+    pub remote: SocketAddr,
+}
+
+/// Runs one request through every stage.
+pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    if let Err(rejection) = guard::check(app, &mut parts) {
+        return rejection;
+    }
+    let ctx = RequestCtx { parts, remote };
+    let body = ferry_http::boxed(body);
+    let (resolution, body) = match route::route(app, &ctx, body).await {
+        route::Routed::Resolved(resolution, body) => (resolution, body),
+        route::Routed::Respond(res) => return finish::finish(app, &ctx, res, &[]),
+    };
+    match resolution {
+        Resolution::Redirect {
+            status,
+            location,
+            next_start_headers,
+            ..
+        } => redirect::respond(status, location.as_deref(), &next_start_headers),
+        Resolution::Rejected { status, reason } => {
+            tracing::debug!("rejected {}: {reason}", ctx.parts.uri);
+            guard::reject(status)
+        }
+        Resolution::ExternalRewrite {
+            url,
+            headers,
+            request_headers,
+            status,
+        } => {
+            let res = proxy::forward(&ctx, &url, &request_headers, status, body).await;
+            finish::finish(app, &ctx, res, &headers)
+        }
+        Resolution::NotFound {
+            headers,
+            request_headers,
+            ..
+        } => {
+            let res = not_found::respond(app, &ctx, &request_headers).await;
+            finish::finish(app, &ctx, res, &headers)
+        }
+        Resolution::Output(output) => {
+            let res = serve_output(app, &ctx, &output, body).await;
+            finish::finish(app, &ctx, res, &output.headers)
+        }
+    }
+}
+
+/// The filesystem outcome: a static file, a prerender, or a function, in that order.
+async fn serve_output(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    output: &ferry_router::Output,
+    body: Body,
+) -> Response<Body> {
+    if let Some(res) = files::serve(app, ctx, output).await {
+        return res;
+    }
+    if let Some(res) = prerendered::serve(app, ctx, output).await {
+        return res;
+    }
+    if let Some(res) = functions::serve(app, ctx, output, body).await {
+        return res;
+    }
+    not_found::respond(app, ctx, &output.request_headers).await
+}

@@ -1,0 +1,233 @@
+//! Prerendered pages (static and ISR) answered from the prerender cache. A stale entry is served
+//! at once and its whole group (HTML, RSC, segments, data JSON) regenerated once in the
+//! background through a worker; an expired one is rendered before answering.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use ferry_http::Body;
+use ferry_prerender::{CacheState, Regeneration, Rendered};
+use ferry_workers::Invocation;
+use http::{HeaderMap, HeaderValue, Method, Response};
+use http_body_util::{BodyExt, Limited};
+use percent_encoding::percent_decode_str;
+
+use super::RequestCtx;
+use crate::App;
+
+/// Largest rendered body kept in the cache.
+const MAX_RENDER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Serves the output from the prerender cache when it holds it and the request may use it.
+pub async fn serve(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    output: &ferry_router::Output,
+) -> Option<Response<Body>> {
+    let key = cache_key(output);
+    if !app.prerenders.is_prerender(&key) {
+        return None;
+    }
+    if bypasses(app, ctx, &key) {
+        return None;
+    }
+    let hit = app.prerenders.lookup(&key, SystemTime::now())?;
+    if hit.state == CacheState::Expired {
+        // Must not be served: render now. Whoever holds the claim stores the result.
+        let regen = hit.regeneration?;
+        let app2 = app.clone();
+        regenerate(app2, regen).await;
+        let fresh = app.prerenders.lookup(&key, SystemTime::now())?;
+        return Some(app.prerenders.respond_with_label(
+            &fresh.entry,
+            "MISS",
+            &ctx.parts.method,
+            &ctx.parts.headers,
+        ));
+    }
+    let res = app
+        .prerenders
+        .respond(&hit, &ctx.parts.method, &ctx.parts.headers);
+    if let Some(regen) = hit.regeneration {
+        tokio::spawn(regenerate(app.clone(), regen));
+    }
+    Some(res)
+}
+
+fn bypasses(app: &App, ctx: &RequestCtx, key: &str) -> bool {
+    let mut probe = http::Request::new(());
+    *probe.method_mut() = ctx.parts.method.clone();
+    *probe.uri_mut() = ctx.parts.uri.clone();
+    *probe.headers_mut() = ctx.parts.headers.clone();
+    app.prerenders.should_bypass(key, &probe)
+}
+
+/// The concrete pathname of the cached response: the invocation path, decoded like the adapter's
+/// prerender pathnames, with the RSC / segment suffix of the matched output.
+pub fn cache_key(output: &ferry_router::Output) -> String {
+    let path = percent_decode_str(&output.invocation_path)
+        .decode_utf8_lossy()
+        .into_owned();
+    let suffix = output_suffix(&output.pathname);
+    if suffix.is_empty() || path.ends_with(suffix) {
+        return path;
+    }
+    let base = if path == "/" { "/index" } else { path.as_str() };
+    format!("{base}{suffix}")
+}
+
+/// `.rsc` or `.segments/…segment.rsc` at the end of an output pathname, else `""`.
+fn output_suffix(pathname: &str) -> &str {
+    if let Some(i) = pathname.find(".segments/") {
+        return &pathname[i..];
+    }
+    pathname
+        .strip_suffix(".rsc")
+        .map_or("", |base| &pathname[base.len()..])
+}
+
+/// Renders every pathname of the group through the worker and stores the results together.
+pub async fn regenerate(app: Arc<App>, regen: Regeneration) {
+    let Some(function) = app.functions_by_id.get(&regen.parent_output_id).cloned() else {
+        tracing::warn!(
+            "cannot regenerate {}: no function {}",
+            regen.pathname,
+            regen.parent_output_id
+        );
+        app.prerenders.regeneration_failed(&regen.pathname);
+        return;
+    };
+    let mut results = Vec::with_capacity(regen.group_pathnames.len());
+    for pathname in &regen.group_pathnames {
+        match render(&app, &function, pathname, regen.bypass_token.as_deref()).await {
+            Ok(rendered) => results.push((pathname.clone(), rendered)),
+            Err(err) => {
+                tracing::warn!("regenerating {pathname} failed: {err}");
+                app.prerenders.regeneration_failed(&regen.pathname);
+                return;
+            }
+        }
+    }
+    // The looked-up pathname first: store_group releases the claim by it.
+    results.sort_by_key(|(p, _)| p != &regen.pathname);
+    app.prerenders.store_group(results, SystemTime::now());
+}
+
+/// One render of `pathname` with the revalidation token, collected in full.
+async fn render(
+    app: &App,
+    function: &crate::app::Function,
+    pathname: &str,
+    token: Option<&str>,
+) -> Result<Rendered, String> {
+    let pool = app.workers.as_ref().ok_or("no workers")?;
+    let (uri, headers) = render_request(pathname, token);
+    let uri = uri.parse().map_err(|e| format!("bad uri {uri}: {e}"))?;
+    let mut inv = Invocation::new(function.entry.clone(), function.kind, Method::GET, uri);
+    inv.headers = headers;
+    let port = app.local_addr().map(|a| a.port());
+    inv.meta.hostname = Some("localhost".into());
+    inv.meta.port = port;
+    let res = pool.dispatch(inv).await.map_err(|e| e.to_string())?;
+    let (parts, body) = res.into_parts();
+    let bytes: Bytes = Limited::new(body, MAX_RENDER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if parts.status.is_server_error() {
+        return Err(format!("status {}", parts.status));
+    }
+    Ok(Rendered::from_response(parts.status, parts.headers, bytes))
+}
+
+/// The request that renders a prerender pathname: the page URL plus the RSC / segment / data
+/// headers its variant needs.
+fn render_request(pathname: &str, token: Option<&str>) -> (String, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = token.and_then(|t| HeaderValue::from_str(t).ok()) {
+        headers.insert("x-prerender-revalidate", token);
+    }
+    let page = |base: &str| {
+        if base == "/index" {
+            "/".to_owned()
+        } else {
+            base.to_owned()
+        }
+    };
+    if let Some(i) = pathname.find(".segments/") {
+        let segment = pathname[i + ".segments".len()..]
+            .strip_suffix(".segment.rsc")
+            .unwrap_or("");
+        headers.insert("rsc", HeaderValue::from_static("1"));
+        headers.insert("next-router-prefetch", HeaderValue::from_static("1"));
+        if let Ok(v) = HeaderValue::from_str(segment) {
+            headers.insert("next-router-segment-prefetch", v);
+        }
+        return (page(&pathname[..i]), headers);
+    }
+    if let Some(base) = pathname.strip_suffix(".rsc") {
+        headers.insert("rsc", HeaderValue::from_static("1"));
+        return (page(base), headers);
+    }
+    if pathname.starts_with("/_next/data/") {
+        headers.insert("x-nextjs-data", HeaderValue::from_static("1"));
+    }
+    (pathname.to_owned(), headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(pathname: &str, invocation: &str) -> ferry_router::Output {
+        ferry_router::Output {
+            pathname: pathname.into(),
+            invocation_path: invocation.into(),
+            query: vec![],
+            route_matches: vec![],
+            headers: vec![],
+            request_headers: vec![],
+            status: None,
+            rsc: None,
+        }
+    }
+
+    #[test]
+    fn cache_key_follows_the_output_variant() {
+        assert_eq!(cache_key(&output("/isr", "/isr")), "/isr");
+        assert_eq!(cache_key(&output("/isr.rsc", "/isr")), "/isr.rsc");
+        assert_eq!(cache_key(&output("/index.rsc", "/")), "/index.rsc");
+        assert_eq!(
+            cache_key(&output("/blog/[slug].rsc", "/blog/hello")),
+            "/blog/hello.rsc"
+        );
+        assert_eq!(
+            cache_key(&output(
+                "/blog/[slug].segments/_tree.segment.rsc",
+                "/blog/hello"
+            )),
+            "/blog/hello.segments/_tree.segment.rsc"
+        );
+        assert_eq!(
+            cache_key(&output("/blog/[slug]", "/blog/h%C3%A9")),
+            "/blog/hé"
+        );
+    }
+
+    #[test]
+    fn render_requests_carry_variant_headers() {
+        let (uri, h) = render_request("/index.segments/_tree.segment.rsc", Some("t"));
+        assert_eq!(uri, "/");
+        assert_eq!(h["next-router-segment-prefetch"], "/_tree");
+        assert_eq!(h["x-prerender-revalidate"], "t");
+        let (uri, h) = render_request("/isr.rsc", None);
+        assert_eq!(uri, "/isr");
+        assert_eq!(h["rsc"], "1");
+        let (uri, h) = render_request("/_next/data/b/legacy/static.json", None);
+        assert_eq!(uri, "/_next/data/b/legacy/static.json");
+        assert_eq!(h["x-nextjs-data"], "1");
+        let _ = StatusCode::OK;
+    }
+}

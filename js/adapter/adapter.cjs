@@ -1,0 +1,58 @@
+// Ferry's Next.js Deployment Adapter.
+//
+// `ferry build` points Next.js at this file through NEXT_ADAPTER_PATH. It is deliberately tiny:
+// it pins the ids Ferry chose and hands the build context over as JSON. Everything else (bundle
+// layout, static files, compression, the manifest) happens in Rust.
+'use strict'
+
+const fs = require('fs')
+const path = require('path')
+
+const PHASE_PRODUCTION_BUILD = 'phase-production-build'
+
+/** @type {import('next').NextAdapter} */
+module.exports = {
+  name: 'ferry',
+
+  // Runs for every command that loads next.config (`next build`, `next start`, `next dev`):
+  // only the production build is touched, and only where the user left a value unset.
+  modifyConfig(config, { phase }) {
+    if (phase !== PHASE_PRODUCTION_BUILD) return config
+
+    const buildId = process.env.FERRY_BUILD_ID
+    if (buildId && typeof config.generateBuildId !== 'function') {
+      config.generateBuildId = () => buildId
+    }
+
+    // Next also applies NEXT_DEPLOYMENT_ID itself; the user's own value always wins.
+    const deploymentId = process.env.FERRY_DEPLOYMENT_ID
+    if (deploymentId && !config.deploymentId) {
+      config.deploymentId = deploymentId
+    }
+    return config
+  },
+
+  // Writes the whole build context for the Rust side. Maps (if any) become plain objects.
+  onBuildComplete(ctx) {
+    const out = process.env.FERRY_ADAPTER_OUTPUT
+    if (!out) return
+
+    const { routing, outputs, config, buildId, nextVersion, distDir, projectDir, repoRoot } = ctx
+    const payload = {
+      routing,
+      outputs,
+      // Functions in next.config cannot be serialized; JSON.stringify drops them.
+      config,
+      buildId,
+      nextVersion,
+      distDir,
+      projectDir,
+      repoRoot,
+    }
+    const json = JSON.stringify(payload, (_key, value) =>
+      value instanceof Map ? Object.fromEntries(value) : value
+    )
+    fs.mkdirSync(path.dirname(out), { recursive: true })
+    fs.writeFileSync(out, json)
+  },
+}

@@ -1,0 +1,369 @@
+'use strict'
+// Ferry worker bridge: one Node.js process serving plain HTTP/1.1 on a Unix
+// domain socket. Ferry (Rust) routes each request and tells the bridge which
+// Next.js entrypoint to run through internal headers:
+//   x-ferry-entry  entry module (percent-encoded), absolute or relative to the
+//                  project dir (cwd)
+//   x-ferry-kind   PAGES | PAGES_API | APP_PAGE | APP_ROUTE | MIDDLEWARE
+//   x-ferry-meta   JSON: requestMeta bits (hostname, port, protocol, initURL,
+//                  revalidateOrigin, and any plain requestMeta field)
+// The request target is the invocation path + query Ferry chose.
+// Control requests (no x-ferry-entry): GET /__ferry/health,
+// POST /__ferry/drain (answers once pending waitUntil work settled),
+// POST /__ferry/terminate (the process sends itself SIGTERM).
+
+const http = require('node:http')
+const path = require('node:path')
+const { createRequire } = require('node:module')
+const { Readable } = require('node:stream')
+
+const socketPath = process.env.FERRY_BRIDGE_SOCKET
+const workerId = process.env.FERRY_WORKER_ID || '0'
+const projectDir = process.cwd()
+const manualSignals = Boolean(process.env.NEXT_MANUAL_SIG_HANDLE)
+
+if (!socketPath) {
+  console.error('[ferry bridge] FERRY_BRIDGE_SOCKET is not set')
+  process.exit(2)
+}
+
+// Resolve modules from the app, not from the bridge's temp location.
+const projectRequire = createRequire(path.join(projectDir, 'package.json'))
+
+function optionalRequire(id) {
+  try {
+    return projectRequire(id)
+  } catch (err) {
+    if (err && err.code === 'MODULE_NOT_FOUND' && String(err.message).includes(id)) {
+      return undefined
+    }
+    throw err
+  }
+}
+
+// `next start` loads .env files (production mode) before anything else.
+if (process.env.FERRY_BRIDGE_LOAD_ENV !== '0') {
+  try {
+    const nextEnv = optionalRequire('@next/env')
+    if (nextEnv && typeof nextEnv.loadEnvConfig === 'function') {
+      nextEnv.loadEnvConfig(projectDir, false, { info() {}, error: console.error }, true)
+    }
+  } catch (err) {
+    console.error('[ferry bridge] loading .env files failed:', err)
+  }
+}
+
+// Installs the AsyncLocalStorage globals and the other environment patches the
+// compiled entrypoints expect (same as next-server does on start).
+const nextEnvironment = optionalRequire('next/dist/server/node-environment')
+if (!nextEnvironment) {
+  console.error('[ferry bridge] next/dist/server/node-environment not found; running without it')
+}
+
+// Like `next start`: log uncaught errors, keep serving.
+process.on('uncaughtException', (err) => {
+  console.error('uncaughtException:', err)
+})
+try {
+  const handlers = optionalRequire('next/dist/server/lib/process-error-handlers')
+  if (handlers && !handlers.isUnhandledRejectionListenerRegistered()) {
+    handlers.registerUnhandledRejectionListener()
+  }
+} catch {
+  process.on('unhandledRejection', (err) => console.error('unhandledRejection:', err))
+}
+
+// ---- waitUntil tracking ------------------------------------------------------
+
+const pending = new Set()
+let drainWaiters = []
+
+function waitUntil(promise) {
+  if (!promise || typeof promise.then !== 'function') return
+  const tracked = Promise.resolve(promise)
+    .catch((err) => console.error('[ferry bridge] waitUntil work failed:', err))
+    .finally(() => {
+      pending.delete(tracked)
+      if (pending.size === 0) {
+        const waiters = drainWaiters
+        drainWaiters = []
+        for (const w of waiters) w()
+      }
+    })
+  pending.add(tracked)
+}
+
+function drained() {
+  if (pending.size === 0) return Promise.resolve()
+  return new Promise((resolve) => drainWaiters.push(resolve))
+}
+
+// ---- entry loading -------------------------------------------------------------
+
+const entries = new Map()
+
+function loadEntry(entry) {
+  const file = path.isAbsolute(entry) ? entry : path.join(projectDir, entry)
+  let mod = entries.get(file)
+  if (mod) return mod
+  const loaded = require(file)
+  mod = {
+    node: pickHandler(loaded, ['handler']),
+    middleware: pickHandler(loaded, ['handler', 'middleware', 'proxy']),
+  }
+  entries.set(file, mod)
+  return mod
+}
+
+function pickHandler(loaded, names) {
+  for (const name of names) {
+    if (loaded && typeof loaded[name] === 'function') return loaded[name]
+    const d = loaded && loaded.default
+    if (d && typeof d[name] === 'function') return d[name]
+  }
+  return undefined
+}
+
+// ---- requestMeta -------------------------------------------------------------------
+
+function formatHostname(h) {
+  return h.includes(':') && !h.startsWith('[') ? `[${h}]` : h
+}
+
+function buildRequestMeta(req, meta) {
+  const { port, protocol, revalidateOrigin, ...rest } = meta
+  const proto = protocol || 'http'
+  const requestMeta = { relativeProjectDir: '.', ...rest }
+  if (!requestMeta.initURL) {
+    // Same shape as next start: <proto>://<hostname>:<port><url>.
+    const host = formatHostname(meta.hostname || 'localhost')
+    requestMeta.initURL = port
+      ? `${proto}://${host}:${port}${req.url}`
+      : `${proto}://${req.headers.host || host}${req.url}`
+  }
+  if (!requestMeta.initProtocol) requestMeta.initProtocol = proto
+  // A 404 from `notFound` goes back to Ferry, which renders its own 404 page.
+  requestMeta.render404 = async (_req, res) => {
+    if (res.headersSent) {
+      res.end()
+      return
+    }
+    res.statusCode = 404
+    res.setHeader('x-ferry-not-found', '1')
+    res.setHeader('content-type', 'text/plain; charset=utf-8')
+    res.end('This page could not be found')
+  }
+  if (revalidateOrigin) {
+    // On-demand revalidation (res.revalidate) goes back through Ferry's front.
+    requestMeta.revalidate = async ({ urlPath, headers, revalidateHeaders, opts }) => {
+      const h = new Headers()
+      for (const [k, v] of Object.entries(headers || revalidateHeaders || {})) {
+        if (Array.isArray(v)) for (const x of v) h.append(k, x)
+        else if (v !== undefined) h.set(k, String(v))
+      }
+      const res = await fetch(new URL(urlPath, revalidateOrigin), { method: 'HEAD', headers: h, redirect: 'manual' })
+      const cache = res.headers.get('x-nextjs-cache')
+      if ((cache || '').toUpperCase() !== 'REVALIDATED' && res.status !== 200 &&
+          !(res.status === 404 && opts && opts.unstable_onlyGenerated)) {
+        throw new Error(`Invalid response ${res.status}`)
+      }
+    }
+  }
+  return requestMeta
+}
+
+// ---- request handling ------------------------------------------------------------
+
+const INTERNAL = ['x-ferry-entry', 'x-ferry-kind', 'x-ferry-meta']
+let shuttingDown = false
+
+function plain(res, status, body, extra) {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  res.statusCode = status
+  res.setHeader('content-type', 'text/plain; charset=utf-8')
+  if (extra) for (const [k, v] of Object.entries(extra)) res.setHeader(k, v)
+  res.end(body)
+}
+
+async function handleControl(req, res) {
+  const url = req.url || '/'
+  if (url === '/__ferry/health') {
+    plain(res, 200, 'ok')
+  } else if (url === '/__ferry/drain' && req.method === 'POST') {
+    await drained()
+    plain(res, 200, 'drained')
+  } else if (url === '/__ferry/terminate' && req.method === 'POST') {
+    plain(res, 202, 'terminating')
+    // A real signal, so an app's own process.on('SIGTERM') handler runs.
+    setImmediate(() => process.kill(process.pid, 'SIGTERM'))
+  } else {
+    plain(res, 404, 'unknown control request')
+  }
+}
+
+async function handleEntry(req, res, entry) {
+  const kind = String(req.headers['x-ferry-kind'] || '')
+  let meta = {}
+  const rawMeta = req.headers['x-ferry-meta']
+  if (rawMeta) {
+    try {
+      meta = JSON.parse(String(rawMeta)) || {}
+    } catch {
+      plain(res, 400, 'invalid x-ferry-meta', { 'x-ferry-error': 'meta' })
+      return
+    }
+  }
+  for (const h of INTERNAL) delete req.headers[h]
+  // rawHeaders still carries them; keep it consistent with req.headers.
+  const raw = []
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    if (!INTERNAL.includes(req.rawHeaders[i].toLowerCase())) raw.push(req.rawHeaders[i], req.rawHeaders[i + 1])
+  }
+  req.rawHeaders = raw
+
+  const mod = loadEntry(entry)
+  if (kind === 'MIDDLEWARE') {
+    if (!mod.middleware) throw new Error(`entry ${entry} exports no middleware handler`)
+    await runMiddleware(req, res, mod.middleware, meta)
+    return
+  }
+  if (!mod.node) throw new Error(`entry ${entry} exports no handler(req, res, ctx)`)
+  const requestMeta = buildRequestMeta(req, meta)
+  await mod.node(req, res, { waitUntil, requestMeta })
+}
+
+async function runMiddleware(req, res, handler, meta) {
+  const { port, protocol } = meta
+  const proto = protocol || 'http'
+  const host = formatHostname(meta.hostname || 'localhost')
+  const url = meta.initURL || (port ? `${proto}://${host}:${port}${req.url}` : `${proto}://${req.headers.host || host}${req.url}`)
+  const headers = new Headers()
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (Array.isArray(v)) for (const x of v) headers.append(k, x)
+    else if (v !== undefined) headers.set(k, v)
+  }
+  const abort = new AbortController()
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort()
+  })
+  const hasBody = req.method !== 'GET' && req.method !== 'HEAD'
+  const request = new Request(url, {
+    method: req.method,
+    headers,
+    body: hasBody ? Readable.toWeb(req) : undefined,
+    duplex: hasBody ? 'half' : undefined,
+    signal: abort.signal,
+  })
+  const { port: _p, protocol: _q, initURL: _i, revalidateOrigin: _r, ...rest } = meta
+  const response = await handler(request, {
+    waitUntil,
+    signal: abort.signal,
+    requestMeta: { relativeProjectDir: '.', ...rest },
+  })
+  if (!response) {
+    plain(res, 500, 'middleware returned no response')
+    return
+  }
+  // The middleware's response as-is: Ferry interprets x-middleware-* itself.
+  res.statusCode = response.status
+  const setCookies = typeof response.headers.getSetCookie === 'function' ? response.headers.getSetCookie() : []
+  for (const [k, v] of response.headers) {
+    if (k === 'set-cookie') continue
+    res.setHeader(k, v)
+  }
+  if (setCookies.length) res.setHeader('set-cookie', setCookies)
+  if (!response.body) {
+    res.end()
+    return
+  }
+  const reader = response.body.getReader()
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      if (value && value.byteLength && !res.write(value)) {
+        await new Promise((resolve) => {
+          res.once('drain', resolve)
+          res.once('close', resolve)
+        })
+        if (res.destroyed) break
+      }
+    }
+    res.end()
+  } finally {
+    reader.releaseLock()
+  }
+}
+
+const server = http.createServer(async (req, res) => {
+  const entry = req.headers['x-ferry-entry']
+  if (!entry) {
+    try {
+      await handleControl(req, res)
+    } catch (err) {
+      console.error('[ferry bridge] control request failed:', err)
+      plain(res, 500, 'control request failed')
+    }
+    return
+  }
+  try {
+    // Ferry percent-encodes the entry path so any file name fits in a header.
+    await handleEntry(req, res, decodeURIComponent(String(entry)))
+  } catch (err) {
+    console.error(`[ferry bridge] ${req.method} ${req.url} (${entry}) failed:`, err)
+    plain(res, 500, 'Internal Server Error', { 'x-ferry-error': 'handler' })
+  }
+})
+
+// Ferry keeps connections open and reuses them; it owns all timeouts.
+server.keepAliveTimeout = 0
+server.requestTimeout = 0
+server.headersTimeout = 0
+
+function closeServer() {
+  return new Promise((resolve) => {
+    server.close(() => resolve())
+    if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections()
+  })
+}
+
+async function gracefulExit(code) {
+  if (shuttingDown) return
+  shuttingDown = true
+  await closeServer()
+  await drained()
+  process.exit(code)
+}
+
+if (!manualSignals) {
+  process.on('SIGTERM', () => gracefulExit(0))
+  process.on('SIGINT', () => gracefulExit(0))
+}
+
+// Watchdog: Ferry holds our stdin; when Ferry goes away, so do we.
+process.stdin.on('end', () => process.exit(0))
+process.stdin.on('error', () => process.exit(0))
+process.stdin.resume()
+
+function preload() {
+  const list = (process.env.FERRY_BRIDGE_PRELOAD || '').split('\n').filter(Boolean)
+  for (const entry of list) {
+    try {
+      loadEntry(entry)
+    } catch (err) {
+      console.error(`[ferry bridge] preloading ${entry} failed:`, err)
+    }
+  }
+}
+
+preload()
+server.listen(socketPath, () => {
+  if (process.env.FERRY_BRIDGE_DEBUG) console.error(`[ferry bridge ${workerId}] listening on ${socketPath}`)
+})
+server.on('error', (err) => {
+  console.error('[ferry bridge] server error:', err)
+  process.exit(1)
+})

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds Ferry, builds the bundled example app with it and serves it on http://127.0.0.1:3000.
+# Needs only Rust, Node.js 20+ and npm. Extra arguments go to `ferry start` (e.g. -p 8080).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+cargo build --release -p ferry-cli
+if [ ! -d examples/showcase/node_modules/next ]; then
+  (cd examples/showcase && npm ci --no-audit --no-fund)
+fi
+./target/release/ferry build examples/showcase
+exec ./target/release/ferry start examples/showcase -H 127.0.0.1 "$@"

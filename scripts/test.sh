@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests need (npm packages of the example and fixture apps,
+# system packages), then the whole Cargo test suite (unit, integration, end-to-end, differential).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+# npm packages for every app the tests build (lockfiles are committed; `npm ci` is reproducible).
+while IFS= read -r lock; do
+  dir="$(dirname "$lock")"
+  if [ ! -d "$dir/node_modules" ]; then
+    echo "== npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done < <(find examples tests crates -name package-lock.json -not -path '*/node_modules/*' | sort)
+
+echo "== cargo test"
+cargo test --workspace --locked -- --test-threads="${FERRY_TEST_THREADS:-2}"
