@@ -340,6 +340,7 @@ fn runtime_config(cfg: &serde_json::Value) -> Result<RuntimeConfig, BuildError> 
             .get("images")
             .cloned()
             .unwrap_or(serde_json::Value::Null),
+        validate_rsc_request_headers: experimental("validateRSCRequestHeaders").unwrap_or(true),
         expire_time: cfg.get("expireTime").and_then(|v| v.as_u64()),
     })
 }
@@ -791,11 +792,16 @@ fn export_static_files(
             continue;
         };
         let rel = slash_path(rel);
+        // The adapter names the home page `/index`; it is served at `/`.
+        let pathname = match strip_base(&s.pathname, base) {
+            "/index" => "/",
+            other => other,
+        };
         add(
             stage,
             &s.file_path,
             &rel,
-            strip_base(&s.pathname, base),
+            pathname,
             s.immutable_hash.clone(),
         )?;
         covered.insert(rel);

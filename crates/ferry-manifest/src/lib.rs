@@ -97,7 +97,7 @@ pub enum BundleKind {
 }
 
 /// Runtime-relevant `next.config` values.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeConfig {
     /// `basePath`, `""` when unset.
@@ -127,13 +127,35 @@ pub struct RuntimeConfig {
     /// `images`, kept as JSON for the image optimizer.
     #[serde(default)]
     pub images: serde_json::Value,
-    /// `experimental.isrFlushToDisk` and friends are not needed; `expireTime` is.
+    /// `experimental.validateRSCRequestHeaders` (default true): RSC requests need a matching `_rsc`.
+    #[serde(default = "default_true")]
+    pub validate_rsc_request_headers: bool,
+    /// `expireTime`: seconds a stale ISR entry may still be served.
     #[serde(default)]
     pub expire_time: Option<u64>,
 }
 
 fn default_true() -> bool {
     true
+}
+
+impl Default for RuntimeConfig {
+    /// Next.js's own defaults (what an empty `next.config` means).
+    fn default() -> Self {
+        Self {
+            base_path: String::new(),
+            trailing_slash: false,
+            skip_trailing_slash_redirect: false,
+            skip_middleware_url_normalize: false,
+            i18n: None,
+            compress: true,
+            powered_by_header: true,
+            generate_etags: true,
+            images: serde_json::Value::Null,
+            validate_rsc_request_headers: true,
+            expire_time: None,
+        }
+    }
 }
 
 /// `i18n` configuration.

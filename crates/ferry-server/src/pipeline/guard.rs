@@ -44,15 +44,16 @@ const TOKEN_GATED: &[&str] = &[
 ];
 
 /// Validates the request and sanitizes its headers in place.
-pub fn check(app: &App, parts: &mut http::request::Parts) -> Result<(), Response<Body>> {
+/// `Err` carries the status to reject with.
+pub fn check(app: &App, parts: &mut http::request::Parts) -> Result<(), u16> {
     let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > MAX_URI_LEN {
-        return Err(reject(414));
+        return Err(414);
     }
     let path = parts.uri.path();
     if !path.starts_with('/') {
         // `OPTIONS *` and authority-form targets have nothing to serve here.
-        return Err(reject(400));
+        return Err(400);
     }
     strip_internal_headers(&mut parts.headers, app.prerenders.bypass_token());
     Ok(())

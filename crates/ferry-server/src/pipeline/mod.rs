@@ -2,10 +2,11 @@
 //!
 //! 1. [`guard`]: reject malformed requests, strip internal headers a client must not forge.
 //! 2. [`route`]: Next.js routing phases; the middleware / proxy runs in a worker when it matches.
-//! 3. serve the resolution, first match wins:
+//! 3. [`rsc`]: an RSC request to an app page must carry the right `_rsc` cache-busting hash.
+//! 4. serve the resolution, first match wins:
 //!    [`redirect`] | [`proxy`] (external rewrite) | [`files`] (static and public files) |
 //!    [`prerendered`] (prerender / ISR cache) | [`functions`] (Node workers) | [`not_found`].
-//! 4. [`finish`]: routing headers, `x-powered-by`, runtime compression.
+//! 5. [`finish`]: routing headers, `x-powered-by`, runtime compression.
 
 pub mod files;
 pub mod finish;
@@ -16,6 +17,7 @@ pub mod prerendered;
 pub mod proxy;
 pub mod redirect;
 pub mod route;
+pub mod rsc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,8 +41,8 @@ pub struct RequestCtx {
 /// Runs one request through every stage.
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    if let Err(rejection) = guard::check(app, &mut parts) {
-        return rejection;
+    if let Err(status) = guard::check(app, &mut parts) {
+        return guard::reject(status);
     }
     let ctx = RequestCtx { parts, remote };
     let body = ferry_http::boxed(body);
@@ -90,6 +92,12 @@ async fn serve_output(
     output: &ferry_router::Output,
     body: Body,
 ) -> Response<Body> {
+    if is_app_rsc_request(app, output)
+        && app.manifest.config.validate_rsc_request_headers
+        && let Some(res) = rsc::check(ctx)
+    {
+        return res;
+    }
     if let Some(res) = files::serve(app, ctx, output).await {
         return res;
     }
@@ -100,4 +108,21 @@ async fn serve_output(
         return res;
     }
     not_found::respond(app, ctx, &output.request_headers).await
+}
+
+/// An RSC request (`rsc: 1`) whose output is an app router page.
+fn is_app_rsc_request(app: &App, output: &ferry_router::Output) -> bool {
+    if !output.rsc.as_ref().is_some_and(|r| r.header) {
+        return false;
+    }
+    let base = output
+        .pathname
+        .find(".segments/")
+        .map_or(output.pathname.as_str(), |i| &output.pathname[..i]);
+    let base = base.strip_suffix(".rsc").unwrap_or(base);
+    let base = if base == "/index" { "/" } else { base };
+    app.functions
+        .get(base)
+        .is_some_and(|f| f.kind == ferry_workers::EntryKind::AppPage)
+        && base != "/_not-found"
 }

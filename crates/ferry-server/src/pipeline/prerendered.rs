@@ -69,7 +69,14 @@ pub fn cache_key(output: &ferry_router::Output) -> String {
     let path = percent_decode_str(&output.invocation_path)
         .decode_utf8_lossy()
         .into_owned();
-    let suffix = output_suffix(&output.pathname);
+    // An RSC request answers with the `.rsc` (or segment) variant of the matched output.
+    let variant = output
+        .rsc
+        .as_ref()
+        .filter(|r| r.header)
+        .and_then(|r| r.segment_pathname.as_deref().or(r.rsc_pathname.as_deref()))
+        .unwrap_or(&output.pathname);
+    let suffix = output_suffix(variant);
     if suffix.is_empty() || path.ends_with(suffix) {
         return path;
     }
@@ -228,6 +235,5 @@ mod tests {
         let (uri, h) = render_request("/_next/data/b/legacy/static.json", None);
         assert_eq!(uri, "/_next/data/b/legacy/static.json");
         assert_eq!(h["x-nextjs-data"], "1");
-        let _ = StatusCode::OK;
     }
 }
