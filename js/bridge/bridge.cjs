@@ -60,6 +60,54 @@ if (!nextEnvironment) {
   console.error('[ferry bridge] next/dist/server/node-environment not found; running without it')
 }
 
+// ---- cache invalidation reaches Ferry ------------------------------------------
+// Ferry serves prerendered pages from its own cache. When app code revalidates tags or
+// paths (revalidateTag / revalidatePath lower to `_N_T_` tags), Next's IncrementalCache in
+// this process learns of it; we forward the tags to Ferry before the call resolves, so the
+// response that follows (e.g. a Server Action's) already sees the invalidation.
+// The entrypoints use IncrementalCache classes from Next's precompiled route-module bundles,
+// not from node_modules, so we cannot patch one class up front. Every route module publishes
+// the cache it creates as `globalThis.__incrementalCache`; a setter there patches each
+// distinct class the first time one of its instances appears.
+function forwardRevalidations() {
+  const url = process.env.FERRY_CONTROL_URL
+  const token = process.env.FERRY_CONTROL_TOKEN
+  if (!url || !token) return
+  const patched = new WeakSet()
+  const patch = (cache) => {
+    const proto = cache && Object.getPrototypeOf(cache)
+    if (!proto || patched.has(proto) || typeof proto.revalidateTag !== 'function') return
+    patched.add(proto)
+    const original = proto.revalidateTag
+    proto.revalidateTag = async function ferryRevalidateTag(tags, ...rest) {
+      const result = await original.call(this, tags, ...rest)
+      const list = (Array.isArray(tags) ? tags : [tags]).filter((t) => typeof t === 'string')
+      if (list.length > 0) {
+        try {
+          await fetch(`${url}/revalidate-tags`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'x-ferry-control-token': token },
+            body: JSON.stringify({ tags: list }),
+          })
+        } catch (err) {
+          console.error('[ferry bridge] could not forward revalidated tags to Ferry:', err)
+        }
+      }
+      return result
+    }
+  }
+  let current
+  Object.defineProperty(globalThis, '__incrementalCache', {
+    configurable: true,
+    get: () => current,
+    set: (value) => {
+      patch(value)
+      current = value
+    },
+  })
+}
+forwardRevalidations()
+
 // Like `next start`: log uncaught errors, keep serving.
 process.on('uncaughtException', (err) => {
   console.error('uncaughtException:', err)

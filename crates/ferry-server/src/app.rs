@@ -47,13 +47,19 @@ pub struct App {
     /// The Node worker pool (absent for static exports).
     pub workers: Option<WorkerPool>,
     local_addr: OnceLock<SocketAddr>,
+    /// Secret the workers present on control requests (`/__ferry/control/*`).
+    pub control_token: String,
     in_flight: AtomicUsize,
     idle: Notify,
 }
 
 impl App {
     /// Loads every stage from the bundle and starts the workers.
-    pub async fn load(manifest: Manifest, config: &ServerConfig) -> Result<Arc<Self>, ServerError> {
+    pub async fn load(
+        manifest: Manifest,
+        config: &ServerConfig,
+        local_addr: SocketAddr,
+    ) -> Result<Arc<Self>, ServerError> {
         let bundle_dir = config.bundle_dir.clone();
         let router = Router::new(&manifest).map_err(|e| ServerError::Bundle(e.to_string()))?;
         let statics = StaticFiles::new(&bundle_dir, &manifest)
@@ -80,6 +86,7 @@ impl App {
             entry: absolute(&m.entry),
             kind: EntryKind::Middleware,
         });
+        let control_token = random_token();
         let workers = match (&manifest.kind, &manifest.server) {
             (BundleKind::Server, Some(layout)) => {
                 let mut pool = PoolConfig::new(bundle_dir.join(&layout.project_dir));
@@ -93,7 +100,18 @@ impl App {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 pool.env.push(("NODE_ENV".into(), "production".into()));
-                pool.env.push(("PORT".into(), config.port.to_string()));
+                pool.env
+                    .push(("PORT".into(), local_addr.port().to_string()));
+                pool.env.push((
+                    "FERRY_CONTROL_URL".into(),
+                    format!(
+                        "http://127.0.0.1:{}{}",
+                        local_addr.port(),
+                        crate::pipeline::control::PREFIX
+                    ),
+                ));
+                pool.env
+                    .push(("FERRY_CONTROL_TOKEN".into(), control_token.clone()));
                 Some(WorkerPool::start(pool).await?)
             }
             _ => None,
@@ -108,15 +126,11 @@ impl App {
             functions_by_id,
             middleware,
             workers,
-            local_addr: OnceLock::new(),
+            local_addr: OnceLock::from(local_addr),
+            control_token,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }))
-    }
-
-    /// Records the bound address (for `res.revalidate` loopback requests and absolute URLs).
-    pub fn set_local_addr(&self, addr: SocketAddr) {
-        let _ = self.local_addr.set(addr);
     }
 
     /// The bound address, once listening.
@@ -166,4 +180,21 @@ impl Drop for InFlight<'_> {
 
 fn entry_kind(kind: FunctionKind) -> EntryKind {
     kind.into()
+}
+
+/// 32 random bytes as hex, from the OS.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut bytes);
+    }
+    if bytes == [0u8; 32] {
+        // No urandom (very unusual): fall back to the std hasher's per-process random keys.
+        use std::hash::{BuildHasher, RandomState};
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&RandomState::new().hash_one(i).to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -59,6 +59,7 @@ pub enum ServerError {
 
 /// Serves `manifest` until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(manifest: Manifest, config: ServerConfig) -> Result<(), ServerError> {
-    let app = App::load(manifest, &config).await?;
-    listener::serve(app, &config, signals::shutdown_signal()).await
+    let (listener, local) = listener::bind(&config).await?;
+    let app = App::load(manifest, &config, local).await?;
+    listener::serve(listener, app, &config, signals::shutdown_signal()).await
 }

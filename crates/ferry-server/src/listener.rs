@@ -20,12 +20,8 @@ const MAX_CONNECTIONS: usize = 16 * 1024;
 /// next start keeps idle connections for Node's default 5 s.
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-/// Binds, announces readiness on stdout, serves until `shutdown` resolves, then drains.
-pub async fn serve(
-    app: Arc<App>,
-    config: &ServerConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServerError> {
+/// Binds the listening socket (before the workers start, so they can be told the port).
+pub async fn bind(config: &ServerConfig) -> Result<(TcpListener, SocketAddr), ServerError> {
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)
         .await
@@ -33,13 +29,22 @@ pub async fn serve(
             addr: addr.clone(),
             source,
         })?;
-    let local = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: addr.clone(),
-        source,
-    })?;
-    announce(local, &config.host);
-    app.set_local_addr(local);
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, local))
+}
 
+/// Announces readiness on stdout, serves until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    if let Some(local) = app.local_addr() {
+        announce(local, &config.host);
+    }
     let keep_alive = config.keep_alive_timeout.unwrap_or(DEFAULT_KEEP_ALIVE);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -1,5 +1,6 @@
 //! The request pipeline, as an explicit ordered list of stages (one module each):
 //!
+//! 0. [`control`]: authenticated requests from Ferry's own workers (cache invalidation).
 //! 1. [`guard`]: reject malformed requests, strip internal headers a client must not forge.
 //! 2. [`route`]: Next.js routing phases; the middleware / proxy runs in a worker when it matches.
 //! 3. [`rsc`]: an RSC request to an app page must carry the right `_rsc` cache-busting hash.
@@ -8,6 +9,7 @@
 //!    [`prerendered`] (prerender / ISR cache) | [`functions`] (Node workers) | [`not_found`].
 //! 5. [`finish`]: routing headers, `x-powered-by`, runtime compression.
 
+pub mod control;
 pub mod files;
 pub mod finish;
 pub mod functions;
@@ -41,6 +43,9 @@ pub struct RequestCtx {
 /// Runs one request through every stage.
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
+    if control::is_control(app, &parts) {
+        return control::handle(app, &parts, ferry_http::boxed(body)).await;
+    }
     if let Err(status) = guard::check(app, &mut parts) {
         return guard::reject(status);
     }
