@@ -1,5 +1,5 @@
-//! A rough timing note (not a benchmark): median microseconds per resolution on the showcase
-//! table. Run with `cargo test --release -p ferry-router --test timing -- --ignored --nocapture`.
+//! Median time per resolution on the showcase routing table (all phases, middleware matching
+//! included). Run with `cargo bench -p ferry-router --bench resolve`.
 
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use ferry_router::{RequestInfo, Router, Step};
 
 fn showcase() -> Manifest {
     let v: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/showcase.json")).expect("json");
+        serde_json::from_str(include_str!("../tests/fixtures/showcase.json")).expect("json");
     let routing: Routing = serde_json::from_value(v["routing"].clone()).expect("routing");
     let pathnames: Vec<String> = serde_json::from_value(v["pathnames"].clone()).expect("paths");
     Manifest {
@@ -47,9 +47,7 @@ fn showcase() -> Manifest {
     }
 }
 
-#[test]
-#[ignore = "timing note, run in release with --ignored --nocapture"]
-fn median_resolution_time() {
+fn main() {
     let router = Router::new(&showcase()).expect("router");
     let paths = [
         "/",
