@@ -112,7 +112,23 @@ impl App {
                 ));
                 pool.env
                     .push(("FERRY_CONTROL_TOKEN".into(), control_token.clone()));
-                Some(WorkerPool::start(pool).await?)
+                // Answer what needs no JavaScript at once; requests for workers queue until
+                // they are up. A pool that cannot start at all is fatal, with a clear message.
+                let (pool, startup) = WorkerPool::spawn(pool)?;
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    match startup.wait().await {
+                        Ok(()) => tracing::info!(
+                            "Node.js workers ready in {} ms",
+                            started.elapsed().as_millis()
+                        ),
+                        Err(err) => {
+                            tracing::error!("cannot start the Node.js workers: {err}");
+                            std::process::exit(1);
+                        }
+                    }
+                });
+                Some(pool)
             }
             _ => None,
         };

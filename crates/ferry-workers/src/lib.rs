@@ -14,7 +14,7 @@ pub use invocation::{
     ENTRY_HEADER, ERROR_HEADER, EntryKind, Invocation, InvocationMeta, KIND_HEADER, META_HEADER,
     NOT_FOUND_HEADER,
 };
-pub use pool::{PoolConfig, PoolStats, WorkerPool, WorkerResponseInfo};
+pub use pool::{PoolConfig, PoolStats, Startup, WorkerPool, WorkerResponseInfo};
 
 /// The bridge script every worker runs (written to the pool's run dir at start).
 pub const BRIDGE_JS: &str = include_str!("../../../js/bridge/bridge.cjs");

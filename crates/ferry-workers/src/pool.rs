@@ -128,6 +128,30 @@ pub struct WorkerResponseInfo {
     pub handler_error: bool,
 }
 
+/// The readiness of a freshly spawned pool (see [`WorkerPool::spawn`]).
+#[derive(Debug)]
+pub struct Startup {
+    ready: Vec<oneshot::Receiver<Result<(), WorkerError>>>,
+}
+
+impl Startup {
+    /// Waits until every worker answered its first health check, or one failed to start.
+    pub async fn wait(self) -> Result<(), WorkerError> {
+        for rx in self.ready {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(WorkerError::Config(
+                        "worker supervisor ended during startup".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The supervised pool of Node.js workers. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkerPool {
@@ -245,6 +269,14 @@ impl Worker {
 impl WorkerPool {
     /// Writes the bridge, spawns every worker and waits until each answers its health check.
     pub async fn start(cfg: PoolConfig) -> Result<Self, WorkerError> {
+        let (pool, startup) = Self::spawn(cfg)?;
+        startup.wait().await?;
+        Ok(pool)
+    }
+
+    /// Like [`WorkerPool::start`] but returns at once: requests dispatched before the workers
+    /// are ready wait in the queue. `Startup::wait` reports whether every worker came up.
+    pub fn spawn(cfg: PoolConfig) -> Result<(Self, Startup), WorkerError> {
         if cfg.workers == 0 {
             return Err(WorkerError::Config("workers must be at least 1".into()));
         }
@@ -322,19 +354,7 @@ impl WorkerPool {
             lock(&shared.supervisors).push(handle);
             ready.push(rx);
         }
-        for rx in ready {
-            match rx.await {
-                Ok(Ok(())) => {}
-                // Dropping `inner` on return kills the workers that did start.
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(WorkerError::Config(
-                        "worker supervisor ended during startup".into(),
-                    ));
-                }
-            }
-        }
-        Ok(WorkerPool { inner })
+        Ok((WorkerPool { inner }, Startup { ready }))
     }
 
     /// Runs one invocation on the least-loaded live worker; streams both bodies.
