@@ -122,7 +122,7 @@ fi
 WORK="$(mktemp -d /tmp/ferry-bench.XXXXXX)"
 APP="$WORK/app"
 SRC="$ROOT/examples/showcase"
-if [[ ! -f "$SRC/node_modules/next/package.json" ]]; then (cd "$SRC" && npm ci --no-audit --no-fund >&2); fi
+if [[ ! -f "$SRC/node_modules/next/package.json" ]]; then bash "$ROOT/scripts/npm-install.sh" "$SRC" >&2; fi
 log "copying the showcase to $APP"
 cp -a --reflink=auto "$(readlink -f "$SRC")" "$APP"
 rm -rf "$APP/.ferry"

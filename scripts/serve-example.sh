@@ -7,7 +7,7 @@ cd "$root"
 
 cargo build --release -p ferry-cli
 if [ ! -d examples/showcase/node_modules/next ]; then
-  (cd examples/showcase && npm ci --no-audit --no-fund)
+  bash scripts/npm-install.sh examples/showcase
 fi
 ./target/release/ferry build examples/showcase
 exec ./target/release/ferry start examples/showcase -H 127.0.0.1 "$@"

@@ -9,8 +9,8 @@ cd "$root"
 while IFS= read -r lock; do
   dir="$(dirname "$lock")"
   if [ ! -d "$dir/node_modules" ]; then
-    echo "== npm ci in $dir"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "== npm packages for $dir"
+    bash scripts/npm-install.sh "$dir"
   fi
 done < <(find examples tests crates -name package-lock.json -not -path '*/node_modules/*' | sort)
 

@@ -121,9 +121,11 @@ impl Oracle {
     fn start() -> Self {
         let odir = dir().join("oracle");
         if !odir.join("node_modules/@next/routing").exists() {
-            let child = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&odir)
+            // scripts/npm-install.sh: `npm ci`, or `npm install` when the lockfile cannot be
+            // used as it is with this registry.
+            let child = Command::new("bash")
+                .arg(dir().join("../../../scripts/npm-install.sh"))
+                .arg(&odir)
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("npm runs");

@@ -486,8 +486,11 @@ pub fn ensure_node_modules(app: &Path, log: &Path) -> Result<()> {
     if app.join("node_modules/next/package.json").is_file() {
         return Ok(());
     }
-    ProcessSpec::new("npm", app)
-        .args(["ci", "--no-audit", "--no-fund"])
+    // scripts/npm-install.sh: `npm ci`, or `npm install` when the registry cannot serve every
+    // optional platform package the lockfile would need.
+    let script = repo_root().join("scripts/npm-install.sh");
+    ProcessSpec::new("bash", app)
+        .args([script.to_string_lossy().into_owned(), ".".to_owned()])
         .run(log, Duration::from_secs(900))
 }
 
@@ -602,4 +605,334 @@ pub fn largest_chunk(app: &Path) -> Result<String> {
     }
     let (_, name) = best.ok_or_else(|| anyhow!("no chunk in {}", dir.display()))?;
     Ok(format!("/_next/static/chunks/{name}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process inspection and control (end-to-end tests)
+// ---------------------------------------------------------------------------------------------
+
+impl ServerProcess {
+    /// Sends `signal` (e.g. "-TERM") to the server process only (not its group), as a supervisor
+    /// or a terminal would address the main process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Waits up to `timeout` for the server to exit; `None` if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name: (state, ppid).
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is parenthesized and may contain spaces: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Every live process whose parent is `pid` (zombies excluded).
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| matches!(proc_stat(p), Some((state, ppid)) if ppid == pid && state != 'Z'))
+        .collect()
+}
+
+/// Whether `pid` is a live (non-zombie) process.
+pub fn pid_alive(pid: u32) -> bool {
+    matches!(proc_stat(pid), Some((state, _)) if state != 'Z')
+}
+
+/// The command line of `pid`, arguments joined by spaces (empty if gone).
+pub fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// Resident set size of `pid` in KiB (`VmRSS` in /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Sends SIGKILL to one process id (cleanup of processes a test started indirectly).
+pub fn kill_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Runs `spec` to completion (bounded by `timeout`, the group killed on timeout) and returns its
+/// exit status and combined stdout + stderr, whatever the status.
+pub fn run_capture(
+    spec: &ProcessSpec,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, String)> {
+    let log = tempfile::NamedTempFile::new()?;
+    let out = log.reopen()?;
+    let err = out.try_clone()?;
+    let mut cmd = spec.command();
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawning {:?}", spec.program))?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            kill_group(child.id(), "-KILL");
+            let _ = child.wait();
+            bail!(
+                "{:?} {:?} timed out after {timeout:?}; output tail:\n{}",
+                spec.program,
+                spec.args,
+                tail(log.path(), 40)
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    Ok((status, fs::read_to_string(log.path()).unwrap_or_default()))
+}
+
+impl ServerProcess {
+    /// Spawns the server without waiting for it to answer (the caller polls; see
+    /// [`ServerProcess::start`] for the waiting variant). Output goes to `log`.
+    pub fn spawn(name: &str, spec: &ProcessSpec, addr: SocketAddr, log: &Path) -> Result<Self> {
+        let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = spec.command();
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {name}: {:?}", spec.program))?;
+        Ok(Self {
+            name: name.to_owned(),
+            addr,
+            log: log.to_owned(),
+            child,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Built app copies and `ferry start` servers for the end-to-end tests
+// ---------------------------------------------------------------------------------------------
+
+/// The `ferry` binary under test.
+pub fn ferry_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// Copies `src` into a fresh work directory under cargo's per-target temp dir, lets `prepare`
+/// edit the copy, and runs `ferry build` on it; returns the app copy, its `node_modules` removed
+/// (the bundle must not need them). Meant to be called once
+/// per test binary (from a `OnceLock`): the directory is named after `name` and this process,
+/// and leftovers of earlier runs whose process is gone are removed first.
+pub fn build_app_once(
+    name: &str,
+    src: &Path,
+    prepare: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = format!("e2e-{name}-");
+    if let Ok(entries) = fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = file_name
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<u32>().ok())
+                && !pid_alive(pid)
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let work = base.join(format!("{prefix}{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    install_node_modules(src, &work)?;
+    let app = work.join("app");
+    copy_app(src, &app)?;
+    prepare(&app)?;
+    let started = Instant::now();
+    ferry_build(&ferry_bin(), &app).run(&work.join("build.log"), Duration::from_secs(900))?;
+    eprintln!(
+        "ferry build {name}: {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        app.display()
+    );
+    // The bundle is self-contained: serve it without node_modules (which also keeps the copies
+    // left in the cargo temp dir small).
+    fs::remove_dir_all(app.join("node_modules")).context("removing the copy's node_modules")?;
+    Ok(app)
+}
+
+/// `npm ci` in `app` when its node_modules is missing (fresh clone). If `npm ci` refuses the lock
+/// file (a registry mirror that lacks other platforms' optional packages writes a lock file `npm
+/// ci` calls out of sync), falls back to `npm install`.
+pub fn install_node_modules(app: &Path, logs: &Path) -> Result<()> {
+    if app.join("node_modules/next/package.json").is_file() {
+        return Ok(());
+    }
+    let ci = ProcessSpec::new("npm", app)
+        .args(["ci", "--no-audit", "--no-fund"])
+        .run(&logs.join("npm-ci.log"), Duration::from_secs(900));
+    if let Err(ci_err) = ci {
+        let msg = format!("{ci_err:#}");
+        eprintln!(
+            "npm ci failed in {} ({}); trying npm install",
+            app.display(),
+            msg.lines().next().unwrap_or_default()
+        );
+        ProcessSpec::new("npm", app)
+            .args(["install", "--no-audit", "--no-fund"])
+            .run(&logs.join("npm-install.log"), Duration::from_secs(900))?;
+    }
+    Ok(())
+}
+
+/// A `ferry start` of a built app on a free loopback port, with its workers cleaned up on drop.
+pub struct FerryServer {
+    server: Option<ServerProcess>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Time from spawning `ferry start` to its first HTTP answer (polled every 100 ms).
+    pub ready_after: Duration,
+    logs: tempfile::TempDir,
+}
+
+impl FerryServer {
+    /// `ferry start <app> -p <free port> -H 127.0.0.1 <extra>` with `env` added; waits until it
+    /// answers (up to 60 s).
+    pub fn start(app: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let port = free_port()?;
+        let mut spec = ferry_start(&ferry_bin(), app, port).args(extra.iter().copied());
+        for (k, v) in env {
+            spec = spec.env(k, v);
+        }
+        Self::start_spec(&spec, ([127, 0, 0, 1], port).into())
+    }
+
+    /// Starts an arbitrary `ferry` spec expected to listen on `addr`.
+    pub fn start_spec(spec: &ProcessSpec, addr: SocketAddr) -> Result<Self> {
+        let logs = tempfile::Builder::new().prefix("ferry-e2e-").tempdir()?;
+        let started = Instant::now();
+        let server = ServerProcess::start(
+            "ferry start",
+            spec,
+            addr,
+            &logs.path().join("ferry.log"),
+            Duration::from_secs(60),
+        )?;
+        Ok(Self {
+            server: Some(server),
+            addr,
+            ready_after: started.elapsed(),
+            logs,
+        })
+    }
+
+    /// The running server process.
+    pub fn process(&mut self) -> &mut ServerProcess {
+        self.server.as_mut().expect("server present until drop")
+    }
+
+    /// The `ferry` process id.
+    pub fn pid(&self) -> u32 {
+        self.server.as_ref().map_or(0, ServerProcess::pid)
+    }
+
+    /// The server's combined output so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.logs.path().join("ferry.log")).unwrap_or_default()
+    }
+
+    /// The last lines of the server's output (for assertion messages).
+    pub fn log_tail(&self) -> String {
+        tail(&self.logs.path().join("ferry.log"), 30)
+    }
+
+    /// Live child processes of `ferry` (its Node.js workers).
+    pub fn children(&self) -> Vec<u32> {
+        child_pids(self.pid())
+    }
+
+    /// Sends `req` (a `Host` and `Connection: close` header are added when missing).
+    pub fn send(&self, req: RawRequest, timeout: Duration) -> Result<RawResponse> {
+        let mut req = req;
+        if req.header_value("host").is_none() {
+            req.headers.insert(0, ("Host".into(), "localhost".into()));
+        }
+        if req.header_value("connection").is_none() {
+            req.headers.push(("Connection".into(), "close".into()));
+        }
+        send(self.addr, &req, timeout)
+    }
+
+    /// GET `path` (30 s timeout).
+    pub fn get(&self, path: &str) -> Result<RawResponse> {
+        self.send(RawRequest::get(path), Duration::from_secs(30))
+    }
+}
+
+impl Drop for FerryServer {
+    fn drop(&mut self) {
+        // Workers run in their own process groups: note them before the group kill, and kill any
+        // that outlive their server.
+        let mut pids = self.children();
+        for &p in &pids.clone() {
+            pids.extend(child_pids(p));
+        }
+        drop(self.server.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while pids.iter().any(|&p| pid_alive(p)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        for p in pids {
+            if pid_alive(p) {
+                kill_pid(p);
+            }
+        }
+    }
 }
