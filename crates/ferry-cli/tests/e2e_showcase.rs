@@ -918,3 +918,120 @@ fn sigterm_finishes_in_flight_request_and_exits_0() -> Result<()> {
 fn sigint_finishes_in_flight_request_and_exits_0() -> Result<()> {
     shutdown_with_slow_request_in_flight("-INT")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Protocols and runtime compression
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn h2c_prior_knowledge_serves_static_prerendered_and_dynamic() -> Result<()> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let ferry = start(&[], &[])?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(ferry.addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await?;
+        tokio::spawn(conn);
+        for (path, marker) in [
+            ("/", "Ferry showcase"),
+            ("/ssr", "id=\"rendered-at\""),
+            ("/api/hello", "\"hello\":\"world\""),
+            ("/robots.txt", "User-agent"),
+        ] {
+            let req = hyper::Request::get(format!("http://localhost{path}"))
+                .body(Empty::<bytes::Bytes>::new())?;
+            let res = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(req)).await??;
+            ensure!(
+                res.version() == hyper::Version::HTTP_2,
+                "{path}: {:?}",
+                res.version()
+            );
+            ensure!(res.status() == 200, "{path}: status {}", res.status());
+            let body = res.into_body().collect().await?.to_bytes();
+            let text = String::from_utf8_lossy(&body);
+            ensure!(text.contains(marker), "{path}: no {marker:?} in the body");
+        }
+        Ok(())
+    })
+}
+
+/// Decodes as much of a chunked body as `raw` holds (`raw` starts after the head).
+fn dechunk_prefix(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            break;
+        };
+        let start = line_end + 2;
+        if size == 0 || rest.len() < start + size {
+            out.extend_from_slice(&rest[start..rest.len().min(start + size)]);
+            break;
+        }
+        out.extend_from_slice(&rest[start..start + size]);
+        rest = &rest[(start + size + 2).min(rest.len())..];
+    }
+    out
+}
+
+#[test]
+fn gzip_compression_of_a_streamed_page_does_not_hold_back_the_shell() -> Result<()> {
+    use flate2::write::GzDecoder;
+
+    let ferry = start(&[], &[])?;
+    let mut stream = TcpStream::connect_timeout(&ferry.addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let started = Instant::now();
+    stream.write_all(
+        b"GET /stream HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut fast_at = None;
+    let mut head_end = None;
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if head_end.is_none() {
+            head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        }
+        if let (Some(h), None) = (head_end, fast_at) {
+            // Decompress what has arrived so far: the shell must be decodable already.
+            let mut decoder = GzDecoder::new(Vec::new());
+            let _ = decoder.write_all(&dechunk_prefix(&raw[h..]));
+            let _ = decoder.flush();
+            if String::from_utf8_lossy(decoder.get_ref()).contains("fast part") {
+                fast_at = Some(started.elapsed());
+            }
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "took over 30 s"
+        );
+    }
+    let total = started.elapsed();
+    let head = String::from_utf8_lossy(&raw[..head_end.unwrap_or(0)]).to_ascii_lowercase();
+    ensure!(head.starts_with("http/1.1 200"), "head: {head}");
+    ensure!(
+        head.contains("content-encoding: gzip"),
+        "not gzipped: {head}"
+    );
+    let fast = fast_at.ok_or_else(|| anyhow!("`fast part` never decoded"))?;
+    eprintln!("gzip /stream: `fast part` decoded after {fast:?}, complete after {total:?}");
+    ensure!(
+        fast + Duration::from_millis(1000) <= total,
+        "`fast part` decodable only after {fast:?} of {total:?}: compression buffered the stream"
+    );
+    Ok(())
+}
