@@ -28,6 +28,9 @@ module.exports = {
     const deploymentId = process.env.FERRY_DEPLOYMENT_ID
     if (deploymentId && !config.deploymentId) {
       config.deploymentId = deploymentId
+      // `next start` re-reads next.config at runtime without this adapter, so its server sees
+      // no deployment id: onBuildComplete reports that, and Ferry's workers match it.
+      process.env.FERRY_PINNED_DEPLOYMENT_ID = deploymentId
     }
     return config
   },
@@ -48,6 +51,13 @@ module.exports = {
       distDir,
       projectDir,
       repoRoot,
+      // The deployment id the app's server sees at runtime under `next start` (next.config's own
+      // value, without Ferry's pin): '' when Ferry pinned it.
+      runtimeDeploymentId:
+        process.env.FERRY_PINNED_DEPLOYMENT_ID &&
+        process.env.FERRY_PINNED_DEPLOYMENT_ID === config.deploymentId
+          ? ''
+          : config.deploymentId || '',
     }
     const json = JSON.stringify(payload, (_key, value) =>
       value instanceof Map ? Object.fromEntries(value) : value

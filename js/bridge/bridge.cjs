@@ -4,7 +4,8 @@
 // Next.js entrypoint to run through internal headers:
 //   x-ferry-entry  entry module (percent-encoded), absolute or relative to the
 //                  project dir (cwd)
-//   x-ferry-kind   PAGES | PAGES_API | APP_PAGE | APP_ROUTE | MIDDLEWARE
+//   x-ferry-kind   PAGES | PAGES_API | APP_PAGE | APP_ROUTE | MIDDLEWARE | IMAGE
+//                  (IMAGE: next start's /_next/image; the entry is ignored)
 //   x-ferry-meta   JSON: requestMeta bits (hostname, port, protocol, initURL,
 //                  revalidateOrigin, and any plain requestMeta field)
 // The request target is the invocation path + query Ferry chose.
@@ -15,7 +16,6 @@
 const http = require('node:http')
 const path = require('node:path')
 const { createRequire } = require('node:module')
-const { Readable } = require('node:stream')
 
 const socketPath = process.env.FERRY_BRIDGE_SOCKET
 const workerId = process.env.FERRY_WORKER_ID || '0'
@@ -83,11 +83,16 @@ function forwardRevalidations() {
       const result = await original.call(this, tags, ...rest)
       const list = (Array.isArray(tags) ? tags : [tags]).filter((t) => typeof t === 'string')
       if (list.length > 0) {
+        // Next's own cache handler: without durations (revalidatePath, revalidateTag without a
+        // profile) the entries expire now and the next request renders; with durations they go
+        // stale now and expire `durations.expire` seconds later.
+        const durations = rest[0]
+        const expire = durations && typeof durations === 'object' ? durations.expire : 0
         try {
           await fetch(`${url}/revalidate-tags`, {
             method: 'POST',
             headers: { 'content-type': 'application/json', 'x-ferry-control-token': token },
-            body: JSON.stringify({ tags: list }),
+            body: JSON.stringify({ tags: list, expire: expire === 0 }),
           })
         } catch (err) {
           console.error('[ferry bridge] could not forward revalidated tags to Ferry:', err)
@@ -220,6 +225,123 @@ function buildRequestMeta(req, meta) {
   return requestMeta
 }
 
+// ---- /_next/image (x-ferry-kind: IMAGE) ------------------------------------------
+// next start's image optimizer, run with Next's own code: the same request flow as
+// next-server's handleNextImageRequest + imageOptimizer (validateParams, ResponseCache over
+// ImageOptimizerCache, fetchExternalImage / fetchInternalImage, sendResponse). Differences:
+// - the config is the build's (`.next/required-server-files.json`), as the entrypoints use;
+// - the disk cache lives in `$FERRY_CACHE_DIR/cache/images` (the bundle is immutable; Ferry
+//   sets FERRY_CACHE_DIR), else `<os tmpdir>/ferry-cache/cache/images`;
+// - a local `url` is fetched from Ferry's public server over loopback (FERRY_CONTROL_URL's origin),
+//   with no client headers, like next-server's internal request. The fetch carries
+//   `ferry-image-fetch: 1` so Ferry refuses to route it to /_next/image again (a rewrite
+//   pointing back at the optimizer cannot loop).
+let imageRuntime
+
+function loadImageRuntime() {
+  if (imageRuntime) return imageRuntime
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const rsf = JSON.parse(fs.readFileSync(path.join(projectDir, '.next', 'required-server-files.json'), 'utf8'))
+  const nextConfig = rsf.config
+  const optimizer = projectRequire('next/dist/server/image-optimizer')
+  const responseCache = projectRequire('next/dist/server/response-cache')
+  const { RouteKind } = projectRequire('next/dist/server/route-kind')
+  const { getExtension } = projectRequire('next/dist/server/serve-static')
+  // ImageOptimizerCache keeps its files in `<distDir>/cache/images`, as under next start.
+  const cacheRoot = process.env.FERRY_CACHE_DIR || path.join(os.tmpdir(), 'ferry-cache')
+  imageRuntime = {
+    nextConfig,
+    optimizer,
+    CachedRouteKind: responseCache.CachedRouteKind,
+    RouteKind,
+    getExtension,
+    cache: new optimizer.ImageOptimizerCache({ distDir: cacheRoot, nextConfig }),
+    responseCache: new responseCache.default({ minimalMode: false, route: 'image' }),
+    origin: process.env.FERRY_CONTROL_URL
+      ? new URL(process.env.FERRY_CONTROL_URL).origin
+      : `http://127.0.0.1:${process.env.PORT || 3000}`,
+    agent: new http.Agent({ keepAlive: true }),
+  }
+  return imageRuntime
+}
+
+// next-server's handleInternalReq: run the image request through the server's own routing.
+// Here that is Ferry's public server; the mocked response gets what it answered.
+function fetchFromFerry(rt, mockReq, mockRes) {
+  return new Promise((resolve, reject) => {
+    // No client headers, as next-server's mocked request; the marker stops a loop in Ferry.
+    const headers = { 'ferry-image-fetch': '1' }
+    const upstream = http.request(new URL(mockReq.url, rt.origin), { method: mockReq.method || 'GET', headers, agent: rt.agent }, (res) => {
+      mockRes.statusCode = res.statusCode
+      for (const [k, v] of Object.entries(res.headers)) {
+        if (v !== undefined) mockRes.setHeader(k, v)
+      }
+      res.on('data', (chunk) => mockRes.write(chunk))
+      res.on('end', () => {
+        mockRes.end()
+        resolve()
+      })
+      res.on('error', reject)
+    })
+    upstream.on('error', reject)
+    upstream.end()
+  })
+}
+
+async function handleImage(req, res) {
+  const rt = loadImageRuntime()
+  const { nextConfig, optimizer } = rt
+  const imagesConfig = nextConfig.images
+  const query = require('node:url').parse(req.url || '/', true).query
+  const paramsResult = optimizer.ImageOptimizerCache.validateParams(req, query, nextConfig, false)
+  if ('errorMessage' in paramsResult) {
+    res.statusCode = 400
+    res.end(paramsResult.errorMessage)
+    return
+  }
+  const cacheKey = optimizer.ImageOptimizerCache.getCacheKey(paramsResult)
+  try {
+    const cacheEntry = await rt.responseCache.get(
+      cacheKey,
+      async ({ previousCacheEntry }) => {
+        const { href } = paramsResult
+        const upstream = paramsResult.isAbsolute
+          ? await optimizer.fetchExternalImage(href, imagesConfig.dangerouslyAllowLocalIP, imagesConfig.maximumResponseBody, imagesConfig.maximumRedirects)
+          : await optimizer.fetchInternalImage(href, req, res, imagesConfig.maximumResponseBody, (mockReq, mockRes) => {
+              if (mockReq.url === req.url) throw new Error('Invariant attempted to optimize _next/image itself')
+              return fetchFromFerry(rt, mockReq, mockRes)
+            })
+        const { buffer, contentType, maxAge, upstreamEtag, etag } = await optimizer.imageOptimizer(upstream, paramsResult, nextConfig, {
+          isDev: false,
+          previousCacheEntry,
+        })
+        return {
+          value: { kind: rt.CachedRouteKind.IMAGE, buffer, etag, extension: rt.getExtension(contentType), upstreamEtag },
+          cacheControl: { revalidate: maxAge, expire: undefined },
+        }
+      },
+      { routeKind: rt.RouteKind.IMAGE, incrementalCache: rt.cache, isFallback: false },
+    )
+    if (cacheEntry !== null && 'error' in cacheEntry) throw cacheEntry.error
+    if (!cacheEntry || !cacheEntry.value || cacheEntry.value.kind !== rt.CachedRouteKind.IMAGE) {
+      throw new Error('invariant did not get entry from image response cache')
+    }
+    const xCache = cacheEntry.isMiss ? 'MISS' : cacheEntry.isStale ? 'STALE' : 'HIT'
+    const maxAge = (cacheEntry.cacheControl && cacheEntry.cacheControl.revalidate) || 0
+    optimizer.sendResponse(req, res, paramsResult.href, cacheEntry.value.extension, cacheEntry.value.buffer,
+      cacheEntry.value.etag, paramsResult.isStatic, xCache, imagesConfig, maxAge, false)
+  } catch (err) {
+    if (err instanceof optimizer.ImageError) {
+      res.statusCode = err.statusCode
+      res.end(err.message)
+      return
+    }
+    throw err
+  }
+}
+// ---- end of /_next/image -------------------------------------------------------------
+
 // ---- request handling ------------------------------------------------------------
 
 const INTERNAL = ['x-ferry-entry', 'x-ferry-kind', 'x-ferry-meta']
@@ -272,6 +394,10 @@ async function handleEntry(req, res, entry) {
   }
   req.rawHeaders = raw
 
+  if (kind === 'IMAGE') {
+    await handleImage(req, res)
+    return
+  }
   const mod = loadEntry(entry)
   if (kind === 'MIDDLEWARE') {
     if (!mod.middleware) throw new Error(`entry ${entry} exports no middleware handler`)
@@ -280,6 +406,9 @@ async function handleEntry(req, res, entry) {
   }
   if (!mod.node) throw new Error(`entry ${entry} exports no handler(req, res, ctx)`)
   const requestMeta = buildRequestMeta(req, meta)
+  // Like router-server's invokeRender({ invokeStatus }): an error page rendered for a status
+  // (405, 416 ...) starts with it, and `_error`'s getInitialProps reads it from res.statusCode.
+  if (Number.isInteger(meta.invokeStatus)) res.statusCode = meta.invokeStatus
   await mod.node(req, res, { waitUntil, requestMeta })
 }
 
@@ -298,11 +427,19 @@ async function runMiddleware(req, res, handler, meta) {
     if (!res.writableFinished) abort.abort()
   })
   const hasBody = req.method !== 'GET' && req.method !== 'HEAD'
+  // Read the body whole (Ferry has buffered it already, within its middleware body limit). A
+  // stream the middleware never reads would leave the rest of the body unread on this
+  // keep-alive connection and wedge it for the next request.
+  let body
+  if (hasBody) {
+    const chunks = []
+    for await (const chunk of req) chunks.push(chunk)
+    body = Buffer.concat(chunks)
+  }
   const request = new Request(url, {
     method: req.method,
     headers,
-    body: hasBody ? Readable.toWeb(req) : undefined,
-    duplex: hasBody ? 'half' : undefined,
+    body,
     signal: abort.signal,
   })
   const { port: _p, protocol: _q, initURL: _i, revalidateOrigin: _r, ...rest } = meta

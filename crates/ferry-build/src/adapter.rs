@@ -34,9 +34,27 @@ pub struct AdapterContext {
     pub project_dir: PathBuf,
     /// Absolute repository root (traced asset keys are relative to it).
     pub repo_root: PathBuf,
+    /// The deployment id `next start` would see at runtime: `config.deploymentId` unless Ferry's
+    /// adapter pinned it (then empty). `None` from an adapter that did not report it.
+    #[serde(default)]
+    pub runtime_deployment_id: Option<String>,
 }
 
 impl AdapterContext {
+    /// The deployment id the app's server code must see at runtime (`None`: none), as under
+    /// `next start`, which re-reads next.config without Ferry's adapter.
+    pub fn runtime_deployment_id(&self) -> Option<String> {
+        match &self.runtime_deployment_id {
+            Some(id) => Some(id.clone()),
+            None => self
+                .config
+                .get("deploymentId")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        }
+        .filter(|s| !s.is_empty())
+    }
+
     /// The routing phases, typed as the manifest keeps them.
     pub fn routing(&self) -> Result<Routing, serde_json::Error> {
         serde_json::from_value(self.routing_json.clone())

@@ -89,6 +89,17 @@ impl Stage {
         Ok(n)
     }
 
+    /// Writes `bytes` to bundle path `rel`.
+    fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<(), BuildError> {
+        let dst = self.abs(rel);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        std::fs::write(&dst, bytes).map_err(io_err(&dst))?;
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
     /// Copies `src` to `rel`, returning its size and sha256.
     fn copy_hashed(&mut self, src: &Path, rel: &str) -> Result<(u64, String), BuildError> {
         let dst = self.abs(rel);
@@ -431,11 +442,76 @@ fn copy_server_files(ctx: &AdapterContext, stage: &mut Stage) -> Result<usize, B
         }
     }
 
+    let runtime_id = ctx.runtime_deployment_id().unwrap_or_default();
     for (rel, abs) in &files {
         let dest = stage.reserve(&format!("server/{rel}"));
-        stage.copy(abs, &dest)?;
+        let rewritten = if abs.parent() == Some(dist.as_path()) {
+            server_files_manifest_for_runtime(abs, &runtime_id)?
+        } else {
+            None
+        };
+        match rewritten {
+            Some(bytes) => stage.write(&dest, &bytes)?,
+            None => {
+                stage.copy(abs, &dest)?;
+            }
+        }
     }
     Ok(files.len())
+}
+
+/// `required-server-files.{json,js}` with `config.deploymentId` set to what the server sees at
+/// runtime, when that differs from the build's value; `None` to copy the file as it is.
+///
+/// The entrypoints take `deploymentId` from this config (it decides `<html data-dpl-id>`, the
+/// build id in RSC payloads, `x-nextjs-deployment-id`). `next start` instead re-reads
+/// next.config without Ferry's adapter, so a deployment id Ferry pinned for the build is not
+/// there; the workers must see the same.
+fn server_files_manifest_for_runtime(
+    path: &Path,
+    runtime_id: &str,
+) -> Result<Option<Vec<u8>>, BuildError> {
+    const JS_PREFIX: &str = "self.__SERVER_FILES_MANIFEST=";
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let is_js = match name {
+        "required-server-files.json" => false,
+        "required-server-files.js" => true,
+        _ => return Ok(None),
+    };
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let json = if is_js {
+        match text.trim().strip_prefix(JS_PREFIX) {
+            Some(rest) => rest.trim_end().trim_end_matches(';'),
+            None => return Ok(None),
+        }
+    } else {
+        text.as_str()
+    };
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Ok(None);
+    };
+    let Some(config) = value.get_mut("config").and_then(|c| c.as_object_mut()) else {
+        return Ok(None);
+    };
+    if config
+        .get("deploymentId")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        == runtime_id
+    {
+        return Ok(None);
+    }
+    config.insert("deploymentId".into(), runtime_id.into());
+    let out = serde_json::to_string(&value)
+        .map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(Some(if is_js {
+        format!("{JS_PREFIX}{out}").into_bytes()
+    } else {
+        out.into_bytes()
+    }))
 }
 
 fn walk_err(root: &Path, e: walkdir::Error) -> BuildError {
@@ -888,6 +964,46 @@ fn compress_one(path: &Path) -> Result<(Vec<Encoding>, u64), BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_files_manifest_gets_the_runtime_deployment_id() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let json = dir.path().join("required-server-files.json");
+        let js = dir.path().join("required-server-files.js");
+        let body =
+            r#"{"version":1,"config":{"deploymentId":"pinned","distDir":".next"},"files":[]}"#;
+        std::fs::write(&json, body).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&js, format!("self.__SERVER_FILES_MANIFEST={body};\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let read = |b: Vec<u8>| -> serde_json::Value {
+            let s = String::from_utf8(b).unwrap_or_default();
+            let s = s
+                .strip_prefix("self.__SERVER_FILES_MANIFEST=")
+                .unwrap_or(&s)
+                .to_string();
+            serde_json::from_str(&s).unwrap_or_default()
+        };
+        let out = server_files_manifest_for_runtime(&json, "").unwrap_or_default();
+        let v = read(out.unwrap_or_default());
+        assert_eq!(v["config"]["deploymentId"], "");
+        assert_eq!(v["config"]["distDir"], ".next");
+        let out = server_files_manifest_for_runtime(&js, "other").unwrap_or_default();
+        assert_eq!(
+            read(out.unwrap_or_default())["config"]["deploymentId"],
+            "other"
+        );
+        // Unchanged id, or another file: copied as is.
+        assert!(matches!(
+            server_files_manifest_for_runtime(&json, "pinned"),
+            Ok(None)
+        ));
+        let other = dir.path().join("routes-manifest.json");
+        std::fs::write(&other, body).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            server_files_manifest_for_runtime(&other, ""),
+            Ok(None)
+        ));
+    }
 
     #[test]
     fn pathname_files() {

@@ -216,13 +216,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let ctx = read_context(&ctx_path)?;
     let bundle_started = Instant::now();
     let mut pinned_env = BTreeMap::new();
-    let deployment_id = ctx
-        .config
-        .get("deploymentId")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
-    if let Some(d) = &deployment_id {
+    // What `next start`'s server process sees (next-server sets process.env.NEXT_DEPLOYMENT_ID to
+    // it), not necessarily the id Ferry pinned into the client assets.
+    if let Some(d) = &ctx.runtime_deployment_id() {
         pinned_env.insert(ids::ENV_NEXT_DEPLOYMENT_ID.to_string(), d.clone());
     }
     pinned_env.insert(ids::ENV_ACTIONS_KEY.to_string(), ids.actions_key.clone());

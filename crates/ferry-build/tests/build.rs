@@ -311,9 +311,15 @@ fn showcase_ids_are_pinned_and_stable_across_builds() {
     let server = m.server.as_ref().expect("server");
     let dist = s.second.bundle_dir.join("server/.next");
     assert_eq!(read(&dist.join("BUILD_ID")).trim(), "ferry-test-build-2");
+    // The build carries the pinned id (client assets use it)...
+    let built: serde_json::Value =
+        serde_json::from_str(&read(&s.app.join(".next/required-server-files.json"))).expect("json");
+    assert_eq!(built["config"]["deploymentId"], "ferry-test-build-2");
+    // ...but `next start` re-reads next.config without Ferry's adapter, so its server sees no
+    // deployment id; the bundle's server config says the same.
     let rsf: serde_json::Value =
         serde_json::from_str(&read(&dist.join("required-server-files.json"))).expect("json");
-    assert_eq!(rsf["config"]["deploymentId"], "ferry-test-build-2");
+    assert_eq!(rsf["config"]["deploymentId"], "");
 
     let key = read(&s.app.join(".next/cache/ferry/server-actions-key"));
     assert_eq!(key.trim(), s.first_key, "key persisted across builds");
@@ -330,7 +336,8 @@ fn showcase_ids_are_pinned_and_stable_across_builds() {
     );
     assert_eq!(
         server.env.get("NEXT_DEPLOYMENT_ID").map(String::as_str),
-        Some("ferry-test-build-2")
+        None,
+        "next start's server process sees no deployment id Ferry pinned"
     );
 
     // `.next/cache` survives builds, and the swap left no staging or old bundle behind.

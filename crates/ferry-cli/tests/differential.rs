@@ -522,7 +522,16 @@ fn compare(
             right: format!("{cb:?}"),
         });
     }
-    match (a.decoded_body(), b.decoded_body()) {
+    // An empty body needs no decoding: a HEAD answer (or a 204/304) carries the GET
+    // representation's Content-Encoding without any bytes to decode.
+    let decoded = |r: &RawResponse| {
+        if r.body.is_empty() {
+            Ok(Vec::new())
+        } else {
+            r.decoded_body()
+        }
+    };
+    match (decoded(a), decoded(b)) {
         (Ok(da), Ok(db)) => {
             let (na, nb) = (normalize_body(&da), normalize_body(&db));
             if na != nb {
@@ -602,6 +611,8 @@ enum What {
     AcceptableContentEncoding,
     /// The Vary header differs only by `Accept-Encoding` (which follows from the encoding choice).
     VaryAcceptEncoding,
+    /// Both answered 304 and their Vary differs only by `Accept-Encoding`.
+    VaryAcceptEncodingOn304,
 }
 
 /// An accepted difference: which requests, what, and why.
@@ -625,6 +636,21 @@ const ALLOWED_DIFFERENCES: &[AllowedDifference] = &[
         what: What::AcceptableContentEncoding,
         reason: "Ferry serves build-time precompressed variants (br preferred) where next start gzips \
                  on the fly; any coding the client accepts is correct and the decoded bytes are compared",
+    },
+    AllowedDifference {
+        request_matcher: RequestMatcher::PathPrefix("/"),
+        what: What::AcceptableContentEncoding,
+        reason: "Ferry keeps compressed variants of prerendered pages (br and gzip, made once when the \
+                 entry is stored) and sends the client's preferred one; next start compresses each \
+                 response on the fly with gzip only. Either way the client gets a coding it declared \
+                 acceptable, and the decoded bodies are compared",
+    },
+    AllowedDifference {
+        request_matcher: RequestMatcher::PathPrefix("/"),
+        what: What::VaryAcceptEncodingOn304,
+        reason: "a 304 must carry the Vary the 200 would have had (RFC 9110 §15.4.5), so a cache that \
+                 refreshes its stored headers from it keeps varying on Accept-Encoding; next start's \
+                 compression middleware drops that token on 304s because they have no body",
     },
     AllowedDifference {
         request_matcher: RequestMatcher::StaticFiles,
@@ -691,6 +717,12 @@ fn allowed(
                 (What::VaryAcceptEncoding, Aspect::Header(name)) if name == "vary" => {
                     strip_accept_encoding(&a.header_all("vary"))
                         == strip_accept_encoding(&b.header_all("vary"))
+                }
+                (What::VaryAcceptEncodingOn304, Aspect::Header(name)) if name == "vary" => {
+                    a.status == 304
+                        && b.status == 304
+                        && strip_accept_encoding(&a.header_all("vary"))
+                            == strip_accept_encoding(&b.header_all("vary"))
                 }
                 _ => false,
             }

@@ -515,11 +515,18 @@ impl PrerenderCache {
             return CacheState::Expired;
         }
         let path_key = path_key(&e.pathname);
-        let mut keys = e
-            .tags
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(path_key.as_str()));
+        let keys = || {
+            e.tags
+                .iter()
+                .map(String::as_str)
+                .chain(std::iter::once(path_key.as_str()))
+        };
+        if let Some(mark) = self.store.latest_expired_mark(&mut keys())
+            && mark >= e.created
+        {
+            return CacheState::Expired;
+        }
+        let mut keys = keys();
         if let Some(mark) = self.store.latest_mark(&mut keys)
             && mark >= e.created
         {
@@ -689,6 +696,18 @@ impl PrerenderCache {
         self.store.mark(tags, at);
     }
 
+    /// Expires every entry carrying one of `tags` now: the next request renders before it
+    /// answers (`MISS`), as next start does after `revalidatePath` / a profile-less
+    /// `revalidateTag`.
+    pub fn expire_tags(&self, tags: &[String]) {
+        self.expire_tags_at(tags, SystemTime::now());
+    }
+
+    /// [`expire_tags`](Self::expire_tags) at a given time.
+    pub fn expire_tags_at(&self, tags: &[String], at: SystemTime) {
+        self.store.mark_expired(tags, at);
+    }
+
     /// Marks the entries of `pathname`'s group stale now (on-demand `revalidatePath` for pages
     /// without tags, e.g. the pages router).
     pub fn invalidate_path(&self, pathname: &str) {
@@ -772,6 +791,11 @@ impl PrerenderCache {
     ) -> Response<Body> {
         let mut headers = entry.headers.clone();
         let content_type = headers.remove(CONTENT_TYPE);
+        if entry.pathname.contains(".segments/") {
+            // next start answers a segment prefetch straight from the segment data, without the
+            // page entry's stored headers (app-page template, "Segment Cache" branch).
+            headers.remove("x-nextjs-stale-time");
+        }
         headers.insert("x-nextjs-cache", HeaderValue::from_static(x_nextjs_cache));
         if let Some(page) = data_page(&entry.pathname, &self.build_id)
             && !headers.contains_key("x-nextjs-matched-path")

@@ -26,6 +26,18 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug + 'static {
     fn mark(&self, keys: &[String], at: SystemTime);
     /// The latest mark among `keys`, if any.
     fn latest_mark(&self, keys: &mut dyn Iterator<Item = &str>) -> Option<SystemTime>;
+    /// Records that `keys` expired at `at`: entries created before must not be served at all,
+    /// not even stale (`revalidatePath`, `revalidateTag` without a profile). Also a [`mark`].
+    ///
+    /// [`mark`]: CacheStore::mark
+    fn mark_expired(&self, keys: &[String], at: SystemTime) {
+        self.mark(keys, at);
+    }
+    /// The latest expiry mark among `keys`, if any.
+    fn latest_expired_mark(&self, keys: &mut dyn Iterator<Item = &str>) -> Option<SystemTime> {
+        let _ = keys;
+        None
+    }
 }
 
 /// An in-process store.
@@ -33,6 +45,7 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug + 'static {
 pub struct MemoryStore {
     entries: RwLock<HashMap<String, Arc<CachedEntry>>>,
     marks: RwLock<HashMap<String, SystemTime>>,
+    expired: RwLock<HashMap<String, SystemTime>>,
 }
 
 impl MemoryStore {
@@ -90,5 +103,24 @@ impl CacheStore for MemoryStore {
             return None;
         }
         keys.filter_map(|k| marks.get(k).copied()).max()
+    }
+
+    fn mark_expired(&self, keys: &[String], at: SystemTime) {
+        self.mark(keys, at);
+        let mut expired = write!(self.expired);
+        for k in keys {
+            let slot = expired.entry(k.clone()).or_insert(at);
+            if *slot < at {
+                *slot = at;
+            }
+        }
+    }
+
+    fn latest_expired_mark(&self, keys: &mut dyn Iterator<Item = &str>) -> Option<SystemTime> {
+        let expired = read!(self.expired);
+        if expired.is_empty() {
+            return None;
+        }
+        keys.filter_map(|k| expired.get(k).copied()).max()
     }
 }

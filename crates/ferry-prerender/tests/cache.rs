@@ -649,3 +649,37 @@ async fn isr_over_http_stale_then_hit_with_new_content() {
     }
     assert!(s.cache.lookup("/isr", SystemTime::now()).is_some());
 }
+
+#[test]
+fn expiring_tags_forbids_serving_stale() {
+    let (_dir, cache) = isr_cache();
+    let now = t0() + Duration::from_secs(1);
+    cache.expire_tags_at(&["_N_T_/isr/page".to_owned()], now);
+    for p in ["/isr", "/isr.rsc"] {
+        assert_eq!(
+            cache.lookup(p, now).expect("hit").state,
+            CacheState::Expired,
+            "{p}"
+        );
+    }
+    assert_eq!(
+        cache.lookup("/", now).expect("hit").state,
+        CacheState::Fresh
+    );
+    // Rendered after the expiry: fresh again.
+    let later = now + Duration::from_secs(1);
+    cache.store(
+        "/isr",
+        rendered(
+            "x",
+            "text/html",
+            "s-maxage=5, stale-while-revalidate=9",
+            "_N_T_/isr/page",
+        ),
+        later,
+    );
+    assert_eq!(
+        cache.lookup("/isr", later).expect("hit").state,
+        CacheState::Fresh
+    );
+}

@@ -125,7 +125,7 @@ pub enum Resolution {
         /// Every header `@next/routing` resolved (includes `location` and `headers()` rules).
         headers: Vec<(String, String)>,
         /// What `next start` sends: `location` (plus `refresh: 0;url=…` on a 308) and middleware
-        /// headers, without the `headers()` rules.
+        /// headers, without the `headers()` rules (with them for a middleware redirect).
         next_start_headers: Vec<(String, String)>,
     },
     /// Proxy the request to an absolute URL.
@@ -991,8 +991,16 @@ impl Router {
         route_matches: Vec<(String, String)>,
     ) -> Resolution {
         let mut headers = state.response_headers.clone();
+        // next start (resolve-routes.js) applies `onMatchHeaders` to the pathname it matched,
+        // which for a `_next/data` request is the page's, never `/_next/data/…` (so its
+        // `/_next/data/(.*)` deployment-id rule never fires there). `next start` wins.
+        let on_match_url = if self.data_mode(state) {
+            self.normalize_next_data(url)
+        } else {
+            url.clone()
+        };
         for r in &self.on_match {
-            if let Some(m) = r.match_route(url, &state.request_headers) {
+            if let Some(m) = r.match_route(&on_match_url, &state.request_headers) {
                 for (k, v) in m.headers.unwrap_or_default() {
                     headers.set(&k, &v);
                 }

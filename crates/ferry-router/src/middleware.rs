@@ -192,7 +192,10 @@ pub(crate) fn apply(
             status: st,
             location: state.response_headers.get("location"),
             headers: state.response_headers.sorted_combined(),
-            next_start_headers: state.middleware_headers.sorted_combined(),
+            // Unlike its answer to a `redirects()` rule, next start answers a middleware redirect
+            // with everything resolved so far (resolve-routes.js returns `resHeaders`), so the
+            // `headers()` rules are sent too.
+            next_start_headers: state.response_headers.sorted_combined(),
         }));
     }
     if let Some(u) = rewrite {

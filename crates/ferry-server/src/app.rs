@@ -24,6 +24,10 @@ pub struct Function {
     pub entry: String,
     /// Calling convention.
     pub kind: EntryKind,
+    /// A page next-server treats as SSG (`isSSG` in base-server.js): an app page whose own
+    /// (non-dynamic) pathname is prerendered, or a pages-router page with `getStaticProps`
+    /// (any prerender names it as parent). Only GET and HEAD may reach it.
+    pub ssg: bool,
 }
 
 /// The loaded deployment.
@@ -47,6 +51,8 @@ pub struct App {
     /// The Node worker pool (absent for static exports).
     pub workers: Option<WorkerPool>,
     local_addr: OnceLock<SocketAddr>,
+    /// The hostname next start would put in `initURL`: `-H` as given, `localhost` when unset.
+    init_hostname: String,
     /// Secret the workers present on control requests (`/__ferry/control/*`).
     pub control_token: String,
     in_flight: AtomicUsize,
@@ -68,9 +74,23 @@ impl App {
             .map_err(|e| ServerError::Bundle(e.to_string()))?;
         // Manifest entries are bundle-relative; workers run in the project dir, so go absolute.
         let absolute = |entry: &str| bundle_dir.join(entry).to_string_lossy().into_owned();
+        let prerendered: std::collections::HashSet<&str> = manifest
+            .prerenders
+            .iter()
+            .map(|p| p.pathname.as_str())
+            .collect();
+        let has_prerender_child =
+            |id: &str| manifest.prerenders.iter().any(|p| p.parent_output_id == id);
         let function = |f: &ferry_manifest::FunctionOutput| Function {
             entry: absolute(&f.entry),
             kind: entry_kind(f.kind),
+            ssg: match f.kind {
+                FunctionKind::AppPage => {
+                    !f.pathname.contains('[') && prerendered.contains(f.pathname.as_str())
+                }
+                FunctionKind::Pages => has_prerender_child(&f.id),
+                _ => false,
+            },
         };
         let functions = manifest
             .functions
@@ -85,6 +105,7 @@ impl App {
         let middleware = manifest.middleware.as_ref().map(|m| Function {
             entry: absolute(&m.entry),
             kind: EntryKind::Middleware,
+            ssg: false,
         });
         let control_token = random_token();
         let workers = match (&manifest.kind, &manifest.server) {
@@ -112,6 +133,12 @@ impl App {
                 ));
                 pool.env
                     .push(("FERRY_CONTROL_TOKEN".into(), control_token.clone()));
+                // The image optimizer's disk cache (`cache/images` under it): the bundle is
+                // immutable, so beside it when writable, else in the temp dir.
+                pool.env.push((
+                    "FERRY_CACHE_DIR".into(),
+                    image_cache_root(&bundle_dir).to_string_lossy().into_owned(),
+                ));
                 // Answer what needs no JavaScript at once; requests for workers queue until
                 // they are up. A pool that cannot start at all is fatal, with a clear message.
                 let (pool, startup) = WorkerPool::spawn(pool)?;
@@ -143,10 +170,21 @@ impl App {
             middleware,
             workers,
             local_addr: OnceLock::from(local_addr),
+            // The CLI's default (all interfaces) stands for "no -H", which next start reports as
+            // localhost.
+            init_hostname: match config.host.as_str() {
+                "" | "0.0.0.0" | "::" | "[::]" => "localhost".to_owned(),
+                host => host.to_owned(),
+            },
             control_token,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }))
+    }
+
+    /// The hostname next start puts in `initURL` (`-H`, else `localhost`).
+    pub fn init_hostname(&self) -> &str {
+        &self.init_hostname
     }
 
     /// The bound address, once listening.
@@ -191,6 +229,18 @@ impl Drop for InFlight<'_> {
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+/// `<bundle>/../.ferry-cache` when it can be created, else `<tmp>/ferry-cache`.
+fn image_cache_root(bundle_dir: &std::path::Path) -> PathBuf {
+    let beside = bundle_dir
+        .canonicalize()
+        .ok()
+        .and_then(|b| b.parent().map(|p| p.join(".ferry-cache")));
+    match beside {
+        Some(dir) if std::fs::create_dir_all(&dir).is_ok() => dir,
+        _ => std::env::temp_dir().join("ferry-cache"),
     }
 }
 

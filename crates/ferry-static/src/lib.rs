@@ -20,7 +20,8 @@
 //! | `items=0-5` | 200 | 200 |
 //! | `If-Range` matching ETag/date | 206; otherwise 200 | same |
 //! | `If-Match` mismatch | 412 | 412, empty body |
-//! | POST | 405, `Allow: GET` + `Allow: HEAD` | 405, `Allow: GET, HEAD` |
+//! | POST | 405, `Allow: GET` + `Allow: HEAD`, next's HTML error page | 405, `Allow: GET` + `Allow: HEAD`, empty body |
+//! | OPTIONS | 400, `Allow: GET` + `Allow: HEAD` | same |
 //!
 //! Small files (< [`SMALL_FILE_LIMIT`]) and their variants are held in memory; larger ones are
 //! streamed from disk in [`STREAM_CHUNK`]-sized reads, never read whole.
@@ -332,11 +333,21 @@ pub async fn respond(
 ) -> Response<Body> {
     let is_head = method == Method::HEAD;
     if method != Method::GET && !is_head {
-        let mut res = bare(StatusCode::METHOD_NOT_ALLOWED);
+        // next start answers 405 by rendering its error page, which turns an OPTIONS request
+        // into a bare 400 (base-server.js: "An OPTIONS request to a page handler is invalid").
+        let status = if method == Method::OPTIONS {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::METHOD_NOT_ALLOWED
+        };
+        let mut res = bare(status);
         res.headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_PRIVATE));
+        // Node's setHeader('Allow', ['GET', 'HEAD']) sends two header lines.
         res.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .append(ALLOW, HeaderValue::from_static("GET"));
+        res.headers_mut()
+            .append(ALLOW, HeaderValue::from_static("HEAD"));
         res.headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         return res;
@@ -375,8 +386,12 @@ pub async fn respond(
 
     let (repr, start, len) = match range {
         RangeDecision::Unsatisfiable => {
+            // next start's `send` has already set the file's validators and type when it finds
+            // the range unsatisfiable; they stay on its 416.
+            let validators = res.headers().clone();
             let mut res = bare(StatusCode::RANGE_NOT_SATISFIABLE);
             let h = res.headers_mut();
+            h.extend(validators);
             h.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_PRIVATE));
             h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

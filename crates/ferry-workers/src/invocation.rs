@@ -31,6 +31,8 @@ pub enum EntryKind {
     AppRoute,
     /// middleware / proxy: `handler(Request, ctx) -> Response`, answered as-is.
     Middleware,
+    /// `/_next/image`: the bridge runs next start's image optimizer (the entry is ignored).
+    Image,
 }
 
 impl EntryKind {
@@ -42,6 +44,7 @@ impl EntryKind {
             EntryKind::AppPage => "APP_PAGE",
             EntryKind::AppRoute => "APP_ROUTE",
             EntryKind::Middleware => "MIDDLEWARE",
+            EntryKind::Image => "IMAGE",
         }
     }
 }
@@ -193,6 +196,25 @@ pub(crate) fn to_request(inv: Invocation) -> Result<Request<ferry_http::Body>, W
         headers.insert(META_HEADER, value);
     }
 
+    // The framing must describe the body actually sent, never the client's: an invocation that
+    // drops or replaces the body (the 404 page after a POST, an error page) would otherwise
+    // announce bytes that never come, and the worker would read the next request as them.
+    if let Some(len) = http_body::Body::size_hint(&body).exact() {
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if announced.is_some_and(|n| n != len)
+            || (announced.is_none() && headers.contains_key(header::CONTENT_LENGTH))
+        {
+            if len == 0 {
+                headers.remove(header::CONTENT_LENGTH);
+            } else {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+    }
+
     let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = target;
@@ -221,6 +243,54 @@ fn ascii_json(meta: &InvocationMeta) -> Result<String, WorkerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_length_follows_the_body_sent() {
+        let mut inv = Invocation::new(
+            "/abs/page.js",
+            EntryKind::AppPage,
+            Method::GET,
+            Uri::from_static("/x"),
+        );
+        inv.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("1"));
+        let req = to_request(inv).unwrap_or_else(|e| panic!("{e}"));
+        assert!(req.headers().get(header::CONTENT_LENGTH).is_none());
+
+        let mut inv = Invocation::new(
+            "/abs/page.js",
+            EntryKind::AppPage,
+            Method::POST,
+            Uri::from_static("/x"),
+        );
+        inv.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("9"));
+        inv.body = ferry_http::full("abc");
+        let req = to_request(inv).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            req.headers()
+                .get(header::CONTENT_LENGTH)
+                .map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+
+        let mut inv = Invocation::new(
+            "/abs/page.js",
+            EntryKind::AppPage,
+            Method::POST,
+            Uri::from_static("/x"),
+        );
+        inv.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        inv.body = ferry_http::full("abc");
+        let req = to_request(inv).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            req.headers()
+                .get(header::CONTENT_LENGTH)
+                .map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+    }
 
     #[test]
     fn strips_hop_by_hop_and_spoofed_internal_headers() {

@@ -52,8 +52,13 @@ pub async fn handle(app: &Arc<App>, parts: &http::request::Parts, body: Body) ->
     match parts.uri.path().strip_prefix(PREFIX) {
         Some("/revalidate-tags") => {
             let tags = strings("tags");
-            tracing::debug!("revalidate tags {tags:?}");
-            app.prerenders.invalidate_tags(&tags);
+            let expire = json.get("expire").and_then(Value::as_bool).unwrap_or(false);
+            tracing::debug!("revalidate tags {tags:?} (expire: {expire})");
+            if expire {
+                app.prerenders.expire_tags(&tags);
+            } else {
+                app.prerenders.invalidate_tags(&tags);
+            }
             status(StatusCode::NO_CONTENT)
         }
         _ => status(StatusCode::NOT_FOUND),

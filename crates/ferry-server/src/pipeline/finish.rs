@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use ferry_http::Body;
+use ferry_workers::WorkerResponseInfo;
 use http::{HeaderValue, Response, header};
 
 use super::{RequestCtx, route::latin1_header};
@@ -16,6 +17,7 @@ pub fn finish(
     mut res: Response<Body>,
     routing_headers: &[(String, String)],
 ) -> Response<Body> {
+    let from_worker = res.extensions().get::<WorkerResponseInfo>().is_some();
     let headers = res.headers_mut();
     for (name, value) in routing_headers {
         if name.starts_with("x-middleware-") {
@@ -36,6 +38,8 @@ pub fn finish(
     if app.manifest.config.powered_by_header
         && !headers.contains_key("x-powered-by")
         && is_rendered(headers)
+        && is_html(headers)
+        && !from_worker
     {
         headers.insert("x-powered-by", HeaderValue::from_static("Next.js"));
     }
@@ -54,7 +58,22 @@ pub fn finish(
     res
 }
 
-/// next start sends `X-Powered-By` on rendered responses, not on files it streams from disk.
+/// next start sends `X-Powered-By` only from `sendRenderResult` (send-payload.js), and only when
+/// the result is HTML: rendered pages and cached prerenders, never files it streams from disk,
+/// route handlers, API routes or RSC payloads. A worker's entrypoint calls `sendRenderResult`
+/// itself, so only responses Ferry produced without a worker get it here.
+fn is_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/html")
+        })
+}
+
+/// Not a file streamed from disk (those carry `Accept-Ranges`).
 fn is_rendered(headers: &http::HeaderMap) -> bool {
     !headers.contains_key(header::ACCEPT_RANGES)
 }

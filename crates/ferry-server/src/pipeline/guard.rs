@@ -43,20 +43,112 @@ const TOKEN_GATED: &[&str] = &[
     "x-next-revalidate-tag-token",
 ];
 
+/// Node's default `--max-http-header-size`: request line plus headers.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The methods Node's HTTP parser (llhttp) accepts; any other is a parse error (400).
+const NODE_METHODS: &[&str] = &[
+    "DELETE",
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "COPY",
+    "LOCK",
+    "MKCOL",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "SEARCH",
+    "UNLOCK",
+    "BIND",
+    "REBIND",
+    "UNBIND",
+    "ACL",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "M-SEARCH",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PATCH",
+    "PURGE",
+    "MKCALENDAR",
+    "LINK",
+    "UNLINK",
+    "SOURCE",
+    "QUERY",
+];
+
+/// Why a request is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// What Node's HTTP server itself answers: the status and an empty body.
+    Node(StatusCode),
+    /// Ferry's own limits: the status with its reason phrase as text.
+    Ferry(u16),
+}
+
+impl Rejection {
+    /// The response to send.
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            Rejection::Node(status) => bare(status),
+            Rejection::Ferry(status) => reject(status),
+        }
+    }
+}
+
 /// Validates the request and sanitizes its headers in place.
-/// `Err` carries the status to reject with.
-pub fn check(app: &App, parts: &mut http::request::Parts) -> Result<(), u16> {
+/// `Err` says how to refuse it.
+pub fn check(app: &App, parts: &mut http::request::Parts) -> Result<(), Rejection> {
+    // What Node's HTTP server refuses before next start sees the request: a head over its
+    // size limit (431), a method its parser does not know, an HTTP/1.1 request without Host
+    // (400); it answers those with an empty body.
+    if head_len(parts) > MAX_HEAD_BYTES {
+        return Err(Rejection::Node(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+    }
+    if !NODE_METHODS.contains(&parts.method.as_str())
+        || (parts.version == http::Version::HTTP_11
+            && !parts.headers.contains_key(http::header::HOST))
+    {
+        return Err(Rejection::Node(StatusCode::BAD_REQUEST));
+    }
     let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > MAX_URI_LEN {
-        return Err(414);
+        return Err(Rejection::Ferry(414));
     }
     let path = parts.uri.path();
     if !path.starts_with('/') {
         // `OPTIONS *` and authority-form targets have nothing to serve here.
-        return Err(400);
+        return Err(Rejection::Ferry(400));
     }
     strip_internal_headers(&mut parts.headers, app.prerenders.bypass_token());
     Ok(())
+}
+
+/// Bytes of the request line and headers as sent (`name: value\r\n` each).
+fn head_len(parts: &http::request::Parts) -> usize {
+    let target = parts.uri.to_string().len();
+    let line = parts.method.as_str().len() + target + " HTTP/1.1\r\n".len() + 1;
+    parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// An empty response with only a status, as Node's parser-level errors are.
+fn bare(status: StatusCode) -> Response<Body> {
+    let mut res = Response::new(ferry_http::empty());
+    *res.status_mut() = status;
+    res
 }
 
 /// Removes every internal header; keeps the revalidation ones only with a valid token.
@@ -105,6 +197,26 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn node_parser_limits() {
+        let parts = |req: http::Request<()>| req.into_parts().0;
+        let ok = parts(
+            http::Request::get("/x")
+                .header("host", "a")
+                .body(())
+                .unwrap_or_default(),
+        );
+        assert!(head_len(&ok) < 64);
+        let big = parts(
+            http::Request::get(format!("/{}", "a".repeat(MAX_HEAD_BYTES)))
+                .header("host", "a")
+                .body(())
+                .unwrap_or_default(),
+        );
+        assert!(head_len(&big) > MAX_HEAD_BYTES);
+        assert!(NODE_METHODS.contains(&"PATCH") && !NODE_METHODS.contains(&"FOO"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! 0. [`control`]: authenticated requests from Ferry's own workers (cache invalidation).
 //! 1. [`guard`]: reject malformed requests, strip internal headers a client must not forge.
 //! 2. [`route`]: Next.js routing phases; the middleware / proxy runs in a worker when it matches.
-//! 3. [`rsc`]: an RSC request to an app page must carry the right `_rsc` cache-busting hash.
+//! 3. [`rsc`]: an RSC request to an app page must carry the right `_rsc` cache-busting hash;
+//!    [`method`]: the methods a page accepts (405 on SSG pages, 400 for OPTIONS).
 //! 4. serve the resolution, first match wins:
 //!    [`redirect`] | [`proxy`] (external rewrite) | [`files`] (static and public files) |
 //!    [`prerendered`] (prerender / ISR cache) | [`functions`] (Node workers) | [`not_found`].
@@ -14,6 +15,8 @@ pub mod files;
 pub mod finish;
 pub mod functions;
 pub mod guard;
+pub mod image;
+pub mod method;
 pub mod not_found;
 pub mod prerendered;
 pub mod proxy;
@@ -46,8 +49,8 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
     if control::is_control(app, &parts) {
         return control::handle(app, &parts, ferry_http::boxed(body)).await;
     }
-    if let Err(status) = guard::check(app, &mut parts) {
-        return guard::reject(status);
+    if let Err(rejection) = guard::check(app, &mut parts) {
+        return rejection.into_response();
     }
     let ctx = RequestCtx { parts, remote };
     let body = ferry_http::boxed(body);
@@ -55,6 +58,10 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
         route::Routed::Resolved(resolution, body) => (resolution, body),
         route::Routed::Respond(res) => return finish::finish(app, &ctx, res, &[]),
     };
+    // next start matches `/_next/image` in the filesystem check, after middleware.
+    if let Some((res, headers)) = image::serve(app, &ctx, &resolution).await {
+        return finish::finish(app, &ctx, res, headers);
+    }
     match resolution {
         Resolution::Redirect {
             status,
@@ -80,14 +87,44 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
             request_headers,
             ..
         } => {
-            let res = not_found::respond(app, &ctx, &request_headers).await;
+            let res = match redirect::repeated_slashes(&ctx.parts.uri) {
+                Some(res) => res,
+                None => not_found::respond(app, &ctx, &request_headers).await,
+            };
             finish::finish(app, &ctx, res, &headers)
         }
         Resolution::Output(output) => {
             let res = serve_output(app, &ctx, &output, body).await;
-            finish::finish(app, &ctx, res, &output.headers)
+            let mut headers = output.headers.clone();
+            headers.extend(rsc_rewrite_headers(&ctx, &output));
+            finish::finish(app, &ctx, res, &headers)
         }
     }
+}
+
+/// next start (resolve-routes.js) tells the client router where an RSC request was rewritten:
+/// `x-nextjs-rewritten-path` when the pathname changed, `x-nextjs-rewritten-query` when the
+/// query did (compared as strings: a request without one differs from the destination's `""`).
+fn rsc_rewrite_headers(ctx: &RequestCtx, output: &ferry_router::Output) -> Vec<(String, String)> {
+    if !output.rsc.as_ref().is_some_and(|r| r.header) {
+        return Vec::new();
+    }
+    let requested = ctx.parts.uri.path();
+    if output.invocation_path == requested {
+        return Vec::new();
+    }
+    // The destination never carries the `_rsc` cache-busting param (prepare-destination.js).
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(output.query.iter().filter(|(k, _)| k != "_rsc"))
+        .finish();
+    let mut out = vec![(
+        "x-nextjs-rewritten-path".to_owned(),
+        output.invocation_path.clone(),
+    )];
+    if ctx.parts.uri.query() != Some(query.as_str()) {
+        out.push(("x-nextjs-rewritten-query".to_owned(), query));
+    }
+    out
 }
 
 /// The filesystem outcome: a static file, a prerender, or a function, in that order.
@@ -97,10 +134,37 @@ async fn serve_output(
     output: &ferry_router::Output,
     body: Body,
 ) -> Response<Body> {
+    // next's BLOCKED_PAGES: the pages router's internals are never routable.
+    let page = output
+        .pathname
+        .strip_prefix(app.manifest.config.base_path.as_str())
+        .unwrap_or(&output.pathname);
+    if matches!(page, "/_app" | "/_document" | "/_error") {
+        return not_found::respond(app, ctx, &output.request_headers).await;
+    }
+    // The `.rsc` / segment outputs answer RSC requests for their page; next start's router
+    // does not serve them at their own URL.
+    let rsc_output = page.ends_with(app.manifest.routing.rsc.suffix.as_str())
+        || page.contains(&format!(
+            "{}/",
+            app.manifest.routing.rsc.prefetch_segment_dir_suffix
+        ));
+    if rsc_output && not_found::is_rsc_url(app, ctx) {
+        return not_found::respond(app, ctx, &output.request_headers).await;
+    }
+    // Files are served by next start's router before next-server's own checks.
+    if app.statics.get(&output.pathname).is_none()
+        && let Some(res) = redirect::repeated_slashes(&ctx.parts.uri)
+    {
+        return res;
+    }
     if is_app_rsc_request(app, output)
         && app.manifest.config.validate_rsc_request_headers
         && let Some(res) = rsc::check(ctx)
     {
+        return res;
+    }
+    if let Some(res) = method::check(app, ctx, output) {
         return res;
     }
     if let Some(res) = files::serve(app, ctx, output).await {

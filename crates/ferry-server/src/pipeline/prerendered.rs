@@ -29,7 +29,7 @@ pub async fn serve(
     if !app.prerenders.is_prerender(&key) {
         return None;
     }
-    if bypasses(app, ctx, &key) {
+    if bypasses(app, ctx, output, &key) {
         return None;
     }
     let hit = app.prerenders.lookup(&key, SystemTime::now())?;
@@ -46,18 +46,78 @@ pub async fn serve(
             &ctx.parts.headers,
         ));
     }
-    let res = app
+    let mut res = app
         .prerenders
         .respond(&hit, &ctx.parts.method, &ctx.parts.headers);
     if let Some(regen) = hit.regeneration {
         tokio::spawn(regenerate(app.clone(), regen));
     }
+    if unknown_segment(app, output, &key) {
+        segment_miss(app, &mut res);
+    }
     Some(res)
 }
 
-fn bypasses(app: &App, ctx: &RequestCtx, key: &str) -> bool {
+/// A segment prefetch (`next-router-segment-prefetch`) for a page whose prerender has segment
+/// data, naming a segment it does not have.
+fn unknown_segment(app: &App, output: &ferry_router::Output, key: &str) -> bool {
+    let Some(rsc) = output.rsc.as_ref().filter(|r| r.header) else {
+        return false;
+    };
+    if rsc.segment.is_none() || rsc.segment_pathname.is_some() {
+        return false;
+    }
+    let Some(stem) = key.strip_suffix(&app.manifest.routing.rsc.suffix) else {
+        return false;
+    };
+    let tree = format!(
+        "{stem}{}/_tree{}",
+        app.manifest.routing.rsc.prefetch_segment_dir_suffix,
+        app.manifest.routing.rsc.prefetch_segment_suffix
+    );
+    app.prerenders.is_prerender(&tree)
+}
+
+/// next start's answer to an unknown segment (app-page template, "Segment Cache" branch): 404,
+/// empty, `x-nextjs-postponed: 2`, the entry's Cache-Control, none of its stored headers.
+fn segment_miss(app: &App, res: &mut Response<Body>) {
+    *res.status_mut() = http::StatusCode::NOT_FOUND;
+    *res.body_mut() = ferry_http::empty();
+    let headers = res.headers_mut();
+    for name in [
+        http::header::CONTENT_TYPE,
+        http::header::CONTENT_LENGTH,
+        http::header::CONTENT_ENCODING,
+        http::header::ETAG,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("x-nextjs-stale-time");
+    if let Ok(v) = HeaderValue::from_str(&app.manifest.routing.rsc.vary_header) {
+        headers.insert(http::header::VARY, v);
+    }
+    if let Ok(name) =
+        http::HeaderName::from_bytes(app.manifest.routing.rsc.did_postpone_header.as_bytes())
+    {
+        headers.insert(name, HeaderValue::from_static("2"));
+    }
+}
+
+fn bypasses(app: &App, ctx: &RequestCtx, output: &ferry_router::Output, key: &str) -> bool {
     let mut probe = http::Request::new(());
-    *probe.method_mut() = ctx.parts.method.clone();
+    // The app-page entrypoint answers any method from its cache unless the request may be a
+    // Server Action (next start serves a prerendered `/blog/hello` to a plain POST). The
+    // pages router's SSG pages never get here with another method (405 in `method`).
+    let method = &ctx.parts.method;
+    let other_method = method != Method::GET && method != Method::HEAD;
+    let app_page = other_method
+        && super::method::page_function(app, output)
+            .is_some_and(|f| f.kind == ferry_workers::EntryKind::AppPage);
+    *probe.method_mut() = if app_page && !super::method::is_possible_server_action(ctx) {
+        Method::GET
+    } else {
+        ctx.parts.method.clone()
+    };
     *probe.uri_mut() = ctx.parts.uri.clone();
     *probe.headers_mut() = ctx.parts.headers.clone();
     app.prerenders.should_bypass(key, &probe)

@@ -87,7 +87,7 @@ pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
     );
     inv.headers = header_map(state.request_headers().raw());
     inv.body = ferry_http::full(bytes.clone());
-    inv.meta = functions::meta(app, ctx);
+    inv.meta = functions::middleware_meta(app, ctx);
     let Some(pool) = app.workers.as_ref() else {
         return Routed::Resolved(app.router.finish(state), ferry_http::full(bytes));
     };
