@@ -1,14 +1,57 @@
 // Ferry's Next.js Deployment Adapter.
 //
 // `ferry build` points Next.js at this file through NEXT_ADAPTER_PATH. It is deliberately tiny:
-// it pins the ids Ferry chose and hands the build context over as JSON. Everything else (bundle
-// layout, static files, compression, the manifest) happens in Rust.
+// it pins the ids Ferry chose, traces the files Ferry's worker bridge needs at runtime, and hands
+// the build context over as JSON. Everything else (bundle layout, static files, compression, the
+// manifest) happens in Rust.
 'use strict'
 
 const fs = require('fs')
 const path = require('path')
+const { createRequire } = require('module')
 
 const PHASE_PRODUCTION_BUILD = 'phase-production-build'
+
+// Modules js/bridge/bridge.cjs loads from the app besides the entrypoints (keep in sync with its
+// `projectRequire(...)` / `optionalRequire(...)` calls; a ferry-build test checks). Traced like
+// the entrypoints' own files, so the bundle runs without the app's node_modules. Ids that do not
+// resolve with the app's `next` version are skipped, as the bridge skips them; `sharp` (an
+// optional dependency of next, loaded lazily by the image optimizer) is followed when installed.
+const BRIDGE_MODULES = [
+  '@next/env',
+  'next/dist/server/node-environment',
+  'next/dist/server/lib/process-error-handlers',
+  'next/dist/server/image-optimizer',
+  'next/dist/server/response-cache',
+  'next/dist/server/route-kind',
+  'next/dist/server/serve-static',
+]
+
+/** Repo-relative path → absolute path of every file the bridge modules need, traced with Next's nft. */
+async function traceBridgeModules(projectDir, repoRoot) {
+  // Resolve from the app, as the bridge does, so the app's own next / sharp versions are traced.
+  const projectRequire = createRequire(path.join(projectDir, 'package.json'))
+  const { nodeFileTrace } = projectRequire('next/dist/compiled/@vercel/nft')
+  const entries = []
+  for (const id of BRIDGE_MODULES) {
+    try {
+      entries.push(projectRequire.resolve(id))
+    } catch {
+      // Not in this next version: the bridge's optionalRequire finds nothing either.
+    }
+  }
+  const { fileList, esmFileList } = await nodeFileTrace(entries, {
+    base: repoRoot,
+    processCwd: projectDir,
+  })
+  const files = {}
+  for (const rel of [...fileList, ...esmFileList]) {
+    const abs = path.join(repoRoot, rel)
+    // nft also lists the symlinks it passed through (pnpm); the bundle keeps real files only.
+    if (fs.statSync(abs, { throwIfNoEntry: false })?.isFile()) files[rel] = abs
+  }
+  return files
+}
 
 /** @type {import('next').NextAdapter} */
 module.exports = {
@@ -36,7 +79,7 @@ module.exports = {
   },
 
   // Writes the whole build context for the Rust side. Maps (if any) become plain objects.
-  onBuildComplete(ctx) {
+  async onBuildComplete(ctx) {
     const out = process.env.FERRY_ADAPTER_OUTPUT
     if (!out) return
 
@@ -51,6 +94,7 @@ module.exports = {
       distDir,
       projectDir,
       repoRoot,
+      runtimeFiles: await traceBridgeModules(projectDir, repoRoot),
       // The deployment id the app's server sees at runtime under `next start` (next.config's own
       // value, without Ferry's pin): '' when Ferry pinned it.
       runtimeDeploymentId:

@@ -34,6 +34,10 @@ pub struct AdapterContext {
     pub project_dir: PathBuf,
     /// Absolute repository root (traced asset keys are relative to it).
     pub repo_root: PathBuf,
+    /// Files Ferry's worker bridge loads besides the entrypoints (`@next/env`, Next's image
+    /// optimizer and `sharp`, ...), traced by the adapter: repo-relative key → absolute path.
+    #[serde(default)]
+    pub runtime_files: BTreeMap<String, PathBuf>,
     /// The deployment id `next start` would see at runtime: `config.deploymentId` unless Ferry's
     /// adapter pinned it (then empty). `None` from an adapter that did not report it.
     #[serde(default)]
@@ -290,6 +294,39 @@ mod tests {
         let fb = pr.fallback.as_ref().expect("fallback");
         assert_eq!(fb.initial_revalidate, Some(serde_json::json!(5)));
         assert_eq!(pr.config.bypass_for.as_ref().map(Vec::len), Some(1));
+    }
+
+    /// The quoted ids after each `call(` in `js`.
+    fn quoted_args<'a>(js: &'a str, call: &str) -> Vec<&'a str> {
+        js.split(call)
+            .skip(1)
+            .filter_map(|rest| {
+                let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+                rest[1..].split(quote).next()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_adapter_traces_every_module_the_bridge_loads() {
+        let bridge = include_str!("../../../js/bridge/bridge.cjs");
+        let list = ADAPTER_JS
+            .split("const BRIDGE_MODULES = [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap_or_default();
+        // The strings of a one-quote-style array literal are its odd `'`-separated pieces.
+        let traced: Vec<&str> = list.split('\'').skip(1).step_by(2).collect();
+        let mut loaded = quoted_args(bridge, "projectRequire(");
+        loaded.extend(quoted_args(bridge, "optionalRequire("));
+        assert!(loaded.contains(&"@next/env"), "{loaded:?}");
+        assert!(loaded.contains(&"next/dist/server/image-optimizer"));
+        for id in loaded {
+            assert!(
+                traced.contains(&id),
+                "js/bridge/bridge.cjs loads {id:?} but js/adapter/adapter.cjs's BRIDGE_MODULES does not trace it"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - `public/**`: the app's `public/` directory
 //! - `outputs/**`: other static outputs (`/404` → `outputs/404.html`, rsc fallbacks)
 //! - `prerender/**`: prerender seeds, named after their pathname (`/isr` → `prerender/isr.html`)
-//! - `server/<repo-relative path>`: traced server files, entrypoints, `.next` runtime files
+//! - `server/<repo-relative path>`: traced server files, entrypoints, `.next` runtime files, and
+//!   what Ferry's worker bridge loads (`AdapterContext::runtime_files`)
 //! - `<file>.br` / `<file>.gz` beside compressible static files
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -390,15 +391,23 @@ fn copy_server_files(ctx: &AdapterContext, stage: &mut Stage) -> Result<usize, B
         files.insert(rel, abs.to_path_buf());
         Ok::<(), BuildError>(())
     };
+    let add_traced = |key: &String, abs: &PathBuf, files: &mut BTreeMap<String, PathBuf>| {
+        if !safe_relative(key) {
+            return Err(BuildError::OutsideRepo {
+                path: abs.clone(),
+                root: ctx.repo_root.clone(),
+            });
+        }
+        files.insert(key.clone(), abs.clone());
+        Ok(())
+    };
+    // What the worker bridge itself loads (no entrypoint traces it).
+    for (key, abs) in &ctx.runtime_files {
+        add_traced(key, abs, &mut files)?;
+    }
     for f in ctx.outputs.all_functions() {
         for (key, abs) in &f.assets {
-            if !safe_relative(key) {
-                return Err(BuildError::OutsideRepo {
-                    path: abs.clone(),
-                    root: ctx.repo_root.clone(),
-                });
-            }
-            files.insert(key.clone(), abs.clone());
+            add_traced(key, abs, &mut files)?;
         }
         add_abs(&f.file_path, &mut files)?;
         for abs in f.wasm_assets.values() {

@@ -441,6 +441,16 @@ srv.listen({port}, '127.0.0.1', async () => {{
     let (ok, out, err) = node_with_timeout(&project, &["-e", &script], Duration::from_secs(60));
     assert!(ok, "node failed:\n{out}\n{err}");
     let results: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+
+    // What the worker bridge loads beyond the entrypoints resolves inside the moved bundle too,
+    // and Next's image optimizer runs there with the app's sharp (native @img packages).
+    let optimized = run_bundled_image_optimizer(&moved, &project);
+    assert_eq!(optimized["contentType"], "image/webp", "{optimized}");
+    assert_eq!(optimized["error"], serde_json::Value::Null, "{optimized}");
+    assert!(
+        optimized["width"].as_u64() == Some(16),
+        "resized by sharp: {optimized}"
+    );
     assert_eq!(results["/ssr"]["status"], 200, "{results}");
     assert_eq!(results["/api/hello"]["status"], 200, "{results}");
     assert!(
@@ -450,6 +460,104 @@ srv.listen({port}, '127.0.0.1', async () => {{
         "{results}"
     );
     assert_eq!(results["/api/legacy"]["status"], 200, "{results}");
+}
+
+/// Runs, with cwd `project` inside the bundle at `bundle`, what the worker bridge does at start
+/// and for `/_next/image`: resolves its modules the way it does (from the project dir, each must
+/// land inside the bundle), loads `.env` files with `@next/env`, and runs Next's `imageOptimizer`
+/// on the bundle's `public/ferry.png` asking for a 16 px WebP. Returns the result's content type,
+/// byte-equality with the input, width (when sharp can read it back) and error message.
+fn run_bundled_image_optimizer(bundle: &Path, project: &Path) -> serde_json::Value {
+    let script = format!(
+        r#"
+const path = require('path');
+const fs = require('fs');
+const {{ createRequire }} = require('module');
+const bundle = fs.realpathSync({bundle:?});
+const projectRequire = createRequire(path.join(process.cwd(), 'package.json'));
+for (const id of ['@next/env', 'next/dist/server/node-environment', 'next/dist/server/image-optimizer',
+                  'next/dist/server/response-cache', 'next/dist/server/route-kind', 'next/dist/server/serve-static']) {{
+  const file = fs.realpathSync(projectRequire.resolve(id));
+  if (!file.startsWith(bundle + path.sep)) throw new Error(id + ' resolved outside the bundle: ' + file);
+}}
+projectRequire('@next/env').loadEnvConfig(process.cwd(), false, {{ info() {{}}, error: console.error }}, true);
+const optimizer = projectRequire('next/dist/server/image-optimizer');
+const rsf = JSON.parse(fs.readFileSync(path.join(process.cwd(), '.next/required-server-files.json'), 'utf8'));
+const input = fs.readFileSync(path.join(bundle, 'public/ferry.png'));
+(async () => {{
+  const out = await optimizer.imageOptimizer(
+    {{ buffer: input, contentType: 'image/png', cacheControl: null, etag: 'x' }},
+    {{ href: '/ferry.png', quality: 75, width: 16, mimeType: 'image/webp', isAbsolute: false, isStatic: false }},
+    rsf.config, {{ isDev: false, silent: true }});
+  let width = null;
+  let sharpFile = null;
+  try {{
+    sharpFile = fs.realpathSync(projectRequire.resolve('sharp'));
+    if (!sharpFile.startsWith(bundle + path.sep)) throw new Error('sharp resolved outside the bundle: ' + sharpFile);
+    width = (await projectRequire('sharp')(out.buffer).metadata()).width;
+  }} catch (e) {{
+    if (e.code !== 'MODULE_NOT_FOUND') throw e;
+  }}
+  console.log(JSON.stringify({{
+    contentType: out.contentType, unchanged: Buffer.compare(out.buffer, input) === 0, width,
+    sharp: sharpFile !== null, error: out.error ? String(out.error.message) : null,
+  }}));
+}})().catch((e) => {{ console.error(e); process.exit(1); }});
+"#,
+        bundle = bundle.to_string_lossy(),
+    );
+    let (ok, out, err) = node_with_timeout(project, &["-e", &script], Duration::from_secs(60));
+    assert!(ok, "node failed:\n{out}\n{err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"))
+}
+
+/// Without `sharp` (an optional dependency of next) the image optimizer is still bundled and
+/// behaves as under `next start` without sharp: the original image is served as it is.
+#[test]
+fn bundle_without_sharp_keeps_the_image_optimizer() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let app = tmp.path().join("no-sharp");
+    copy_app(&repo_root().join("examples/showcase"), &app);
+    let modules = app.join("node_modules");
+    let _ = std::fs::remove_dir_all(modules.join("sharp"));
+    for entry in std::fs::read_dir(modules.join("@img"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with("sharp-") {
+            std::fs::remove_dir_all(entry.path()).expect("remove @img/sharp-*");
+        }
+    }
+    let report = locked_build(&opts(&app, &[])).expect("build without sharp");
+    let server = report.bundle_dir.join("server");
+    assert!(
+        server
+            .join("node_modules/next/dist/server/image-optimizer.js")
+            .is_file()
+    );
+    assert!(
+        server
+            .join("node_modules/@next/env/dist/index.js")
+            .is_file()
+    );
+    assert!(!server.join("node_modules/sharp").exists());
+
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&report.bundle_dir, &moved).expect("move the bundle");
+    std::fs::remove_dir_all(&modules).expect("delete node_modules");
+    let m = Manifest::load(&moved).expect("manifest");
+    let project = moved.join(&m.server.as_ref().expect("server").project_dir);
+    let optimized = run_bundled_image_optimizer(&moved, &project);
+    assert_eq!(optimized["sharp"], false, "{optimized}");
+    assert_eq!(optimized["unchanged"], true, "{optimized}");
+    assert_eq!(optimized["contentType"], "image/png", "{optimized}");
+    assert!(
+        optimized["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sharp")),
+        "{optimized}"
+    );
 }
 
 fn entry(m: &Manifest, pathname: &str) -> String {

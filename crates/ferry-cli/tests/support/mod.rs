@@ -549,6 +549,44 @@ pub fn clone_built_app(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies the bundle `<app>/.ferry` to `dst` (which must not exist), a directory outside the app,
+/// and returns `dst`. Served from there, the bundle's Node.js workers cannot fall back on the
+/// app's `node_modules` through module resolution: no ancestor of `dst` may hold a
+/// `node_modules` directory (checked).
+pub fn copy_bundle_outside(app: &Path, dst: &Path) -> Result<PathBuf> {
+    let bundle = app.join(".ferry");
+    ensure!(
+        bundle.join("manifest.json").is_file(),
+        "{} holds no bundle",
+        bundle.display()
+    );
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&bundle)
+        .arg(dst)
+        .status()
+        .context("running cp")?;
+    ensure!(
+        status.success(),
+        "cp -a {} {} failed",
+        bundle.display(),
+        dst.display()
+    );
+    let dst = fs::canonicalize(dst)?;
+    if let Some(dir) = dst
+        .ancestors()
+        .skip(1)
+        .find(|a| a.join("node_modules").exists())
+    {
+        bail!(
+            "{} has node_modules: the bundle copy in {} could resolve modules from there",
+            dir.display(),
+            dst.display()
+        );
+    }
+    Ok(dst)
+}
+
 /// `node <app>/node_modules/next/dist/bin/next <args>` as a spec, cwd = app.
 pub fn next_cli(app: &Path, args: &[&str]) -> ProcessSpec {
     let bin = app.join("node_modules/next/dist/bin/next");
