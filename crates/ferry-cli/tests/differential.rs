@@ -3,7 +3,8 @@
 //!
 //! One build serves both sides: `ferry build <copy>` runs the real `next build` (with Ferry's
 //! adapter, which pins the ids), then `next start` serves `<copy>/.next` and `ferry start` serves
-//! `<copy>/.ferry`, so build id, deployment id and Server Actions key are shared.
+//! a copy of `<copy>/.ferry` moved out of the app (so its workers cannot load anything from the
+//! app's `node_modules`), so build id, deployment id and Server Actions key are shared.
 //!
 //! Modes (environment):
 //! - default: `next start` vs `ferry start`.
@@ -25,7 +26,7 @@ mod support;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use support::{RawRequest, RawResponse, ServerProcess};
@@ -147,6 +148,127 @@ struct Vars {
 #[derive(Default)]
 struct SideState {
     last_etag: Option<String>,
+    /// Per ISR entry (see [`isr_key`]): the window in which its current version was generated,
+    /// as far as this client can tell (see [`SideState::observe_isr`]).
+    isr_generated: std::collections::HashMap<String, (Instant, Instant)>,
+}
+
+/// Longest a background regeneration may take after the request that triggered it (the
+/// showcase's ISR page renders in well under a second; this is generous).
+const REGENERATION_SLACK: Duration = Duration::from_secs(3);
+
+impl SideState {
+    /// Tracks when the entry behind an ISR response was generated: a MISS renders it during
+    /// the request; a STALE answer triggers a background regeneration that ends within
+    /// [`REGENERATION_SLACK`] (unless one was already running); a HIT changes nothing.
+    fn observe_isr(&mut self, target: &str, resp: &RawResponse, sent: Instant, received: Instant) {
+        let Some(key) = isr_key(target) else { return };
+        match resp.header("x-nextjs-cache") {
+            Some("MISS") => {
+                self.isr_generated.insert(key, (sent, received));
+            }
+            Some("STALE") => {
+                let running = self
+                    .isr_generated
+                    .get(&key)
+                    .is_some_and(|(_, latest)| *latest > sent);
+                if !running {
+                    self.isr_generated
+                        .insert(key, (sent, received + REGENERATION_SLACK));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the entry's age during a request (sent at `sent`, answered at `received`) may be
+    /// on either side of `revalidate`, or a regeneration may still be running. An entry not regenerated yet is the build's seed, the
+    /// same on both sides: not ambiguous.
+    fn age_straddles(
+        &self,
+        key: &str,
+        sent: Instant,
+        received: Instant,
+        revalidate: Duration,
+    ) -> bool {
+        let Some((earliest, latest)) = self.isr_generated.get(key) else {
+            return false;
+        };
+        if sent <= *latest {
+            // A regeneration may still be running: the old entry or the new one may answer.
+            return true;
+        }
+        let youngest = sent.saturating_duration_since(*latest);
+        let oldest = received.saturating_duration_since(*earliest);
+        youngest <= revalidate && revalidate <= oldest
+    }
+}
+
+/// The ISR cache entry a request reads: its pathname without the query, the RSC suffix or the
+/// `_next/data/<buildId>/….json` wrapping (next start keeps one entry for all of them).
+fn isr_key(target: &str) -> Option<String> {
+    let path = target.split('?').next()?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    let path = path.strip_suffix(".rsc").unwrap_or(path);
+    let path = match path.strip_prefix("/_next/data/") {
+        Some(rest) => {
+            let page = rest.split_once('/')?.1.strip_suffix(".json")?;
+            if page == "index" {
+                "/".to_owned()
+            } else {
+                format!("/{page}")
+            }
+        }
+        None => path.to_owned(),
+    };
+    Some(path)
+}
+
+/// The revalidate window of an ISR response (`s-maxage=N, stale-while-revalidate…`).
+fn isr_revalidate(resp: &RawResponse) -> Option<Duration> {
+    let cc = resp.header("cache-control")?;
+    if !cc.contains("stale-while-revalidate") {
+        return None;
+    }
+    cc.split(',')
+        .find_map(|d| d.trim().strip_prefix("s-maxage="))
+        .and_then(|n| n.trim().parse().ok())
+        .map(Duration::from_secs)
+}
+
+/// Whether an `x-nextjs-cache` HIT/STALE difference is only ISR timing: both answers come from
+/// the same ISR entry with the same revalidate window, and on at least one side the entry's
+/// age during that request cannot be placed on one side of the window. Each server regenerates
+/// in the background and finishes at its own instant, so two entries made "at the same time"
+/// cross the boundary some hundred milliseconds apart. When both ages are known to be on the
+/// same side, the values are still compared.
+fn isr_timing_only(
+    m: &Mismatch,
+    target: &str,
+    (a, b): (&RawResponse, &RawResponse),
+    (state_a, state_b): (&SideState, &SideState),
+    sent: Instant,
+    (got_a, got_b): (Instant, Instant),
+) -> bool {
+    if m.aspect != Aspect::Header("x-nextjs-cache".into()) {
+        return false;
+    }
+    let pair = (a.header("x-nextjs-cache"), b.header("x-nextjs-cache"));
+    if !matches!(
+        pair,
+        (Some("HIT"), Some("STALE")) | (Some("STALE"), Some("HIT"))
+    ) {
+        return false;
+    }
+    let (Some(key), Some(ra), Some(rb)) = (isr_key(target), isr_revalidate(a), isr_revalidate(b))
+    else {
+        return false;
+    };
+    ra == rb
+        && (state_a.age_straddles(&key, sent, got_a, ra)
+            || state_b.age_straddles(&key, sent, got_b, rb))
 }
 
 fn substitute(s: &str, vars: &Vars, side: &SideState) -> Result<String> {
@@ -585,12 +707,15 @@ enum RequestMatcher {
     PathPrefix(&'static str),
     /// Static files: `/_next/static/` and the showcase's `public/` files.
     StaticFiles,
+    /// Requests whose raw target contains this text.
+    TargetContains(&'static str),
 }
 
 impl RequestMatcher {
     fn matches(self, req: &RawRequest) -> bool {
         match self {
             RequestMatcher::PathPrefix(p) => req.target.starts_with(p),
+            RequestMatcher::TargetContains(t) => req.target.contains(t),
             RequestMatcher::StaticFiles => {
                 req.target.starts_with("/_next/static/")
                     || ["/robots.txt", "/ferry.png"]
@@ -613,6 +738,13 @@ enum What {
     VaryAcceptEncoding,
     /// Both answered 304 and their Vary differs only by `Accept-Encoding`.
     VaryAcceptEncodingOn304,
+    /// Any aspect, when next start answered 500 and the right side a 4xx.
+    CrashAnsweredAs4xx,
+    /// Any aspect, when the right side answered 400 (the request was refused as malformed).
+    RejectedAs400,
+    /// Any aspect, when next start answered 308 to the absolute-form target itself and the
+    /// right side did not redirect.
+    AbsoluteFormSelfRedirect,
 }
 
 /// An accepted difference: which requests, what, and why.
@@ -657,6 +789,31 @@ const ALLOWED_DIFFERENCES: &[AllowedDifference] = &[
         what: What::VaryAcceptEncoding,
         reason: "a server that has precompressed variants varies on Accept-Encoding for every static file, \
                  next start's compression middleware only when it compressed",
+    },
+    AllowedDifference {
+        request_matcher: RequestMatcher::PathPrefix("*"),
+        what: What::CrashAnsweredAs4xx,
+        reason: "`OPTIONS *` (the asterisk-form, a question to the server itself): next start crashes \
+                 on the target that is not a path and answers 500 Internal Server Error; Ferry answers \
+                 a clean 400 Bad Request. A 4xx tells clients and CDNs the request, not the server, is \
+                 at fault, and nothing is cached either way",
+    },
+    AllowedDifference {
+        request_matcher: RequestMatcher::TargetContains("<"),
+        what: What::RejectedAs400,
+        reason: "a raw `<` in the request target is not a valid URI character (RFC 3986); Node lets \
+                 it through, hyper (the `http` crate's URI parser) answers 400 before Ferry sees the \
+                 request. Browsers percent-encode `<` in paths and queries, so only hand-crafted \
+                 requests get the 400",
+    },
+    AllowedDifference {
+        request_matcher: RequestMatcher::PathPrefix("http://"),
+        what: What::AbsoluteFormSelfRedirect,
+        reason: "absolute-form targets (`GET http://host/path`): next start's router takes the `//` \
+                 of `http://` for repeated slashes (resolve-routes.js) and answers 308 to the very URL \
+                 requested, a redirect loop for any client that sends this form; Ferry serves the \
+                 target as RFC 9112 §3.2.2 requires (a server MUST accept the absolute-form). \
+                 Browsers and CDNs send origin-form, so they never see either answer",
     },
 ];
 
@@ -723,6 +880,13 @@ fn allowed(
                         && b.status == 304
                         && strip_accept_encoding(&a.header_all("vary"))
                             == strip_accept_encoding(&b.header_all("vary"))
+                }
+                (What::CrashAnsweredAs4xx, _) => a.status == 500 && (400..500).contains(&b.status),
+                (What::RejectedAs400, _) => b.status == 400,
+                (What::AbsoluteFormSelfRedirect, _) => {
+                    a.status == 308
+                        && a.header("location") == Some(req.target.as_str())
+                        && !(300..400).contains(&b.status)
                 }
                 _ => false,
             }
@@ -842,10 +1006,19 @@ fn showcase_matches_next_start() -> Result<()> {
     let addr_a: SocketAddr = ([127, 0, 0, 1], port_a).into();
     let addr_b: SocketAddr = ([127, 0, 0, 1], port_b).into();
     let (name_b, spec_b) = match mode {
-        Mode::Ferry => (
-            "ferry start",
-            support::ferry_start(Path::new(env!("CARGO_BIN_EXE_ferry")), &app, port_b),
-        ),
+        Mode::Ferry => {
+            // The bundle must be self-contained: serve a copy outside the app (next start keeps
+            // the app and its node_modules).
+            let bundle = support::copy_bundle_outside(&app, &work.join("bundle"))?;
+            (
+                "ferry start",
+                // One worker: `next start` is one process, and the showcase keeps state in
+                // module memory (the /actions counter); with several workers each would count
+                // on its own and the pages would differ for that reason alone.
+                support::ferry_start(Path::new(env!("CARGO_BIN_EXE_ferry")), &bundle, port_b)
+                    .args(["--workers".to_owned(), "1".to_owned()]),
+            )
+        }
         Mode::SelfCheck => {
             // A separate copy so the two servers keep separate ISR caches, as Ferry does.
             let twin = work.join("twin");
@@ -891,21 +1064,51 @@ fn showcase_matches_next_start() -> Result<()> {
             build_request(entry, &vars, &state_a)?,
             build_request(entry, &vars, &state_b)?,
         );
-        let (resp_a, resp_b) = std::thread::scope(|s| {
-            let a = s.spawn(|| support::send(addr_a, &req_a, REQUEST_TIMEOUT));
+        let sent = Instant::now();
+        let ((resp_a, got_a), (resp_b, got_b)) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                let r = support::send(addr_a, &req_a, REQUEST_TIMEOUT);
+                (r, Instant::now())
+            });
             let b = support::send(addr_b, &req_b, REQUEST_TIMEOUT);
-            (
-                a.join()
-                    .unwrap_or_else(|_| Err(anyhow!("client thread panicked"))),
-                b,
-            )
+            let b = (b, Instant::now());
+            let a = a
+                .join()
+                .unwrap_or_else(|_| (Err(anyhow!("client thread panicked")), Instant::now()));
+            (a, b)
         });
-        for (state, resp) in [(&mut state_a, &resp_a), (&mut state_b, &resp_b)] {
-            if let Some(etag) = resp.as_ref().ok().and_then(|r| r.header("etag")) {
-                state.last_etag = Some(etag.to_owned());
+        let mut mismatches = compare(&resp_a, &resp_b, port_a, port_b);
+        if let (Ok(a), Ok(b)) = (&resp_a, &resp_b) {
+            mismatches.retain(|m| {
+                let timing = isr_timing_only(
+                    m,
+                    &req_a.target,
+                    (a, b),
+                    (&state_a, &state_b),
+                    sent,
+                    (got_a, got_b),
+                );
+                if timing {
+                    let _ = writeln!(
+                        report,
+                        "ISR TIMING line {}: {} ({} | {}: an entry's age straddles the revalidate window)\n",
+                        entry.line, entry.text, m.left, m.right
+                    );
+                }
+                !timing
+            });
+        }
+        for (state, resp, got, req) in [
+            (&mut state_a, &resp_a, got_a, &req_a),
+            (&mut state_b, &resp_b, got_b, &req_b),
+        ] {
+            if let Ok(r) = resp {
+                if let Some(etag) = r.header("etag") {
+                    state.last_etag = Some(etag.to_owned());
+                }
+                state.observe_isr(&req.target, r, sent, got);
             }
         }
-        let mismatches = compare(&resp_a, &resp_b, port_a, port_b);
         if verbose {
             let show = |r: &Result<RawResponse>| match r {
                 Ok(r) => format!("{} ({} bytes)", r.status, r.body.len()),

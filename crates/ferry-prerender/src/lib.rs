@@ -620,7 +620,17 @@ impl PrerenderCache {
             return;
         }
         let mut headers = rendered.headers;
-        let tags = clean_headers(&mut headers);
+        let mut tags = clean_headers(&mut headers);
+        if tags.is_empty() {
+            // Outside minimal mode Next does not send `x-next-cache-tags` with a render; the
+            // entry keeps the tags it had (from the build's seed), or `revalidatePath` /
+            // `revalidateTag` would stop reaching a page once it was regenerated.
+            tags = self
+                .store
+                .get(pathname)
+                .map(|e| e.tags.clone())
+                .unwrap_or_default();
+        }
         let entry = CachedEntry::new(
             pathname,
             rendered.status,

@@ -683,3 +683,24 @@ fn expiring_tags_forbids_serving_stale() {
         CacheState::Fresh
     );
 }
+
+/// next start sends no `x-next-cache-tags` with a render outside minimal mode: a regenerated
+/// entry keeps its seed's tags, so `revalidatePath` still reaches it after the first render.
+#[test]
+fn regenerated_entries_keep_their_tags() {
+    let (_dir, cache) = isr_cache();
+    let now = t0() + Duration::from_secs(1);
+    let mut untagged = rendered("x", "text/html", "s-maxage=5, stale-while-revalidate=9", "");
+    untagged.headers.remove("x-next-cache-tags");
+    cache.store("/isr", untagged, now);
+    assert_eq!(
+        cache.lookup("/isr", now).expect("hit").state,
+        CacheState::Fresh
+    );
+    let later = now + Duration::from_secs(1);
+    cache.expire_tags_at(&["_N_T_/isr/page".to_owned()], later);
+    assert_eq!(
+        cache.lookup("/isr", later).expect("hit").state,
+        CacheState::Expired
+    );
+}

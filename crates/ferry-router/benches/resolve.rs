@@ -71,6 +71,7 @@ fn main() {
             ],
             host: Some("localhost:3000".into()),
             secure: false,
+            init_origin: None,
         };
         let mut samples = Vec::with_capacity(2000);
         for _ in 0..2000 {

@@ -19,6 +19,10 @@
 //!   on redirect responses.
 //! - RSC requests (`rsc: 1` header) are detected and the matching `.rsc` / segment output is
 //!   offered in [`Output::rsc`]; `@next/routing` leaves this to the platform.
+//! - Opt-in ([`Router::with_next_start_data_urls`]): with middleware, a `_next/data/<buildId>/
+//!   <page>.json` URL with no data route of its own is served by the page itself.
+//! - Opt-in ([`RequestInfo::init_origin`]): the middleware sees, and its answer is resolved
+//!   against, `next start`'s own origin (`http://<-H>:<port>`) instead of the request's.
 
 mod headers;
 mod i18n;
@@ -75,6 +79,11 @@ pub struct RequestInfo {
     pub host: Option<String>,
     /// Whether the request came over TLS (decides the URL scheme).
     pub secure: bool,
+    /// `next start`'s `initURL` origin (`http://<-H or localhost>:<port>`): the middleware is
+    /// invoked with it and its rewrites and redirects are made relative to it, so one it does not
+    /// recognise as its own is proxied like an external rewrite. `None`: the request's own URL
+    /// (`@next/routing`).
+    pub init_origin: Option<String>,
 }
 
 /// RSC request details and the outputs that answer it.
@@ -111,6 +120,10 @@ pub struct Output {
     pub status: Option<u16>,
     /// RSC request details, when the request is an RSC request.
     pub rsc: Option<RscRequest>,
+    /// A `_next/data/<buildId>/<page>.json` request served by the page's own output (see
+    /// [`Router::with_next_start_data_urls`]); next-server names the page in
+    /// `x-nextjs-matched-path`.
+    pub next_data_page: bool,
 }
 
 /// The final outcome of routing.
@@ -173,7 +186,6 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct RoutingState {
     url: Url,
-    origin: url::Origin,
     /// The URL middleware sees (`_next/data` form for data requests).
     middleware_url: Url,
     request_headers: HeaderList,
@@ -221,6 +233,7 @@ pub struct Router {
     build_id: String,
     i18n: Option<I18nConfig>,
     should_normalize_next_data: bool,
+    next_start_data_urls: bool,
     rsc: RscConfig,
 }
 
@@ -324,8 +337,18 @@ impl Router {
             build_id: manifest.build_id.clone(),
             i18n: manifest.config.i18n.clone(),
             should_normalize_next_data: r.should_normalize_next_data,
+            next_start_data_urls: false,
             rsc: r.rsc.clone(),
         })
+    }
+
+    /// `next start` with middleware normalizes a `_next/data/<buildId>/<page>.json` URL to the
+    /// page before its filesystem check (resolve-routes.js, `middleware_next_data`), so every
+    /// page, API route and file answers at its data URL; `@next/routing` only matches real data
+    /// routes. Off by default (the oracle test checks `@next/routing`'s behaviour).
+    pub fn with_next_start_data_urls(mut self, on: bool) -> Self {
+        self.next_start_data_urls = on;
+        self
     }
 
     /// Whether the app has middleware at all.
@@ -421,7 +444,6 @@ impl Router {
                 reason: format!("path longer than {MAX_PATH_LEN} bytes"),
             });
         }
-        let origin = url.origin();
         let request_headers =
             HeaderList::from_pairs(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut response_headers = HeaderList::new();
@@ -489,14 +511,20 @@ impl Router {
         if let Some(loc) = locale_redirect {
             return Step::Done(self.locale_redirect(loc, response_headers));
         }
-        let middleware_url = if is_next_data && self.should_normalize_next_data {
+        let mut middleware_url = if is_next_data && self.should_normalize_next_data {
             self.denormalize_next_data(&f)
         } else {
             f.clone()
         };
+        if let Some(init) = req.init_origin.as_deref()
+            && let Ok(mut u) = Url::parse(init)
+        {
+            u.set_path(middleware_url.path());
+            u.set_query(middleware_url.query());
+            middleware_url = u;
+        }
         Step::Continue(RoutingState {
             url: f,
-            origin,
             middleware_url,
             request_headers,
             response_headers,
@@ -795,6 +823,16 @@ impl Router {
         }
         if data {
             f = self.normalize_next_data(&f);
+            if self.next_start_data_urls
+                && !self.middleware.is_empty()
+                && let Some(fs) = self.pathnames.get(f.path())
+            {
+                let mut out = self.output(&state, &f, fs, f.path(), Vec::new());
+                if let Resolution::Output(o) = &mut out {
+                    o.next_data_page = true;
+                }
+                return out;
+            }
         }
         // afterFiles
         if let Some(r) = self.rewrite_phase(&self.after_files, &mut state, &mut f) {
@@ -1015,6 +1053,7 @@ impl Router {
             request_headers: state.request_headers.raw().to_vec(),
             status: state.status,
             rsc: self.rsc_request(&state.request_headers, pathname),
+            next_data_page: false,
         })
     }
 
@@ -1137,6 +1176,7 @@ mod tests {
                 .collect(),
             host: Some("localhost:3000".into()),
             secure: false,
+            init_origin: None,
         }
     }
 
@@ -1263,6 +1303,81 @@ mod tests {
             panic!("continues");
         };
         assert!(!router.middleware_matches(&st));
+    }
+
+    #[test]
+    fn next_start_serves_pages_at_their_data_urls() {
+        let data = |page: &str| format!("/_next/data/QieQYEuOxgI6b6eZkxrtM/{page}.json");
+        let plain = Router::new(&showcase()).expect("router");
+        assert!(matches!(
+            plain.resolve(&get(&data("index"), None, &[])),
+            Resolution::NotFound { .. }
+        ));
+        let router = Router::new(&showcase())
+            .expect("router")
+            .with_next_start_data_urls(true);
+        for (page, pathname) in [
+            ("index", "/"),
+            ("isr", "/isr"),
+            ("api/legacy", "/api/legacy"),
+        ] {
+            let o = output(router.resolve(&get(&data(page), None, &[])));
+            assert_eq!(o.pathname, pathname);
+            assert!(o.next_data_page);
+        }
+        // A real data route is still served as one.
+        let o = output(router.resolve(&get(&data("legacy/ssr"), None, &[])));
+        assert_eq!(o.pathname, data("legacy/ssr"));
+        assert!(!o.next_data_page);
+        assert!(matches!(
+            router.resolve(&get(&data("missing"), None, &[])),
+            Resolution::NotFound { .. }
+        ));
+    }
+
+    #[test]
+    fn init_origin_decides_whether_a_middleware_rewrite_is_external() {
+        let router = Router::new(&showcase()).expect("router");
+        let rewrite = [(
+            "x-middleware-rewrite".to_owned(),
+            "http://localhost:4000/isr".to_owned(),
+        )];
+        // next start -H 127.0.0.1: NextURL turns the loopback IP into `localhost`, so the
+        // rewrite's origin is not initURL's and next start proxies it.
+        let mut req = get("/ssr", Some("a=1"), &[]);
+        req.init_origin = Some("http://127.0.0.1:4000".into());
+        let Step::Continue(mut st) = router.start(&req) else {
+            panic!("continues");
+        };
+        assert_eq!(st.middleware_url(), "http://127.0.0.1:4000/ssr?a=1");
+        match router.apply_middleware(&mut st, 200, &rewrite) {
+            MiddlewareEffect::Done(r) => match *r {
+                Resolution::ExternalRewrite { url, headers, .. } => {
+                    assert_eq!(url, "http://localhost:4000/isr");
+                    assert!(headers.contains(&(
+                        "x-middleware-rewrite".into(),
+                        "http://localhost:4000/isr".into()
+                    )));
+                }
+                other => panic!("expected an external rewrite, got {other:?}"),
+            },
+            other => panic!("expected an external rewrite, got {other:?}"),
+        }
+        // Without -H (initURL on localhost) the same rewrite is internal.
+        req.init_origin = Some("http://localhost:4000".into());
+        let Step::Continue(mut st) = router.start(&req) else {
+            panic!("continues");
+        };
+        assert_eq!(
+            router.apply_middleware(&mut st, 200, &rewrite),
+            MiddlewareEffect::Continue
+        );
+        let o = output(router.finish(st));
+        assert_eq!(o.pathname, "/isr");
+        assert!(
+            o.headers
+                .contains(&("x-middleware-rewrite".into(), "/isr".into()))
+        );
     }
 
     #[test]

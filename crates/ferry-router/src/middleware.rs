@@ -199,7 +199,9 @@ pub(crate) fn apply(
         }));
     }
     if let Some(u) = rewrite {
-        if u.origin() != state.origin {
+        // Against the origin the middleware was invoked with (the request's own, or next
+        // start's initURL origin): next start proxies a rewrite it does not recognise as its own.
+        if u.origin() != base.origin() {
             return MiddlewareEffect::Done(Box::new(Resolution::ExternalRewrite {
                 url: u.to_string(),
                 headers: state.response_headers.sorted_combined(),
@@ -207,7 +209,9 @@ pub(crate) fn apply(
                 status: state.status,
             }));
         }
-        state.url = u;
+        // Same origin: only the path and query move on (the request keeps its own origin).
+        state.url.set_path(u.path());
+        state.url.set_query(u.query());
     }
     MiddlewareEffect::Continue
 }

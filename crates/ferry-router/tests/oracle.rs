@@ -371,6 +371,7 @@ fn case(path: &str, query: Option<&str>, headers: &[(&str, &str)], host: &str) -
                 .collect(),
             host: Some(host.into()),
             secure: false,
+            init_origin: None,
         },
         mw: None,
     }
@@ -648,6 +649,7 @@ fn generate(rng: &mut Rng, fx: &Fixture, n: usize) -> Vec<Case> {
                 headers,
                 host: Some(host),
                 secure: rng.chance(10),
+                init_origin: None,
             },
             mw,
         });

@@ -67,7 +67,9 @@ impl App {
         local_addr: SocketAddr,
     ) -> Result<Arc<Self>, ServerError> {
         let bundle_dir = config.bundle_dir.clone();
-        let router = Router::new(&manifest).map_err(|e| ServerError::Bundle(e.to_string()))?;
+        let router = Router::new(&manifest)
+            .map_err(|e| ServerError::Bundle(e.to_string()))?
+            .with_next_start_data_urls(true);
         let statics = StaticFiles::new(&bundle_dir, &manifest)
             .map_err(|e| ServerError::Bundle(e.to_string()))?;
         let prerenders = PrerenderCache::new(&bundle_dir, &manifest)

@@ -607,6 +607,11 @@ impl Shared {
             }
         };
         loop {
+            // Every way round this loop (a kept-alive connection that is not ready, or died
+            // idle) counts against the same deadline: a request never waits without bound.
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
             let (mut sender, reused) = match worker.take_idle() {
                 Some(sender) => (sender, true),
                 None => match timeout_at(deadline, connect(&worker.socket)).await {
@@ -622,11 +627,12 @@ impl Shared {
                 },
             };
             if reused && !sender.is_ready() {
-                // The previous response's end is still being processed.
-                if timeout(Duration::from_millis(200), sender.ready())
-                    .await
-                    .is_err()
-                {
+                // The previous response's end is still being processed, or the connection is
+                // still sending an earlier request body the worker answered without reading:
+                // give it a moment, then leave it (dropped here) for a fresh connection.
+                let wait = Duration::from_millis(200)
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                if !matches!(timeout(wait, sender.ready()).await, Ok(Ok(()))) {
                     continue;
                 }
             }

@@ -585,3 +585,48 @@ async fn bridge_exits_when_its_stdin_closes() {
     })
     .await
 }
+
+/// A worker may answer before it has read the request body. While that body is still being
+/// sent, the kept-alive connection cannot carry another request ("not ready"); the next
+/// request must not wait on it (nor forever): it goes out on a fresh connection at once, and
+/// even a connection that never becomes ready costs at most the request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_becomes_ready_does_not_hold_requests() {
+    bounded(async {
+        let mut cfg = config("app");
+        cfg.request_timeout = Duration::from_secs(5);
+        let pool = WorkerPool::start(cfg).await.expect("start");
+
+        // A request body that never ends: the sender stays alive until the test is over.
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"start"))))
+            .await
+            .expect("first chunk");
+        let mut req = inv(Method::POST, "/pid");
+        req.body = ferry_http::boxed(StreamBody::new(tokio_stream_from(rx)));
+        let resp = pool
+            .dispatch(req)
+            .await
+            .expect("answered before the body ended");
+        assert_eq!(resp.status(), 200);
+        let pid = text(resp).await;
+        assert!(pid.trim().parse::<u32>().is_ok(), "{pid}");
+
+        // That connection went back to the idle list but is still busy sending the body.
+        for i in 0..3 {
+            let start = Instant::now();
+            let resp = tokio::time::timeout(Duration::from_secs(10), pool.dispatch(get("/pid")))
+                .await
+                .unwrap_or_else(|_| panic!("request {i} hung on a connection that is not ready"))
+                .expect("dispatch");
+            assert_eq!(resp.status(), 200);
+            assert_eq!(text(resp).await, pid, "same worker");
+            let took = start.elapsed();
+            assert!(took < Duration::from_secs(3), "request {i} waited {took:?}");
+        }
+        drop(tx);
+        pool.shutdown(Duration::from_secs(5)).await;
+    })
+    .await
+}

@@ -20,7 +20,9 @@ pub fn finish(
     let from_worker = res.extensions().get::<WorkerResponseInfo>().is_some();
     let headers = res.headers_mut();
     for (name, value) in routing_headers {
-        if name.starts_with("x-middleware-") {
+        // The middleware protocol stays internal, except where next start's router shows a
+        // rewrite to the client (resolve-routes.js sets `x-middleware-rewrite` on resHeaders).
+        if name.starts_with("x-middleware-") && name != "x-middleware-rewrite" {
             continue;
         }
         let (Ok(name), Ok(value)) = (

@@ -124,7 +124,7 @@ pub fn invocation_uri(
 /// router (resolve-routes.js): `http://<-H hostname, else localhost>:<port><original url>`, not
 /// from the Host header; app code sees it as `request.url`, `_error` shows its hostname.
 pub fn meta(app: &App, ctx: &RequestCtx) -> InvocationMeta {
-    let mut meta = middleware_meta(app, ctx);
+    let mut meta = base_meta(app, ctx);
     if let Some(port) = meta.port {
         let host = app.init_hostname();
         meta.init_url = Some(format!(
@@ -136,9 +136,18 @@ pub fn meta(app: &App, ctx: &RequestCtx) -> InvocationMeta {
     meta
 }
 
-/// The `requestMeta` for the middleware / proxy: its request URL keeps the client's Host, which
-/// is the origin the router resolves the middleware's rewrites and redirects against.
-pub fn middleware_meta(app: &App, ctx: &RequestCtx) -> InvocationMeta {
+/// The `requestMeta` for the middleware / proxy: its request URL is the one routing resolved
+/// for it ([`ferry_router::RoutingState::middleware_url`]: next start's initURL origin once the
+/// server listens), the origin its rewrites and redirects are resolved against.
+pub fn middleware_meta(app: &App, ctx: &RequestCtx, url: &str) -> InvocationMeta {
+    InvocationMeta {
+        init_url: Some(url.to_owned()),
+        ..base_meta(app, ctx)
+    }
+}
+
+/// What every invocation gets: the client's host name, Ferry's port, the revalidation origin.
+fn base_meta(app: &App, ctx: &RequestCtx) -> InvocationMeta {
     let port = app.local_addr().map(|a| a.port());
     let host = ctx
         .parts
@@ -157,6 +166,15 @@ pub fn middleware_meta(app: &App, ctx: &RequestCtx) -> InvocationMeta {
         revalidate_origin: port.map(|p| format!("http://127.0.0.1:{p}")),
         ..InvocationMeta::default()
     }
+}
+
+/// next start's `initURL` origin: `http://<-H, else localhost>:<port>` (router-server.js).
+pub fn init_origin(app: &App) -> Option<String> {
+    let port = app.local_addr()?.port();
+    Some(format!(
+        "http://{}:{port}",
+        format_hostname(app.init_hostname())
+    ))
 }
 
 /// `formatHostname`: IPv6 literals in brackets.

@@ -94,7 +94,10 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
             finish::finish(app, &ctx, res, &headers)
         }
         Resolution::Output(output) => {
-            let res = serve_output(app, &ctx, &output, body).await;
+            let mut res = serve_output(app, &ctx, &output, body).await;
+            if output.next_data_page {
+                name_data_page(app, &output, &mut res);
+            }
             let mut headers = output.headers.clone();
             headers.extend(rsc_rewrite_headers(&ctx, &output));
             finish::finish(app, &ctx, res, &headers)
@@ -127,6 +130,26 @@ fn rsc_rewrite_headers(ctx: &RequestCtx, output: &ferry_router::Output) -> Vec<(
     out
 }
 
+/// A page served at its `_next/data` URL: next-server (base-server.js) answers a request
+/// marked `x-nextjs-data` with `x-nextjs-matched-path: <page>` when it rendered it with 200.
+/// Files are served by the router before that layer and get no such header.
+fn name_data_page(app: &App, output: &ferry_router::Output, res: &mut Response<Body>) {
+    if res.status() != http::StatusCode::OK
+        || res.headers().contains_key("x-nextjs-matched-path")
+        || app.statics.get(&output.pathname).is_some()
+    {
+        return;
+    }
+    let page = output
+        .pathname
+        .strip_prefix(app.manifest.config.base_path.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(&output.pathname);
+    if let Ok(value) = http::HeaderValue::from_str(page) {
+        res.headers_mut().insert("x-nextjs-matched-path", value);
+    }
+}
+
 /// The filesystem outcome: a static file, a prerender, or a function, in that order.
 async fn serve_output(
     app: &Arc<App>,
@@ -140,6 +163,11 @@ async fn serve_output(
         .strip_prefix(app.manifest.config.base_path.as_str())
         .unwrap_or(&output.pathname);
     if matches!(page, "/_app" | "/_document" | "/_error") {
+        return not_found::respond(app, ctx, &output.request_headers).await;
+    }
+    // next build writes a default `500.html` (the adapter lists it as a static file) but keeps it
+    // out of the pages-manifest, so next start never routes `/500` to it: the 404 page answers.
+    if page == "/500" && !app.functions.contains_key(&output.pathname) {
         return not_found::respond(app, ctx, &output.request_headers).await;
     }
     // The `.rsc` / segment outputs answer RSC requests for their page; next start's router

@@ -36,8 +36,9 @@ pub async fn serve(
     if hit.state == CacheState::Expired {
         // Must not be served: render now. Whoever holds the claim stores the result.
         let regen = hit.regeneration?;
-        let app2 = app.clone();
-        regenerate(app2, regen).await;
+        // next start renders a missing entry within the request, with the request's URL (its
+        // query shows in the page's canonical URL, `_rsc` included), and caches that render.
+        render_group(app.clone(), regen, ctx.parts.uri.query().map(str::to_owned)).await;
         let fresh = app.prerenders.lookup(&key, SystemTime::now())?;
         return Some(app.prerenders.respond_with_label(
             &fresh.entry,
@@ -156,6 +157,11 @@ fn output_suffix(pathname: &str) -> &str {
 
 /// Renders every pathname of the group through the worker and stores the results together.
 pub async fn regenerate(app: Arc<App>, regen: Regeneration) {
+    render_group(app, regen, None).await;
+}
+
+/// [`regenerate`], rendering each pathname with `query` (the triggering request's, if any).
+async fn render_group(app: Arc<App>, regen: Regeneration, query: Option<String>) {
     let Some(function) = app.functions_by_id.get(&regen.parent_output_id).cloned() else {
         tracing::warn!(
             "cannot regenerate {}: no function {}",
@@ -167,7 +173,8 @@ pub async fn regenerate(app: Arc<App>, regen: Regeneration) {
     };
     let mut results = Vec::with_capacity(regen.group_pathnames.len());
     for pathname in &regen.group_pathnames {
-        match render(&app, &function, pathname, regen.bypass_token.as_deref()).await {
+        let token = regen.bypass_token.as_deref();
+        match render(&app, &function, pathname, token, query.as_deref()).await {
             Ok(rendered) => results.push((pathname.clone(), rendered)),
             Err(err) => {
                 tracing::warn!("regenerating {pathname} failed: {err}");
@@ -187,9 +194,13 @@ async fn render(
     function: &crate::app::Function,
     pathname: &str,
     token: Option<&str>,
+    query: Option<&str>,
 ) -> Result<Rendered, String> {
     let pool = app.workers.as_ref().ok_or("no workers")?;
-    let (uri, headers) = render_request(pathname, token);
+    let (mut uri, headers) = render_request(pathname, token);
+    if let Some(q) = query {
+        uri = format!("{uri}?{q}");
+    }
     let uri = uri.parse().map_err(|e| format!("bad uri {uri}: {e}"))?;
     let mut inv = Invocation::new(function.entry.clone(), function.kind, Method::GET, uri);
     inv.headers = headers;
@@ -258,6 +269,7 @@ mod tests {
             request_headers: vec![],
             status: None,
             rsc: None,
+            next_data_page: false,
         }
     }
 

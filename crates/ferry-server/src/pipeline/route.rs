@@ -26,7 +26,7 @@ pub enum Routed {
 }
 
 /// Builds the router's view of the request.
-pub fn request_info(ctx: &RequestCtx) -> RequestInfo {
+pub fn request_info(app: &App, ctx: &RequestCtx) -> RequestInfo {
     let uri = &ctx.parts.uri;
     let headers = ctx
         .parts
@@ -47,6 +47,7 @@ pub fn request_info(ctx: &RequestCtx) -> RequestInfo {
         headers,
         host,
         secure: false,
+        init_origin: functions::init_origin(app),
     }
 }
 
@@ -57,7 +58,7 @@ fn latin1(bytes: &[u8]) -> String {
 
 /// Runs every routing phase, with the middleware when it matches.
 pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
-    let info = request_info(ctx);
+    let info = request_info(app, ctx);
     let mut state = match app.router.start(&info) {
         Step::Done(resolution) => return Routed::Resolved(resolution, body),
         Step::Continue(state) => state,
@@ -87,7 +88,7 @@ pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
     );
     inv.headers = header_map(state.request_headers().raw());
     inv.body = ferry_http::full(bytes.clone());
-    inv.meta = functions::middleware_meta(app, ctx);
+    inv.meta = functions::middleware_meta(app, ctx, state.middleware_url());
     let Some(pool) = app.workers.as_ref() else {
         return Routed::Resolved(app.router.finish(state), ferry_http::full(bytes));
     };
