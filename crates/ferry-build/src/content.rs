@@ -60,36 +60,8 @@ fn extension(name: &str) -> String {
     }
 }
 
-/// Whether a body of this type gains from compression.
-pub fn is_compressible(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence.starts_with("text/")
-        || essence.ends_with("+json")
-        || essence.ends_with("+xml")
-        || matches!(
-            essence.as_str(),
-            "application/javascript"
-                | "application/json"
-                | "application/xml"
-                | "application/wasm"
-                | "application/x-javascript"
-                | "application/ld+json"
-                | "application/vnd.ms-fontobject"
-                | "image/svg+xml"
-                | "image/x-icon"
-                | "image/vnd.microsoft.icon"
-                | "image/bmp"
-                | "font/ttf"
-                | "font/otf"
-                | "application/x-font-ttf"
-                | "application/font-sfnt"
-        )
-}
+/// Whether a body of this type gains from compression (the list `next start` compresses).
+pub use ferry_http::is_compressible;
 
 /// Brotli at quality 11 (build time, so the slowest, smallest setting).
 pub fn brotli(data: &[u8]) -> std::io::Result<Vec<u8>> {

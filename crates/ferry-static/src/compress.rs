@@ -16,7 +16,7 @@ use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use ferry_http::Body;
+use ferry_http::{Body, is_compressible};
 
 /// `compression`'s default `threshold`: smaller known-length bodies are sent as they are.
 pub const COMPRESSION_THRESHOLD: u64 = 1024;
@@ -28,69 +28,6 @@ const BROTLI_STREAM_QUALITY: u32 = 5;
 /// Brotli quality for one-shot compression of cached bodies (done once per cache entry).
 const BROTLI_CACHED_QUALITY: u32 = 9;
 const BROTLI_LGWIN: u32 = 22;
-
-/// mime-db types flagged compressible that the `^text/|+json|+text|+xml` rule does not cover
-/// (extracted from next 16.4.6's compiled `compression`).
-const COMPRESSIBLE_EXTRA: &[&str] = &[
-    "application/dart",
-    "application/ecmascript",
-    "application/javascript",
-    "application/json",
-    "application/postscript",
-    "application/raml+yaml",
-    "application/rtf",
-    "application/tar",
-    "application/toml",
-    "application/vnd.dart",
-    "application/vnd.ms-fontobject",
-    "application/vnd.ms-opentype",
-    "application/wasm",
-    "application/x-httpd-php",
-    "application/x-javascript",
-    "application/x-ns-proxy-autoconfig",
-    "application/x-sh",
-    "application/x-tar",
-    "application/x-virtualbox-hdd",
-    "application/x-virtualbox-ova",
-    "application/x-virtualbox-ovf",
-    "application/x-virtualbox-vbox",
-    "application/x-virtualbox-vdi",
-    "application/x-virtualbox-vhd",
-    "application/x-virtualbox-vmdk",
-    "application/x-www-form-urlencoded",
-    "application/xml",
-    "application/xml-dtd",
-    "font/otf",
-    "font/ttf",
-    "image/bmp",
-    "image/vnd.adobe.photoshop",
-    "image/vnd.microsoft.icon",
-    "image/vnd.ms-dds",
-    "image/x-icon",
-    "image/x-ms-bmp",
-    "message/rfc822",
-    "model/gltf-binary",
-    "x-shader/x-fragment",
-    "x-shader/x-vertex",
-];
-
-/// Whether `compression` would compress this `Content-Type` (the `compressible` package).
-pub fn is_compressible(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence.starts_with("text/")
-        || essence.ends_with("+json")
-        || essence.ends_with("+text")
-        || essence.ends_with("+xml")
-    {
-        return true;
-    }
-    COMPRESSIBLE_EXTRA.contains(&essence.as_str())
-}
 
 /// Whether a response with these headers should be compressed on the fly (the middleware's
 /// checks, in its order, minus the negotiation itself).

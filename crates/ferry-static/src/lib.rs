@@ -47,9 +47,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 pub use compress::{
     COMPRESSION_THRESHOLD, add_vary, compress_bytes, compress_response, compress_stream,
-    is_compressible, should_compress,
+    should_compress,
 };
 pub use conditional::{if_range_allows, is_fresh, precondition_failed};
+pub use ferry_http::is_compressible;
 pub use ferry_manifest::Encoding;
 pub use negotiate::{negotiate, negotiate_dynamic};
 pub use range::{RangeDecision, parse_range};

@@ -120,17 +120,8 @@ impl Invocation {
 /// Bytes of an entry path that are percent-encoded (the bridge decodes with `decodeURIComponent`).
 const ENTRY_SET: &AsciiSet = &CONTROLS.add(b'%').add(b' ');
 
-/// Headers that describe one connection and must not be forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-];
+/// `Expect` is answered by Ferry's own server, never forwarded to a worker.
+const NOT_FORWARDED: &[&str] = &["expect"];
 
 /// Builds the HTTP/1.1 request the bridge receives.
 pub(crate) fn to_request(inv: Invocation) -> Result<Request<ferry_http::Body>, WorkerError> {
@@ -167,10 +158,11 @@ pub(crate) fn to_request(inv: Invocation) -> Result<Request<ferry_http::Body>, W
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP
-        .iter()
-        .chain(&[ENTRY_HEADER, KIND_HEADER, META_HEADER])
-    {
+    for name in ferry_http::HOP_BY_HOP.iter().chain(NOT_FORWARDED).chain(&[
+        ENTRY_HEADER,
+        KIND_HEADER,
+        META_HEADER,
+    ]) {
         headers.remove(*name);
     }
     if !headers.contains_key(header::HOST) {

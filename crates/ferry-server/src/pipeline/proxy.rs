@@ -15,17 +15,6 @@ use super::{RequestCtx, route::header_map};
 /// Time to get response headers from the destination.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Headers that describe one connection and are not forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 fn client() -> &'static Client<HttpConnector, Body> {
     static CLIENT: OnceLock<Client<HttpConnector, Body>> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -55,7 +44,7 @@ pub async fn forward(
         );
     }
     let mut headers = header_map(request_headers);
-    for name in HOP_BY_HOP {
+    for name in ferry_http::HOP_BY_HOP {
         headers.remove(*name);
     }
     if let Some(authority) = uri.authority()
@@ -70,7 +59,7 @@ pub async fn forward(
     match tokio::time::timeout(UPSTREAM_TIMEOUT, client().request(req)).await {
         Ok(Ok(res)) => {
             let (mut parts, body) = res.into_parts();
-            for name in HOP_BY_HOP {
+            for name in ferry_http::HOP_BY_HOP {
                 parts.headers.remove(*name);
             }
             if let Some(s) = status.and_then(|s| StatusCode::from_u16(s).ok()) {
