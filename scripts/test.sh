@@ -14,5 +14,10 @@ while IFS= read -r lock; do
   fi
 done < <(find examples tests crates -name package-lock.json -not -path '*/node_modules/*' | sort)
 
-echo "== cargo test"
-cargo test --workspace --locked -- --test-threads="${FERRY_TEST_THREADS:-2}"
+threads="${FERRY_TEST_THREADS:-2}"
+echo "== cargo test (unit, integration, end-to-end)"
+# The differential suite runs on its own below, with its report (EQUAL n/total) shown.
+cargo test --workspace --locked -- --test-threads="$threads" --skip showcase_matches_next_start
+
+echo "== differential suite: next start vs ferry start on the same build"
+cargo test -p ferry-cli --locked --test differential -- --nocapture --exact showcase_matches_next_start
