@@ -28,6 +28,7 @@ mod headers;
 mod i18n;
 mod matcher;
 mod middleware;
+mod prefilter;
 mod urls;
 
 use std::collections::HashSet;
@@ -213,7 +214,7 @@ impl RoutingState {
 
 #[derive(Debug)]
 struct MiddlewareMatcherC {
-    re: regress::Regex,
+    re: matcher::JsRegex,
     has: Vec<Condition>,
     missing: Vec<Condition>,
 }

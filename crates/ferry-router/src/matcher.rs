@@ -7,6 +7,7 @@ use regress::Regex;
 use url::Url;
 
 use crate::headers::HeaderList;
+use crate::prefilter::Prefilter;
 
 /// Longest string a regex is run against. Regexes backtrack; bounding the input bounds the time
 /// a hostile request can spend in them. Longer values never match.
@@ -21,12 +22,19 @@ pub(crate) struct RegexMatch {
     pub named: Vec<(String, Option<String>)>,
 }
 
+/// A compiled JavaScript regex with its linear-time prefilter.
+#[derive(Debug)]
+pub(crate) struct JsRegex {
+    re: Regex,
+    prefilter: Prefilter,
+}
+
 /// Runs `re` on `text` the way `String.prototype.match` (non-global) does.
-pub(crate) fn js_match(re: &Regex, text: &str) -> Option<RegexMatch> {
-    if text.len() > MAX_REGEX_INPUT {
+pub(crate) fn js_match(re: &JsRegex, text: &str) -> Option<RegexMatch> {
+    if text.len() > MAX_REGEX_INPUT || !re.prefilter.may_match(text) {
         return None;
     }
-    let m = re.find(text)?;
+    let m = re.re.find(text)?;
     let mut groups = Vec::with_capacity(m.captures.len() + 1);
     groups.push(Some(text[m.range()].to_string()));
     for c in &m.captures {
@@ -40,8 +48,11 @@ pub(crate) fn js_match(re: &Regex, text: &str) -> Option<RegexMatch> {
 }
 
 /// Compiles a route regex with `@next/routing`'s flags (case-insensitive unless configured).
-pub(crate) fn compile(source: &str, case_sensitive: bool) -> Result<Regex, regress::Error> {
-    Regex::with_flags(source, if case_sensitive { "" } else { "i" })
+pub(crate) fn compile(source: &str, case_sensitive: bool) -> Result<JsRegex, regress::Error> {
+    Ok(JsRegex {
+        re: Regex::with_flags(source, if case_sensitive { "" } else { "i" })?,
+        prefilter: Prefilter::new(source, !case_sensitive),
+    })
 }
 
 /// How a condition's `value` is tested.
@@ -49,8 +60,8 @@ pub(crate) fn compile(source: &str, case_sensitive: bool) -> Result<Regex, regre
 enum CondValue {
     /// `new RegExp("^(?:v)$")` then `new RegExp(v)`.
     Regex {
-        anchored: Box<Regex>,
-        plain: Box<Regex>,
+        anchored: Box<JsRegex>,
+        plain: Box<JsRegex>,
     },
     /// The value is not a valid regex: JS falls back to string equality.
     Literal(String),
@@ -68,16 +79,15 @@ pub(crate) struct Condition {
 
 impl Condition {
     fn new(h: &RouteHas) -> Self {
-        let value =
-            h.value.as_ref().map(
-                |v| match (Regex::new(&format!("^(?:{v})$")), Regex::new(v)) {
-                    (Ok(anchored), Ok(plain)) => CondValue::Regex {
-                        anchored: Box::new(anchored),
-                        plain: Box::new(plain),
-                    },
-                    _ => CondValue::Literal(v.clone()),
+        let value = h.value.as_ref().map(|v| {
+            match (compile(&format!("^(?:{v})$"), true), compile(v, true)) {
+                (Ok(anchored), Ok(plain)) => CondValue::Regex {
+                    anchored: Box::new(anchored),
+                    plain: Box::new(plain),
                 },
-            );
+                _ => CondValue::Literal(v.clone()),
+            }
+        });
         let key = h.key.clone().unwrap_or_default();
         let capture_key = key.chars().filter(|c| c.is_ascii_alphabetic()).collect();
         Self {
@@ -253,7 +263,7 @@ fn lookup(key: &str, numeric: bool, m: Option<&RegexMatch>, caps: &Captures) -> 
 /// A route compiled once at construction.
 #[derive(Debug)]
 pub(crate) struct CompiledRoute {
-    pub re: Regex,
+    pub re: JsRegex,
     pub has: Vec<Condition>,
     pub missing: Vec<Condition>,
     pub destination: Option<String>,
