@@ -464,6 +464,35 @@ fn find_action_id(html: &str) -> Result<String> {
 }
 
 #[test]
+fn res_revalidate_regenerates_the_page_at_once() -> Result<()> {
+    let ferry = start(&[], &[])?;
+    let before = ferry.get("/legacy/static")?;
+    expect_status(&before, 200, "GET /legacy/static")?;
+    let old = paragraph(&body_text(&before)?, "built-at")?;
+    // Timestamps have millisecond resolution: make sure a new render differs.
+    thread::sleep(Duration::from_millis(20));
+
+    let api = ferry.get("/api/revalidate?path=/legacy/static")?;
+    expect_status(&api, 200, "GET /api/revalidate")?;
+    let api_body = body_text(&api)?;
+    ensure!(
+        api_body.contains("\"revalidated\":true"),
+        "res.revalidate failed: {api_body}"
+    );
+
+    // The very next request is served fresh from Ferry's cache: regenerated, not stale.
+    let after = ferry.get("/legacy/static")?;
+    expect_status(&after, 200, "GET /legacy/static after res.revalidate")?;
+    expect_header(&after, "x-nextjs-cache", "HIT", "after res.revalidate")?;
+    let new = paragraph(&body_text(&after)?, "built-at")?;
+    ensure!(
+        new != old,
+        "still the old render {old} after res.revalidate"
+    );
+    Ok(())
+}
+
+#[test]
 fn server_action_increments_and_revalidates_path() -> Result<()> {
     let ferry = start(&[], &[])?;
     let page = ferry.get("/actions")?;

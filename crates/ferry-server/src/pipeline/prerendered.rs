@@ -29,6 +29,11 @@ pub async fn serve(
     if !app.prerenders.is_prerender(&key) {
         return None;
     }
+    // The guard keeps `x-prerender-revalidate` only with the deployment's secret token: this is
+    // Next's on-demand revalidation (`res.revalidate`) calling back into the server.
+    if ctx.parts.headers.contains_key("x-prerender-revalidate") {
+        return Some(revalidate_now(app, ctx, &key).await);
+    }
     if bypasses(app, ctx, output, &key) {
         return None;
     }
@@ -58,6 +63,42 @@ pub async fn serve(
     }
     Some(res)
 }
+
+/// On-demand revalidation: regenerate the entry's whole group now, answer like next start
+/// (`x-nextjs-cache: REVALIDATED` with the fresh entry).
+async fn revalidate_now(app: &Arc<App>, ctx: &RequestCtx, key: &str) -> Response<Body> {
+    app.prerenders.invalidate_path(key);
+    // Another request may be regenerating the group already: wait for it, bounded.
+    let deadline = tokio::time::Instant::now() + REVALIDATE_WAIT;
+    loop {
+        let Some(hit) = app.prerenders.lookup(key, SystemTime::now()) else {
+            break;
+        };
+        if let Some(regen) = hit.regeneration {
+            render_group(app.clone(), regen, None).await;
+            break;
+        }
+        if hit.state == CacheState::Fresh || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    match app.prerenders.lookup(key, SystemTime::now()) {
+        Some(fresh) => app.prerenders.respond_with_label(
+            &fresh.entry,
+            "REVALIDATED",
+            &ctx.parts.method,
+            &ctx.parts.headers,
+        ),
+        None => ferry_http::text_response(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "revalidation failed",
+        ),
+    }
+}
+
+/// How long an on-demand revalidation waits for a regeneration another request started.
+const REVALIDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A segment prefetch (`next-router-segment-prefetch`) for a page whose prerender has segment
 /// data, naming a segment it does not have.
