@@ -840,25 +840,8 @@ impl Router {
             return r;
         }
         // dynamicRoutes
-        for route in &self.dynamic_routes {
-            let Some((m, caps)) = route.match_dynamic(&f, &state.request_headers) else {
-                continue;
-            };
-            let dest = route
-                .destination
-                .as_ref()
-                .map(|d| replace_destination(d, Some(&m), &caps));
-            let dest_path = dest
-                .as_deref()
-                .map(|d| d.split('?').next().unwrap_or_default().to_string())
-                .unwrap_or_else(|| f.path().to_string());
-            if let Some(found) = self.match_pathname_locale_fallback(&dest_path) {
-                let u = dest
-                    .as_deref()
-                    .map(|d| urls::merge_destination_query(&f, d))
-                    .unwrap_or_else(|| f.clone());
-                return self.output(&state, &u, found, f.path(), route_params(&m));
-            }
+        if let Some(r) = self.check_dynamic_routes(&state, &f) {
+            return r;
         }
         // fallback
         if let Some(r) = self.rewrite_phase(&self.fallback, &mut state, &mut f) {
@@ -925,25 +908,8 @@ impl Router {
             } else {
                 f.clone()
             };
-            for dr in &self.dynamic_routes {
-                let Some((dm, caps)) = dr.match_dynamic(&base, &state.request_headers) else {
-                    continue;
-                };
-                let d = dr
-                    .destination
-                    .as_ref()
-                    .map(|d| replace_destination(d, Some(&dm), &caps));
-                let dest_path = d
-                    .as_deref()
-                    .map(|d| d.split('?').next().unwrap_or_default().to_string())
-                    .unwrap_or_else(|| base.path().to_string());
-                if let Some(found) = self.match_pathname_locale_fallback(&dest_path) {
-                    let u = d
-                        .as_deref()
-                        .map(|d| urls::merge_destination_query(&base, d))
-                        .unwrap_or_else(|| base.clone());
-                    return Some(self.output(state, &u, found, base.path(), route_params(&dm)));
-                }
+            if let Some(r) = self.check_dynamic_routes(state, &base) {
+                return Some(r);
             }
             let s = if data {
                 self.denormalize_next_data(f)
@@ -958,6 +924,31 @@ impl Router {
     }
 
     /// `matchesPathnameWithLocaleFallback`.
+    /// `checkDynamicRoutes`: the first dynamic route whose destination is a known pathname.
+    fn check_dynamic_routes(&self, state: &RoutingState, url: &Url) -> Option<Resolution> {
+        for route in &self.dynamic_routes {
+            let Some((m, caps)) = route.match_dynamic(url, &state.request_headers) else {
+                continue;
+            };
+            let dest = route
+                .destination
+                .as_ref()
+                .map(|d| replace_destination(d, Some(&m), &caps));
+            let dest_path = dest
+                .as_deref()
+                .map(|d| d.split('?').next().unwrap_or_default().to_string())
+                .unwrap_or_else(|| url.path().to_string());
+            if let Some(found) = self.match_pathname_locale_fallback(&dest_path) {
+                let u = dest
+                    .as_deref()
+                    .map(|d| urls::merge_destination_query(url, d))
+                    .unwrap_or_else(|| url.clone());
+                return Some(self.output(state, &u, found, url.path(), route_params(&m)));
+            }
+        }
+        None
+    }
+
     fn match_pathname_locale_fallback(&self, pathname: &str) -> Option<&str> {
         if let Some(p) = self.pathnames.get(pathname) {
             return Some(p);
