@@ -86,6 +86,20 @@ impl Stage {
             to: dst.clone(),
             source,
         })?;
+        // Keep the modification time: a prerender seed is dated by its file's mtime (as next
+        // start does), so its ISR age must start when Next rendered it, not when we copied it.
+        let keep_mtime = || -> std::io::Result<()> {
+            let modified = std::fs::metadata(src)?.modified()?;
+            std::fs::File::options()
+                .write(true)
+                .open(&dst)?
+                .set_modified(modified)
+        };
+        keep_mtime().map_err(|source| BuildError::Copy {
+            from: src.to_path_buf(),
+            to: dst.clone(),
+            source,
+        })?;
         self.bytes += n;
         Ok(n)
     }
