@@ -219,6 +219,13 @@ struct MiddlewareMatcherC {
     missing: Vec<Condition>,
 }
 
+/// A dynamic route's destination for one request.
+struct DynamicDestination {
+    matched: matcher::RegexMatch,
+    path: String,
+    url: Url,
+}
+
 /// The router, built once per deployment.
 #[derive(Debug)]
 pub struct Router {
@@ -785,40 +792,16 @@ impl Router {
         // Filesystem.
         if let Some(fs) = self.pathnames.get(f.path()) {
             for route in &self.dynamic_routes {
-                let Some((m, caps)) = route.match_dynamic(&f, &state.request_headers) else {
+                let Some(d) = self.dynamic_destination(route, &state, &f) else {
                     continue;
                 };
-                let dest = route
-                    .destination
-                    .as_ref()
-                    .map(|d| replace_destination(d, Some(&m), &caps));
-                let dest_path = dest
-                    .as_deref()
-                    .map(|d| d.split('?').next().unwrap_or_default().to_string())
-                    .unwrap_or_else(|| f.path().to_string());
-                let found = self.match_pathname_locale_fallback(&dest_path);
-                match found {
-                    None => {
-                        if is_dynamic_template(&dest_path) {
-                            continue;
-                        }
-                        let u = dest
-                            .as_deref()
-                            .map(|d| urls::merge_destination_query(&f, d))
-                            .unwrap_or_else(|| f.clone());
-                        return self.output(&state, &u, fs, f.path(), route_params(&m));
-                    }
-                    Some(found) => {
-                        if !(found == fs.as_str() || is_dynamic_template(fs)) {
-                            continue;
-                        }
-                        let u = dest
-                            .as_deref()
-                            .map(|d| urls::merge_destination_query(&f, d))
-                            .unwrap_or_else(|| f.clone());
-                        return self.output(&state, &u, found, f.path(), route_params(&m));
-                    }
-                }
+                let target = match self.match_pathname_locale_fallback(&d.path) {
+                    None if is_dynamic_template(&d.path) => continue,
+                    None => fs.as_str(),
+                    Some(found) if found == fs.as_str() || is_dynamic_template(fs) => found,
+                    Some(_) => continue,
+                };
+                return self.output(&state, &d.url, target, f.path(), route_params(&d.matched));
             }
             return self.output(&state, &f, fs, f.path(), Vec::new());
         }
@@ -927,26 +910,44 @@ impl Router {
     /// `checkDynamicRoutes`: the first dynamic route whose destination is a known pathname.
     fn check_dynamic_routes(&self, state: &RoutingState, url: &Url) -> Option<Resolution> {
         for route in &self.dynamic_routes {
-            let Some((m, caps)) = route.match_dynamic(url, &state.request_headers) else {
+            let Some(d) = self.dynamic_destination(route, state, url) else {
                 continue;
             };
-            let dest = route
-                .destination
-                .as_ref()
-                .map(|d| replace_destination(d, Some(&m), &caps));
-            let dest_path = dest
-                .as_deref()
-                .map(|d| d.split('?').next().unwrap_or_default().to_string())
-                .unwrap_or_else(|| url.path().to_string());
-            if let Some(found) = self.match_pathname_locale_fallback(&dest_path) {
-                let u = dest
-                    .as_deref()
-                    .map(|d| urls::merge_destination_query(url, d))
-                    .unwrap_or_else(|| url.clone());
-                return Some(self.output(state, &u, found, url.path(), route_params(&m)));
+            if let Some(found) = self.match_pathname_locale_fallback(&d.path) {
+                return Some(self.output(
+                    state,
+                    &d.url,
+                    found,
+                    url.path(),
+                    route_params(&d.matched),
+                ));
             }
         }
         None
+    }
+
+    /// A dynamic route applied to `url`: its match, destination pathname and the URL to invoke
+    /// (destination query merged), or `None` when the route does not match.
+    fn dynamic_destination(
+        &self,
+        route: &CompiledRoute,
+        state: &RoutingState,
+        url: &Url,
+    ) -> Option<DynamicDestination> {
+        let (matched, caps) = route.match_dynamic(url, &state.request_headers)?;
+        let dest = route
+            .destination
+            .as_ref()
+            .map(|d| replace_destination(d, Some(&matched), &caps));
+        let path = dest
+            .as_deref()
+            .map(|d| d.split('?').next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| url.path().to_string());
+        let url = dest
+            .as_deref()
+            .map(|d| urls::merge_destination_query(url, d))
+            .unwrap_or_else(|| url.clone());
+        Some(DynamicDestination { matched, path, url })
     }
 
     fn match_pathname_locale_fallback(&self, pathname: &str) -> Option<&str> {
