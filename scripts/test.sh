@@ -14,6 +14,15 @@ while IFS= read -r lock; do
   fi
 done < <(find examples tests crates -name package-lock.json -not -path '*/node_modules/*' | sort)
 
+# System packages: a real redis-server for the shared-cache tests (started by the tests themselves).
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== apt: redis-server"
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
+fi
+
 threads="${FERRY_TEST_THREADS:-2}"
 echo "== cargo test (unit, integration, end-to-end)"
 # The differential suite runs on its own below, with its report (EQUAL n/total) shown.
