@@ -25,8 +25,15 @@ fi
 
 threads="${FERRY_TEST_THREADS:-2}"
 echo "== cargo test (unit, integration, end-to-end)"
-# The differential suite runs on its own below, with its report (EQUAL n/total) shown.
-cargo test --workspace --locked -- --test-threads="$threads" --skip showcase_matches_next_start
+# The differential suites run on their own below, with their reports (EQUAL n/total) shown.
+cargo test --workspace --locked -- --test-threads="$threads" \
+  --skip showcase_matches_next_start --skip routing_app_matches_next_start \
+  --skip ppr_app_matches_next_start
 
-echo "== differential suite: next start vs ferry start on the same build"
+# One suite at a time: each builds an app and runs next start and ferry start side by side.
+echo "== differential suite: next start vs ferry start on the same build (examples/showcase)"
 cargo test -p ferry-cli --locked --test differential -- --nocapture --exact showcase_matches_next_start
+echo "== differential suite: next start vs ferry start on the same build (tests/fixtures/routing-app)"
+cargo test -p ferry-cli --locked --test differential -- --nocapture --exact routing_app_matches_next_start
+echo "== differential suite: next start vs ferry start on the same build (tests/fixtures/ppr-app)"
+cargo test -p ferry-cli --locked --test differential -- --nocapture --exact ppr_app_matches_next_start

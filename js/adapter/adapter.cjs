@@ -28,11 +28,11 @@ const BRIDGE_MODULES = [
 ]
 
 /** Repo-relative path → absolute path of every file the bridge modules need, traced with Next's nft. */
-async function traceBridgeModules(projectDir, repoRoot) {
+async function traceBridgeModules(projectDir, repoRoot, extraEntries = []) {
   // Resolve from the app, as the bridge does, so the app's own next / sharp versions are traced.
   const projectRequire = createRequire(path.join(projectDir, 'package.json'))
   const { nodeFileTrace } = projectRequire('next/dist/compiled/@vercel/nft')
-  const entries = []
+  const entries = [...extraEntries]
   for (const id of BRIDGE_MODULES) {
     try {
       entries.push(projectRequire.resolve(id))
@@ -53,13 +53,40 @@ async function traceBridgeModules(projectDir, repoRoot) {
   return files
 }
 
+// ---- Ferry's cache handlers (js/cache-handler) --------------------------------------------
+// `ferry build` writes them beside this file (./cache-handler/). They are copied into the app's
+// `node_modules/.cache/ferry/` (Turbopack bundles the handler into the proxy and cannot read
+// files under distDir): next.config points at them there, Next records the path relative to
+// distDir, and they are traced into the bundle at the same place. Only values the user left
+// unset are set.
+function installCacheHandlers(config, projectDir) {
+  const src = path.join(__dirname, 'cache-handler')
+  if (!projectDir || !fs.existsSync(src)) return
+  const dest = path.join(projectDir, 'node_modules', '.cache', 'ferry')
+  fs.mkdirSync(dest, { recursive: true })
+  for (const name of fs.readdirSync(src)) fs.copyFileSync(path.join(src, name), path.join(dest, name))
+  if (!config.cacheHandler) config.cacheHandler = path.join(dest, 'incremental.cjs')
+  const handlers = { ...(config.cacheHandlers || {}) }
+  for (const kind of ['default', 'remote']) {
+    if (!handlers[kind]) handlers[kind] = path.join(dest, 'use-cache.cjs')
+  }
+  config.cacheHandlers = handlers
+}
+// The configured cache handler files: Next copies the files themselves but, with Turbopack,
+// not what they require (Ferry's handlers require each other and next's own caches).
+function cacheHandlerFiles(config) {
+  const list = [config.cacheHandler, ...Object.values(config.cacheHandlers || {})]
+  return [...new Set(list.filter((f) => typeof f === 'string' && path.isAbsolute(f) && fs.existsSync(f)))]
+}
+// ---- end of cache handlers ------------------------------------------------------------------
+
 /** @type {import('next').NextAdapter} */
 module.exports = {
   name: 'ferry',
 
   // Runs for every command that loads next.config (`next build`, `next start`, `next dev`):
   // only the production build is touched, and only where the user left a value unset.
-  modifyConfig(config, { phase }) {
+  modifyConfig(config, { phase, projectDir }) {
     if (phase !== PHASE_PRODUCTION_BUILD) return config
 
     const buildId = process.env.FERRY_BUILD_ID
@@ -75,6 +102,7 @@ module.exports = {
       // no deployment id: onBuildComplete reports that, and Ferry's workers match it.
       process.env.FERRY_PINNED_DEPLOYMENT_ID = deploymentId
     }
+    installCacheHandlers(config, projectDir)
     return config
   },
 
@@ -94,7 +122,7 @@ module.exports = {
       distDir,
       projectDir,
       repoRoot,
-      runtimeFiles: await traceBridgeModules(projectDir, repoRoot),
+      runtimeFiles: await traceBridgeModules(projectDir, repoRoot, cacheHandlerFiles(config)),
       // The deployment id the app's server sees at runtime under `next start` (next.config's own
       // value, without Ferry's pin): '' when Ferry pinned it.
       runtimeDeploymentId:

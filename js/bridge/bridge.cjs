@@ -81,6 +81,8 @@ function forwardRevalidations() {
     const original = proto.revalidateTag
     proto.revalidateTag = async function ferryRevalidateTag(tags, ...rest) {
       const result = await original.call(this, tags, ...rest)
+      // Ferry's own cache handler (js/cache-handler) has forwarded them already.
+      if (globalThis.__ferryCacheHandler) return result
       const list = (Array.isArray(tags) ? tags : [tags]).filter((t) => typeof t === 'string')
       if (list.length > 0) {
         // Next's own cache handler: without durations (revalidatePath, revalidateTag without a
@@ -183,10 +185,24 @@ function formatHostname(h) {
   return h.includes(':') && !h.startsWith('[') ? `[${h}]` : h
 }
 
+// `ferryQuery`: the routed query as ordered [key, value] pairs (JSON objects in Ferry's
+// meta lose their key order); next-server's `query` requestMeta is a ParsedUrlQuery object,
+// repeated keys as arrays, keys in routing order.
+function queryObject(pairs) {
+  const query = Object.create(null)
+  for (const [k, v] of pairs) {
+    if (!Object.prototype.hasOwnProperty.call(query, k)) query[k] = v
+    else if (Array.isArray(query[k])) query[k].push(v)
+    else query[k] = [query[k], v]
+  }
+  return query
+}
+
 function buildRequestMeta(req, meta) {
-  const { port, protocol, revalidateOrigin, ...rest } = meta
+  const { port, protocol, revalidateOrigin, ferryQuery, ...rest } = meta
   const proto = protocol || 'http'
   const requestMeta = { relativeProjectDir: '.', ...rest }
+  if (Array.isArray(ferryQuery)) requestMeta.query = queryObject(ferryQuery)
   if (!requestMeta.initURL) {
     // Same shape as next start: <proto>://<hostname>:<port><url>.
     const host = formatHostname(meta.hostname || 'localhost')
@@ -392,6 +408,14 @@ async function handleEntry(req, res, entry) {
   for (let i = 0; i < req.rawHeaders.length; i += 2) {
     if (!INTERNAL.includes(req.rawHeaders[i].toLowerCase())) raw.push(req.rawHeaders[i], req.rawHeaders[i + 1])
   }
+  // The client's Connection header is hop-by-hop between Ferry and this process, so it comes
+  // in the meta; app code sees it as under next start (`connection: close`, `keep-alive`).
+  const { ferryConnection } = meta
+  delete meta.ferryConnection
+  if (typeof ferryConnection === 'string' && ferryConnection) {
+    req.headers.connection = ferryConnection
+    raw.push('Connection', ferryConnection)
+  }
   req.rawHeaders = raw
 
   if (kind === 'IMAGE') {
@@ -405,11 +429,33 @@ async function handleEntry(req, res, entry) {
     return
   }
   if (!mod.node) throw new Error(`entry ${entry} exports no handler(req, res, ctx)`)
+  // PPR resume (meta `ferryResume`): the body is the page's postponed state, not the client's.
+  const postponed = meta.ferryResume ? await readPostponed(req) : undefined
+  delete meta.ferryResume
   const requestMeta = buildRequestMeta(req, meta)
+  if (postponed !== undefined) requestMeta.postponed = postponed
   // Like router-server's invokeRender({ invokeStatus }): an error page rendered for a status
   // (405, 416 ...) starts with it, and `_error`'s getInitialProps reads it from res.statusCode.
   if (Number.isInteger(meta.invokeStatus)) res.statusCode = meta.invokeStatus
   await mod.node(req, res, { waitUntil, requestMeta })
+}
+
+// PPR: Ferry served the static shell from its cache and asks for the rest. The adapter docs'
+// resume protocol, in-process: `requestMeta.postponed` makes the app-page handler render only
+// the postponed Suspense boundaries. The request stays the client's (method, headers): the
+// body's framing headers are Ferry's and are removed so the page sees what next start shows it.
+async function readPostponed(req) {
+  const chunks = []
+  for await (const chunk of req) chunks.push(chunk)
+  delete req.headers['content-length']
+  delete req.headers['transfer-encoding']
+  const raw = []
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i].toLowerCase()
+    if (name !== 'content-length' && name !== 'transfer-encoding') raw.push(req.rawHeaders[i], req.rawHeaders[i + 1])
+  }
+  req.rawHeaders = raw
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 async function runMiddleware(req, res, handler, meta) {
@@ -452,7 +498,10 @@ async function runMiddleware(req, res, handler, meta) {
     plain(res, 500, 'middleware returned no response')
     return
   }
-  // The middleware's response as-is: Ferry interprets x-middleware-* itself.
+  // The middleware's response as-is: Ferry interprets x-middleware-* itself. Node would add a
+  // `Date` of its own, which Ferry would take for a middleware header (next start runs the
+  // middleware in-process and never sees one).
+  res.sendDate = false
   res.statusCode = response.status
   const setCookies = typeof response.headers.getSetCookie === 'function' ? response.headers.getSetCookie() : []
   for (const [k, v] of response.headers) {

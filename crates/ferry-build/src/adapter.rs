@@ -11,6 +11,22 @@ use serde::Deserialize;
 
 /// The adapter's JavaScript source, written to a temp file and passed as `NEXT_ADAPTER_PATH`.
 pub const ADAPTER_JS: &str = include_str!("../../../js/adapter/adapter.cjs");
+/// Ferry's Next.js cache handlers (`js/cache-handler/`), written to `cache-handler/` beside the
+/// adapter, which installs them into the app's build (file name, source).
+pub const CACHE_HANDLER_JS: &[(&str, &str)] = &[
+    (
+        "client.cjs",
+        include_str!("../../../js/cache-handler/client.cjs"),
+    ),
+    (
+        "incremental.cjs",
+        include_str!("../../../js/cache-handler/incremental.cjs"),
+    ),
+    (
+        "use-cache.cjs",
+        include_str!("../../../js/cache-handler/use-cache.cjs"),
+    ),
+];
 
 /// The whole `onBuildComplete` context.
 #[derive(Debug, Clone, Deserialize)]

@@ -26,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 use crate::BuildError;
 use crate::adapter::{AdapterContext, FunctionEntry, StaticFileEntry};
 use crate::content;
+use crate::ordered_json::OrderedJson;
 
 /// `.env` files `next start` loads in production, copied so workers can load them too.
 pub const ENV_FILES: &[&str] = &[
@@ -513,21 +514,25 @@ fn server_files_manifest_for_runtime(
     } else {
         text.as_str()
     };
-    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(json) else {
+    // Key order matters: the entrypoints read this config as it is (see `ordered_json`).
+    let Ok(mut value) = serde_json::from_str::<OrderedJson>(json) else {
         return Ok(None);
     };
-    let Some(config) = value.get_mut("config").and_then(|c| c.as_object_mut()) else {
+    let Some(config) = value
+        .get_mut("config")
+        .filter(|c| matches!(c, OrderedJson::Object(_)))
+    else {
         return Ok(None);
     };
     if config
-        .get("deploymentId")
+        .get_mut("deploymentId")
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         == runtime_id
     {
         return Ok(None);
     }
-    config.insert("deploymentId".into(), runtime_id.into());
+    config.insert("deploymentId", OrderedJson::Scalar(runtime_id.into()));
     let out = serde_json::to_string(&value)
         .map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
     Ok(Some(if is_js {
@@ -684,7 +689,17 @@ fn prerenders(ctx: &AdapterContext, stage: &mut Stage) -> Result<Vec<Prerender>,
     Ok(out)
 }
 
-/// Strips `basePath` from an adapter pathname (manifest pathnames never carry it).
+/// `basePath` + `pathname` (`/docs` for `/` is `/docs`, as next's router names the root).
+fn with_base(pathname: &str, base: &str) -> String {
+    match (base.is_empty(), pathname) {
+        (true, _) => pathname.to_owned(),
+        (false, "/") => base.to_owned(),
+        _ => format!("{base}{pathname}"),
+    }
+}
+
+/// Strips `basePath` from an adapter pathname (for the bundle's file names, and for static
+/// exports, whose `out/` directory is the site without its basePath).
 fn strip_base<'a>(pathname: &'a str, base: &str) -> &'a str {
     if base.is_empty() {
         return pathname;
@@ -749,17 +764,19 @@ fn server_static_files(
 ) -> Result<Vec<StaticFile>, BuildError> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    let adapter_static: BTreeMap<&str, &StaticFileEntry> = ctx
+    // Pathnames keep the basePath, like every other manifest pathname (functions, prerenders,
+    // routing regexes): the router matches them against basePath-prefixed URLs.
+    let adapter_static: BTreeMap<String, &StaticFileEntry> = ctx
         .outputs
         .static_files
         .iter()
-        .map(|s| (strip_base(&s.pathname, base), s))
+        .map(|s| (with_base(strip_base(&s.pathname, base), base), s))
         .collect();
     let build_dir_prefix = format!("{}/", ctx.build_id);
 
-    // `.next/static/**` → `/_next/static/**`, immutable like `next start` serves them.
+    // `.next/static/**` → `<basePath>/_next/static/**`, immutable like `next start` serves them.
     for (abs, rel) in walk_files(&ctx.dist_dir.join("static"))? {
-        let pathname = format!("/_next/static/{rel}");
+        let pathname = format!("{base}/_next/static/{rel}");
         let immutable = adapter_static
             .get(pathname.as_str())
             .and_then(|s| s.immutable_hash.clone());
@@ -784,10 +801,11 @@ fn server_static_files(
 
     // Other adapter outputs: `/404`, `/500`, rsc fallbacks, auto-static pages.
     for (pathname, s) in &adapter_static {
-        if seen.contains(*pathname) {
+        if seen.contains(pathname) {
             continue;
         }
-        let (source, rel, content_type) = if let Some(rel) = pathname.strip_prefix("/_next/static/")
+        let unbased = strip_base(pathname, base);
+        let (source, rel, content_type) = if let Some(rel) = unbased.strip_prefix("/_next/static/")
         {
             (
                 StaticSource::NextStatic,
@@ -797,25 +815,26 @@ fn server_static_files(
         } else {
             (
                 StaticSource::Output,
-                format!("outputs/{}", pathname_file(pathname, &s.file_path)),
-                content::content_type_for_output(pathname, &s.file_path),
+                format!("outputs/{}", pathname_file(unbased, &s.file_path)),
+                content::content_type_for_output(unbased, &s.file_path),
             )
         };
         out.push(static_file(
             stage,
             &s.file_path,
             &rel,
-            pathname.to_string(),
+            pathname.clone(),
             source,
             content_type,
             s.immutable_hash.clone(),
         )?);
-        seen.insert(pathname.to_string());
+        seen.insert(pathname.clone());
     }
 
-    // `public/` is not in the adapter outputs: `next start` serves it from the project dir.
+    // `public/` is not in the adapter outputs: `next start` serves it from the project dir,
+    // under the basePath.
     for (abs, rel) in walk_files(&ctx.project_dir.join("public"))? {
-        let pathname = format!("/{rel}");
+        let pathname = format!("{base}/{rel}");
         if seen.contains(&pathname) {
             continue;
         }
@@ -1057,6 +1076,12 @@ mod tests {
         assert_eq!(strip_base("/docs", "/docs"), "/");
         assert_eq!(strip_base("/docsx", "/docs"), "/docsx");
         assert_eq!(strip_base("/a", ""), "/a");
+        assert_eq!(
+            with_base("/_next/static/a.js", "/docs"),
+            "/docs/_next/static/a.js"
+        );
+        assert_eq!(with_base("/", "/docs"), "/docs");
+        assert_eq!(with_base("/a", ""), "/a");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod content;
 pub mod detect;
 pub mod ids;
+pub mod ordered_json;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -207,6 +208,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
         path: adapter_path.clone(),
         source,
     })?;
+    let handlers_dir = work.path().join("cache-handler");
+    for (name, source) in adapter::CACHE_HANDLER_JS {
+        let path = handlers_dir.join(name);
+        std::fs::create_dir_all(&handlers_dir)
+            .and_then(|()| std::fs::write(&path, source))
+            .map_err(|source| BuildError::Io { path, source })?;
+    }
     let ctx_path = work.path().join("build-context.json");
 
     let next_started = Instant::now();

@@ -39,7 +39,7 @@ pub struct BuildArgs {
     pub next_args: Vec<String>,
 }
 
-/// `ferry start [DIR] [-p PORT] [-H HOST] [--keepAliveTimeout MS]`
+/// `ferry start [DIR] [-p PORT] [-H HOST] [--keepAliveTimeout MS] [--cache-url URL] [--cache-max-size SIZE]`
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// The app directory (containing .ferry) or a bundle directory (containing manifest.json).
@@ -74,4 +74,62 @@ pub struct StartArgs {
     /// The `node` executable for workers.
     #[arg(long, env = "FERRY_NODE", default_value = "node")]
     pub node: PathBuf,
+    /// Where the prerender/ISR cache lives: `redis://host:port[/db]` shares it between instances;
+    /// `memory` keeps it in-process; default: on disk beside the bundle (`.ferry-cache/`).
+    #[arg(long = "cache-url", env = "FERRY_CACHE_URL")]
+    pub cache_url: Option<String>,
+    /// Largest size of the disk cache (e.g. `512MB`, `2GB`; K/M/G are powers of 1024).
+    #[arg(
+        long = "cache-max-size",
+        env = "FERRY_CACHE_MAX_SIZE",
+        default_value = "1GB",
+        value_parser = parse_size
+    )]
+    pub cache_max_size: u64,
+}
+
+/// `512MB`, `1GB`, `1.5G`, `2GiB`, `1048576` → bytes (K/M/G/T are powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 512MB or 1GB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use KB, MB or GB)"
+            ));
+        }
+    };
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is not a usable size"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MB"), Ok(512 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("0").is_err());
+    }
 }

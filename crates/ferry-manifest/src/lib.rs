@@ -507,7 +507,8 @@ pub enum StaticSource {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StaticFile {
-    /// URL pathname (without basePath).
+    /// URL pathname, with the basePath like every manifest pathname (a static export's files
+    /// are named without it).
     pub pathname: String,
     /// Body file relative to the bundle root.
     pub file: String,

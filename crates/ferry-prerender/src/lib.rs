@@ -23,7 +23,11 @@
 //! `x-next-cache-tags` is never sent to clients (next start does not either).
 
 mod bypass;
+pub mod codec;
+mod data;
+mod disk;
 pub mod etag;
+mod redis_store;
 pub mod store;
 
 use std::collections::HashMap;
@@ -41,8 +45,11 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
 pub use bypass::BypassRule;
+pub use data::{DATA_PREFIX, DataEntry, DataHit, TagMarks, data_key};
+pub use disk::DiskStore;
 pub use etag::generate_etag;
-pub use store::{CacheStore, MemoryStore};
+pub use redis_store::{RedisOptions, RedisStore};
+pub use store::{BoxFuture, CacheStore, MemoryStore};
 
 /// `CACHE_ONE_YEAR_SECONDS`: next's `s-maxage` for entries that never revalidate.
 pub const CACHE_ONE_YEAR: u64 = 31_536_000;
@@ -147,7 +154,7 @@ pub struct CachedEntry {
 
 impl CachedEntry {
     #[allow(clippy::too_many_arguments)] // private constructor; every field is required
-    fn new(
+    pub(crate) fn new(
         pathname: &str,
         status: StatusCode,
         headers: HeaderMap,
@@ -158,16 +165,61 @@ impl CachedEntry {
         created: SystemTime,
         generate_etags: bool,
     ) -> Self {
-        let content_type = headers
+        let rsc = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let rsc = content_type.starts_with(RSC_CONTENT_TYPE);
-        let compressible = is_compressible(content_type);
+            .unwrap_or("")
+            .starts_with(RSC_CONTENT_TYPE);
         // next sends no ETag on RSC payloads (they go out as a stream there).
         let etag = (generate_etags && !rsc)
             .then(|| HeaderValue::from_str(&generate_etag(&body)).ok())
             .flatten();
+        Self::from_parts(
+            pathname, status, headers, body, tags, revalidate, expire, created, etag,
+        )
+    }
+
+    /// An entry from a render result (its `x-next-cache-tags` become the tags; headers that are
+    /// never replayed are dropped), as the cache stores it.
+    pub fn from_rendered(
+        pathname: &str,
+        rendered: Rendered,
+        created: SystemTime,
+        generate_etags: bool,
+    ) -> Self {
+        let mut headers = rendered.headers;
+        let tags = clean_headers(&mut headers);
+        Self::new(
+            pathname,
+            rendered.status,
+            headers,
+            rendered.body,
+            tags,
+            rendered.revalidate,
+            rendered.expire,
+            created,
+            generate_etags,
+        )
+    }
+
+    /// An entry with a known ETag (decoding a stored one).
+    #[allow(clippy::too_many_arguments)] // private constructor; every field is required
+    pub(crate) fn from_parts(
+        pathname: &str,
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        tags: Vec<String>,
+        revalidate: Option<u64>,
+        expire: Option<u64>,
+        created: SystemTime,
+        etag: Option<HeaderValue>,
+    ) -> Self {
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let compressible = is_compressible(content_type);
         CachedEntry {
             pathname: pathname.to_owned(),
             status,
@@ -358,6 +410,10 @@ pub struct PrerenderCache {
     powered_by: bool,
     generate_etags: bool,
     build_id: String,
+    bundle_dir: PathBuf,
+    /// Seeded prerenders, to reload a seed the store no longer holds (evicted, lost).
+    seeds: HashMap<String, (Arc<Prerender>, Option<FunctionKind>)>,
+    seed_config: SeedConfig,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -441,6 +497,11 @@ impl PrerenderCache {
         let mut routes = HashMap::new();
         let mut groups: HashMap<GroupKey, Vec<String>> = HashMap::new();
         let mut bypass_token = None;
+        let mut seeds = HashMap::new();
+        let seed_config = SeedConfig {
+            expire_time: manifest.config.expire_time,
+            generate_etags: manifest.config.generate_etags,
+        };
         for p in &manifest.prerenders {
             let bypass_rules = p
                 .bypass_for
@@ -471,8 +532,9 @@ impl PrerenderCache {
                     kind,
                 }),
             );
-            if let Some(entry) = load_seed(bundle_dir, p, kind, manifest)? {
+            if let Some(entry) = load_seed(bundle_dir, p, kind, seed_config)? {
                 store.set_if_absent(&p.pathname, Arc::new(entry));
+                seeds.insert(p.pathname.clone(), (Arc::new(p.clone()), kind));
             }
         }
         Ok(PrerenderCache {
@@ -485,6 +547,9 @@ impl PrerenderCache {
             powered_by: manifest.config.powered_by_header,
             generate_etags: manifest.config.generate_etags,
             build_id: manifest.build_id.clone(),
+            bundle_dir: bundle_dir.to_owned(),
+            seeds,
+            seed_config,
         })
     }
 
@@ -553,6 +618,40 @@ impl PrerenderCache {
             needs_regeneration: regeneration.is_some(),
             regeneration,
         })
+    }
+
+    /// [`lookup`](Self::lookup), looking behind the store's memory tier on a miss (disk, Redis,
+    /// then the bundle's seed). Waits at most the store's timeout.
+    pub async fn lookup_or_fetch(&self, pathname: &str, now: SystemTime) -> Option<CacheHit> {
+        if let Some(hit) = self.lookup(pathname, now) {
+            return Some(hit);
+        }
+        self.fetch(pathname).await?;
+        self.lookup(pathname, now)
+    }
+
+    /// The entry for `pathname` from anywhere the store keeps it, else its seed reloaded from the
+    /// bundle (kept in the store's memory tier).
+    pub async fn fetch(&self, pathname: &str) -> Option<Arc<CachedEntry>> {
+        if let Some(entry) = self.store.fetch(pathname).await {
+            return Some(entry);
+        }
+        let (p, kind) = self.seeds.get(pathname)?;
+        let entry = match blocking(|| load_seed(&self.bundle_dir, p, *kind, self.seed_config)) {
+            Ok(Some(e)) => Arc::new(e),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!("cannot reload the seed of {pathname}: {e}");
+                return None;
+            }
+        };
+        self.store.set_if_absent(pathname, entry);
+        self.store.get(pathname)
+    }
+
+    /// The store behind this cache.
+    pub fn cache_store(&self) -> &Arc<dyn CacheStore> {
+        &self.store
     }
 
     /// Claims the group's regeneration slot; `Some` for exactly one caller at a time.
@@ -870,7 +969,7 @@ fn load_seed(
     bundle_dir: &Path,
     p: &Prerender,
     kind: Option<FunctionKind>,
-    manifest: &Manifest,
+    config: SeedConfig,
 ) -> Result<Option<CachedEntry>, PrerenderError> {
     let Some(seed) = &p.seed else { return Ok(None) };
     let Some(file) = &seed.file else {
@@ -904,7 +1003,7 @@ fn load_seed(
     }
     let tags = clean_headers(&mut headers);
     let revalidate = seed.revalidate.and_then(|r| r.seconds());
-    let expire = seed.expiration.or(manifest.config.expire_time);
+    let expire = seed.expiration.or(config.expire_time);
     let status = seed
         .status
         .and_then(|s| StatusCode::from_u16(s).ok())
@@ -919,8 +1018,25 @@ fn load_seed(
         // A static entry has no expiry in next either.
         if revalidate.is_some() { expire } else { None },
         created,
-        manifest.config.generate_etags,
+        config.generate_etags,
     )))
+}
+
+/// The manifest settings a seed is read with.
+#[derive(Debug, Clone, Copy)]
+struct SeedConfig {
+    expire_time: Option<u64>,
+    generate_etags: bool,
+}
+
+/// Runs blocking file I/O, telling a multi-threaded Tokio executor about it.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 #[cfg(test)]

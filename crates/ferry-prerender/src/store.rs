@@ -1,5 +1,13 @@
-//! Where cache entries live. One instance uses [`MemoryStore`]; a shared store (Redis) implements
-//! the same trait later, so `revalidateTag` on one instance reaches all of them.
+//! Where cache entries live. Three stores implement [`CacheStore`]:
+//!
+//! - [`MemoryStore`]: in-process only (also the memory tier of the other two);
+//! - [`DiskStore`](crate::DiskStore): memory tier + durable files (the `ferry start` default);
+//! - [`RedisStore`](crate::RedisStore): memory tier + Redis shared by every instance, kept
+//!   coherent by pub/sub.
+//!
+//! The request path only ever calls the synchronous methods, which answer from memory and never
+//! wait on the network; [`CacheStore::fetch`] looks further (disk, Redis) on a memory miss,
+//! bounded by the store's timeout.
 //!
 //! Invalidation is recorded as *marks* (key → time), the way Next's tags manifest works: an entry
 //! is stale when any of its keys (its cache tags, plus an internal per-path key) was marked at or
@@ -7,18 +15,26 @@
 //! onto a shared hash in Redis.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use crate::CachedEntry;
 
+/// A boxed, sendable future (the trait is object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Storage for prerender entries and invalidation marks.
 pub trait CacheStore: Send + Sync + std::fmt::Debug + 'static {
-    /// The current entry for `pathname`.
+    /// The entry for `pathname` held in memory (never does I/O).
     fn get(&self, pathname: &str) -> Option<Arc<CachedEntry>>;
-    /// Replaces the entry for `pathname`.
+    /// Replaces the entry for `pathname`. Durable stores write through (a disk store does
+    /// blocking file I/O here: call it off the async executor).
     fn set(&self, pathname: &str, entry: Arc<CachedEntry>);
-    /// Sets the entry only if there is none (seeding must not clobber newer shared entries).
+    /// Seeding: sets the entry unless the store already holds one at least as new (seeds must not
+    /// clobber newer persisted or shared entries).
     fn set_if_absent(&self, pathname: &str, entry: Arc<CachedEntry>);
     /// Removes the entry for `pathname`.
     fn delete(&self, pathname: &str);
@@ -38,21 +54,40 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug + 'static {
         let _ = keys;
         None
     }
+    /// The entry for `pathname`, looking behind the memory tier (disk, Redis) on a miss and
+    /// keeping what it finds in memory. Bounded by the store's own timeout; `None` on any failure.
+    fn fetch<'a>(&'a self, pathname: &'a str) -> BoxFuture<'a, Option<Arc<CachedEntry>>> {
+        let hit = self.get(pathname);
+        Box::pin(async move { hit })
+    }
 }
 
-/// An in-process store.
+/// Recency clock shared by every memory tier (a counter, not wall time: cheap and monotonic).
+static CLOCK: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn tick() -> u64 {
+    CLOCK.fetch_add(1, Ordering::Relaxed)
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: Arc<CachedEntry>,
+    last_used: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<String, Slot>,
+    bytes: u64,
+}
+
+/// An in-process store, optionally bounded in bytes (least recently used entries go first).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    entries: RwLock<HashMap<String, Arc<CachedEntry>>>,
+    entries: RwLock<Entries>,
     marks: RwLock<HashMap<String, SystemTime>>,
     expired: RwLock<HashMap<String, SystemTime>>,
-}
-
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
+    limit: Option<u64>,
 }
 
 // A poisoned lock only means another thread panicked mid-update of a plain map: the data is still
@@ -68,33 +103,150 @@ macro_rules! write {
     };
 }
 
+/// Bytes an entry is accounted for in a memory tier (body, headers, tags, bookkeeping).
+pub fn entry_size(entry: &CachedEntry) -> u64 {
+    let headers: usize = entry
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 16)
+        .sum();
+    let tags: usize = entry.tags.iter().map(|t| t.len() + 24).sum();
+    (entry.body.len() + headers + tags + entry.pathname.len() * 2 + 256) as u64
+}
+
+impl MemoryStore {
+    /// An empty, unbounded store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store holding at most about `bytes` of entries (see [`entry_size`]).
+    pub fn bounded(bytes: u64) -> Self {
+        Self {
+            limit: Some(bytes),
+            ..Self::default()
+        }
+    }
+
+    /// Bytes accounted to the entries held.
+    pub fn bytes(&self) -> u64 {
+        read!(self.entries).bytes
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        read!(self.entries).map.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// When `pathname` was last read or written here (recency clock), if held.
+    pub fn last_used(&self, pathname: &str) -> Option<u64> {
+        read!(self.entries)
+            .map
+            .get(pathname)
+            .map(|s| s.last_used.load(Ordering::Relaxed))
+    }
+
+    /// Inserts unless an entry at least as new is held; returns whether it was inserted.
+    pub fn insert_if_newer(&self, pathname: &str, entry: Arc<CachedEntry>) -> bool {
+        {
+            let entries = read!(self.entries);
+            if let Some(slot) = entries.map.get(pathname)
+                && slot.entry.created >= entry.created
+            {
+                return false;
+            }
+        }
+        self.set(pathname, entry);
+        true
+    }
+
+    /// Every mark and expiry mark (for persisting them).
+    pub fn marks_snapshot(&self) -> (HashMap<String, SystemTime>, HashMap<String, SystemTime>) {
+        (read!(self.marks).clone(), read!(self.expired).clone())
+    }
+
+    fn evict(&self, entries: &mut Entries, keep: &str) {
+        let Some(limit) = self.limit else { return };
+        if entries.bytes <= limit {
+            return;
+        }
+        // Evict down to 90% so a full tier does not scan on every insert.
+        let target = limit / 10 * 9;
+        let mut order: Vec<(u64, String, u64)> = entries
+            .map
+            .iter()
+            .filter(|(k, _)| k.as_str() != keep)
+            .map(|(k, s)| {
+                (
+                    s.last_used.load(Ordering::Relaxed),
+                    k.clone(),
+                    entry_size(&s.entry),
+                )
+            })
+            .collect();
+        order.sort_unstable();
+        for (_, key, size) in order {
+            if entries.bytes <= target {
+                break;
+            }
+            entries.map.remove(&key);
+            entries.bytes = entries.bytes.saturating_sub(size);
+        }
+    }
+}
+
+fn merge_max(map: &mut HashMap<String, SystemTime>, keys: &[String], at: SystemTime) {
+    for k in keys {
+        let slot = map.entry(k.clone()).or_insert(at);
+        if *slot < at {
+            *slot = at;
+        }
+    }
+}
+
 impl CacheStore for MemoryStore {
     fn get(&self, pathname: &str) -> Option<Arc<CachedEntry>> {
-        read!(self.entries).get(pathname).cloned()
+        let entries = read!(self.entries);
+        let slot = entries.map.get(pathname)?;
+        slot.last_used.store(tick(), Ordering::Relaxed);
+        Some(slot.entry.clone())
     }
 
     fn set(&self, pathname: &str, entry: Arc<CachedEntry>) {
-        write!(self.entries).insert(pathname.to_owned(), entry);
+        let size = entry_size(&entry);
+        let mut entries = write!(self.entries);
+        let old = entries.map.insert(
+            pathname.to_owned(),
+            Slot {
+                entry,
+                last_used: AtomicU64::new(tick()),
+            },
+        );
+        if let Some(old) = old {
+            entries.bytes = entries.bytes.saturating_sub(entry_size(&old.entry));
+        }
+        entries.bytes += size;
+        self.evict(&mut entries, pathname);
     }
 
     fn set_if_absent(&self, pathname: &str, entry: Arc<CachedEntry>) {
-        write!(self.entries)
-            .entry(pathname.to_owned())
-            .or_insert(entry);
+        self.insert_if_newer(pathname, entry);
     }
 
     fn delete(&self, pathname: &str) {
-        write!(self.entries).remove(pathname);
+        let mut entries = write!(self.entries);
+        if let Some(old) = entries.map.remove(pathname) {
+            entries.bytes = entries.bytes.saturating_sub(entry_size(&old.entry));
+        }
     }
 
     fn mark(&self, keys: &[String], at: SystemTime) {
-        let mut marks = write!(self.marks);
-        for k in keys {
-            let slot = marks.entry(k.clone()).or_insert(at);
-            if *slot < at {
-                *slot = at;
-            }
-        }
+        merge_max(&mut write!(self.marks), keys, at);
     }
 
     fn latest_mark(&self, keys: &mut dyn Iterator<Item = &str>) -> Option<SystemTime> {
@@ -107,13 +259,7 @@ impl CacheStore for MemoryStore {
 
     fn mark_expired(&self, keys: &[String], at: SystemTime) {
         self.mark(keys, at);
-        let mut expired = write!(self.expired);
-        for k in keys {
-            let slot = expired.entry(k.clone()).or_insert(at);
-            if *slot < at {
-                *slot = at;
-            }
-        }
+        merge_max(&mut write!(self.expired), keys, at);
     }
 
     fn latest_expired_mark(&self, keys: &mut dyn Iterator<Item = &str>) -> Option<SystemTime> {
@@ -122,5 +268,61 @@ impl CacheStore for MemoryStore {
             return None;
         }
         keys.filter_map(|k| expired.get(k).copied()).max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CachedEntry;
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    fn entry(path: &str, body: usize) -> Arc<CachedEntry> {
+        Arc::new(CachedEntry::new(
+            path,
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(vec![b'x'; body]),
+            vec![],
+            None,
+            None,
+            SystemTime::now(),
+            true,
+        ))
+    }
+
+    #[test]
+    fn bounded_tier_evicts_least_recently_used() {
+        let one = entry_size(&entry("/a", 1000));
+        let store = MemoryStore::bounded(one * 3);
+        store.set("/a", entry("/a", 1000));
+        store.set("/b", entry("/b", 1000));
+        store.set("/c", entry("/c", 1000));
+        assert!(store.get("/a").is_some()); // /a is now more recent than /b
+        store.set("/d", entry("/d", 1000));
+        assert!(store.get("/b").is_none(), "least recently used goes first");
+        assert!(store.get("/a").is_some() && store.get("/d").is_some());
+        assert!(store.bytes() <= one * 3);
+    }
+
+    #[test]
+    fn set_if_absent_keeps_the_newer_entry() {
+        let store = MemoryStore::new();
+        let newer = entry("/a", 1);
+        let older = Arc::new(CachedEntry::new(
+            "/a",
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from_static(b"old"),
+            vec![],
+            None,
+            None,
+            SystemTime::UNIX_EPOCH,
+            true,
+        ));
+        store.set("/a", newer.clone());
+        store.set_if_absent("/a", older);
+        assert!(Arc::ptr_eq(&store.get("/a").expect("entry"), &newer));
     }
 }

@@ -1,22 +1,36 @@
-//! Median time per resolution on the showcase routing table (all phases, middleware matching
-//! included). Run with `cargo bench -p ferry-router --bench resolve`.
+//! Time per resolution (all phases, middleware matching included, as a request goes through
+//! them) on the example app's routing table (`tests/fixtures/showcase.json`) and on a generated
+//! table of 500 rules (`benches/rules500.json`: redirects, headers and rewrites with params and
+//! has / missing conditions, on top of the showcase's own). Same requests as
+//! `benches/next_routing.js` times for `@next/routing`; `bench/routing.sh` runs both.
+//!
+//! `cargo bench -p ferry-router --bench resolve` (divan: the `median` column).
 
-use std::time::Instant;
+use std::sync::LazyLock;
 
+use divan::{Bencher, black_box};
 use ferry_manifest::{
     BundleKind, MANIFEST_VERSION, Manifest, MiddlewareOutput, Routing, RuntimeConfig, StaticFile,
     StaticSource,
 };
-use ferry_router::{RequestInfo, Router, Step};
+use ferry_router::{RequestInfo, Resolution, Router, Step};
 
-fn showcase() -> Manifest {
-    let v: serde_json::Value =
-        serde_json::from_str(include_str!("../tests/fixtures/showcase.json")).expect("json");
+/// The allocator `ferry` itself uses (crates/ferry-cli/src/main.rs): a resolution allocates
+/// its answer's strings, so the allocator is part of what is measured.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    divan::main();
+}
+
+fn manifest(json: &str) -> Manifest {
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
     let routing: Routing = serde_json::from_value(v["routing"].clone()).expect("routing");
     let pathnames: Vec<String> = serde_json::from_value(v["pathnames"].clone()).expect("paths");
     Manifest {
         version: MANIFEST_VERSION,
-        ferry_version: "t".into(),
+        ferry_version: "bench".into(),
         next_version: "16".into(),
         kind: BundleKind::Server,
         build_id: v["buildId"].as_str().unwrap_or_default().into(),
@@ -47,49 +61,95 @@ fn showcase() -> Manifest {
     }
 }
 
-fn main() {
-    let router = Router::new(&showcase()).expect("router");
-    let paths = [
-        "/",
-        "/blog/hello",
-        "/blog/new-post",
-        "/_next/static/chunks/0cz1d0mv5g_q7.js",
-        "/ssr",
-        "/docs/x",
-        "/old-blog/a",
-        "/nope/at/all",
+static SHOWCASE: LazyLock<Router> = LazyLock::new(|| {
+    Router::new(&manifest(include_str!("../tests/fixtures/showcase.json"))).expect("router")
+});
+static RULES500: LazyLock<Router> =
+    LazyLock::new(|| Router::new(&manifest(include_str!("rules500.json"))).expect("router"));
+
+/// The requests (keep in sync with `next_routing.js`).
+fn request(case: &str) -> RequestInfo {
+    let (path, query, host, extra): (&str, Option<&str>, &str, &[(&str, &str)]) = match case {
+        "chunk" | "chunk_no_memo" => (
+            "/_next/static/chunks/0cz1d0mv5g_q7.js",
+            None,
+            "localhost:3000",
+            &[],
+        ),
+        "index" | "index_no_memo" => ("/", None, "localhost:3000", &[]),
+        "blog" => ("/blog/x", None, "localhost:3000", &[]),
+        "rsc" => ("/blog/hello", None, "localhost:3000", &[("rsc", "1")]),
+        "not_found" => ("/nope/at/all", None, "localhost:3000", &[]),
+        "redirect_last" => ("/old-149/abc", None, "localhost:3000", &[]),
+        "rewrite_has" => ("/rw-98/a/b", Some("v=1"), "sub.example.com", &[]),
+        other => panic!("unknown case {other}"),
+    };
+    let mut headers = vec![
+        ("accept".to_string(), "text/html".to_string()),
+        ("cookie".to_string(), "a=1; b=2".to_string()),
+        ("user-agent".to_string(), "bench".to_string()),
     ];
-    for p in paths {
-        let req = RequestInfo {
-            method: "GET".into(),
-            path: p.into(),
-            query: Some("a=1".into()),
-            headers: vec![
-                ("accept".into(), "text/html".into()),
-                ("cookie".into(), "a=1; b=2".into()),
-                ("user-agent".into(), "bench".into()),
-            ],
-            host: Some("localhost:3000".into()),
-            secure: false,
-            init_origin: None,
-        };
-        let mut samples = Vec::with_capacity(2000);
-        for _ in 0..2000 {
-            let t = Instant::now();
-            let r = match router.start(&req) {
-                Step::Done(r) => r,
-                Step::Continue(st) => {
-                    let _ = router.middleware_matches(&st);
-                    router.finish(st)
-                }
-            };
-            std::hint::black_box(r);
-            samples.push(t.elapsed().as_nanos());
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    RequestInfo {
+        // The router reads no method; `POST` only keeps the `_no_memo` cases off the path-only
+        // memo (src/memo.rs) so they measure the routing phases.
+        method: if case.ends_with("_no_memo") {
+            "POST"
+        } else {
+            "GET"
         }
-        samples.sort_unstable();
-        eprintln!(
-            "{p:40} median {:.2} µs",
-            samples[samples.len() / 2] as f64 / 1000.0
-        );
+        .into(),
+        path: path.into(),
+        query: query.map(str::to_string),
+        headers,
+        host: Some(host.into()),
+        secure: false,
+        init_origin: None,
     }
+}
+
+/// One request through every phase (middleware matched, answering "next").
+fn route(router: &Router, req: &RequestInfo) -> Resolution {
+    match router.start(req) {
+        Step::Done(r) => r,
+        Step::Continue(st) => {
+            let _ = black_box(router.middleware_matches(&st));
+            router.finish(st)
+        }
+    }
+}
+
+const CASES: &[&str] = &[
+    "chunk",
+    "chunk_no_memo",
+    "index",
+    "index_no_memo",
+    "blog",
+    "rsc",
+    "not_found",
+];
+const RULES_CASES: &[&str] = &[
+    "chunk",
+    "chunk_no_memo",
+    "index",
+    "index_no_memo",
+    "blog",
+    "rsc",
+    "not_found",
+    "redirect_last",
+    "rewrite_has",
+];
+
+#[divan::bench(args = CASES)]
+fn showcase(bencher: Bencher, case: &str) {
+    let router = &*SHOWCASE;
+    let req = request(case);
+    bencher.bench_local(|| route(router, black_box(&req)));
+}
+
+#[divan::bench(args = RULES_CASES)]
+fn rules500(bencher: Bencher, case: &str) {
+    let router = &*RULES500;
+    let req = request(case);
+    bencher.bench_local(|| route(router, black_box(&req)));
 }

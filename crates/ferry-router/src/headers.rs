@@ -12,6 +12,18 @@ fn trim_http_ws(v: &str) -> &str {
     v.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
 }
 
+/// Whether `Headers.set(name, value)` accepts the pair (undici throws a `TypeError`
+/// otherwise): the name is an HTTP token, the value a ByteString (no char above U+00FF) without
+/// NUL, CR or LF once trimmed.
+pub(crate) fn valid_header(name: &str, value: &str) -> bool {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    !name.is_empty()
+        && name.bytes().all(token)
+        && trim_http_ws(value)
+            .chars()
+            .all(|c| (c as u32) <= 0xFF && !matches!(c, '\0' | '\r' | '\n'))
+}
+
 impl HeaderList {
     /// An empty list.
     pub fn new() -> Self {
@@ -64,14 +76,21 @@ impl HeaderList {
             .any(|(k, _)| k.eq_ignore_ascii_case(name))
     }
 
-    /// The combined value of `name` (`Headers.get`): repeated values joined with `", "`.
+    /// The combined value of `name` (`Headers.get`): repeated values joined with `", "`, except
+    /// `cookie` whose values undici (Node's `Headers`) joins with `"; "`, as Node's HTTP parser
+    /// does for `req.headers.cookie`.
     pub fn get(&self, name: &str) -> Option<String> {
+        let sep = if name.eq_ignore_ascii_case("cookie") {
+            "; "
+        } else {
+            ", "
+        };
         let mut out: Option<String> = None;
         for (k, v) in &self.entries {
             if k.eq_ignore_ascii_case(name) {
                 match &mut out {
                     Some(o) => {
-                        o.push_str(", ");
+                        o.push_str(sep);
                         o.push_str(v);
                     }
                     None => out = Some(v.clone()),
@@ -84,6 +103,11 @@ impl HeaderList {
     /// The raw entries in insertion order (names lowercased, one entry per appended value).
     pub fn raw(&self) -> &[(String, String)] {
         &self.entries
+    }
+
+    /// The raw entries, consuming the list.
+    pub fn into_raw(self) -> Vec<(String, String)> {
+        self.entries
     }
 
     /// Whether the list is empty.
@@ -131,5 +155,24 @@ mod tests {
         assert_eq!(h.sorted_combined().len(), 4);
         h.delete("B");
         assert!(!h.has("b"));
+    }
+
+    #[test]
+    fn repeated_cookie_headers_join_with_semicolon() {
+        let h =
+            HeaderList::from_pairs([("cookie", "a=1"), ("Cookie", "b=2"), ("x", "1"), ("x", "2")]);
+        assert_eq!(h.get("cookie").as_deref(), Some("a=1; b=2"));
+        assert_eq!(h.get("x").as_deref(), Some("1, 2"));
+    }
+
+    #[test]
+    fn header_validity_follows_undici() {
+        assert!(valid_header("x-a", "v é"));
+        assert!(!valid_header("x-a/b", "v"));
+        assert!(!valid_header("", "v"));
+        assert!(!valid_header("x", "a\u{2713}"));
+        assert!(!valid_header("x", "a\0b"));
+        assert!(!valid_header("x", "a\nb"));
+        assert!(valid_header("x", " a\n"));
     }
 }

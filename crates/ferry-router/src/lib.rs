@@ -23,21 +23,30 @@
 //!   <page>.json` URL with no data route of its own is served by the page itself.
 //! - Opt-in ([`RequestInfo::init_origin`]): the middleware sees, and its answer is resolved
 //!   against, `next start`'s own origin (`http://<-H>:<port>`) instead of the request's.
+//! - Opt-in ([`Router::with_next_start_semantics`]): `next start`'s basePath / i18n /
+//!   trailing-slash / `_next/data` handling where `@next/routing` differs (see that method).
 
+mod bounded;
 mod headers;
 mod i18n;
 mod matcher;
+mod memo;
 mod middleware;
+mod next_start;
 mod prefilter;
 mod urls;
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use ferry_manifest::{I18nConfig, Manifest, RscConfig};
 use url::Url;
 
 pub use headers::HeaderList;
-use matcher::{CompiledRoute, Condition, js_match, replace_destination, route_params};
+use matcher::{
+    CompiledRoute, Condition, NsCondition, RouteList, RouteMatch, js_match, replace_destination,
+    route_params,
+};
 pub use middleware::MiddlewareEffect;
 
 /// Longest request pathname (after URL normalization) the router accepts; longer ones are
@@ -195,6 +204,11 @@ pub struct RoutingState {
     middleware_headers: HeaderList,
     status: Option<u16>,
     is_next_data: bool,
+    /// next start: the request named a locale and, without it, an `/api` path
+    /// (resolve-routes.js `checkLocaleApi` then skips the filesystem while the path is unchanged).
+    locale_api: bool,
+    /// next start: the request's pathname, to tell whether a rewrite changed it.
+    request_path: String,
 }
 
 impl RoutingState {
@@ -215,8 +229,59 @@ impl RoutingState {
 #[derive(Debug)]
 struct MiddlewareMatcherC {
     re: matcher::JsRegex,
+    /// The same regex case-sensitive: next start's matcher is `new RegExp(regexp)`.
+    re_case_sensitive: matcher::JsRegex,
     has: Vec<Condition>,
     missing: Vec<Condition>,
+    /// The conditions as next start tests them (`matchHas`).
+    ns_has: Vec<NsCondition>,
+    ns_missing: Vec<NsCondition>,
+}
+
+/// What next start knows about a rule that the compiled route does not keep.
+#[derive(Debug)]
+struct RouteMeta {
+    /// An internal rule (the trailing-slash redirects: `priority` in the routing table).
+    internal: bool,
+    /// The source's params, in capture order (name, modifier).
+    params: Vec<(String, Option<char>)>,
+    /// The conditions as next start tests them (`matchHas`: anchored values).
+    has: Vec<NsCondition>,
+    missing: Vec<NsCondition>,
+    /// How many of a rewrite destination's query pairs the user wrote (the adapter appends the
+    /// source's params after them; next start decides that per request).
+    user_query: usize,
+}
+
+impl RouteMeta {
+    fn new(r: &ferry_manifest::Route) -> Self {
+        let params = r
+            .source
+            .as_deref()
+            .map(next_start::source_params)
+            .unwrap_or_default();
+        let user_query = r
+            .destination
+            .as_deref()
+            .map(|d| next_start::user_query_len(d, &params, r.has.as_deref().unwrap_or_default()))
+            .unwrap_or(0);
+        Self {
+            internal: r.priority == Some(true),
+            params,
+            has: matcher::ns_conditions(r.has.as_deref()),
+            missing: matcher::ns_conditions(r.missing.as_deref()),
+            user_query,
+        }
+    }
+}
+
+/// Per-phase [`RouteMeta`].
+#[derive(Debug, Default)]
+struct PhaseMeta {
+    before_files: Vec<RouteMeta>,
+    after_files: Vec<RouteMeta>,
+    fallback: Vec<RouteMeta>,
+    on_match: Vec<RouteMeta>,
 }
 
 /// A dynamic route's destination for one request.
@@ -229,12 +294,15 @@ struct DynamicDestination {
 /// The router, built once per deployment.
 #[derive(Debug)]
 pub struct Router {
-    before_middleware: Vec<CompiledRoute>,
-    before_files: Vec<CompiledRoute>,
-    after_files: Vec<CompiledRoute>,
-    dynamic_routes: Vec<CompiledRoute>,
-    on_match: Vec<CompiledRoute>,
-    fallback: Vec<CompiledRoute>,
+    before_middleware: RouteList,
+    before_files: RouteList,
+    after_files: RouteList,
+    dynamic_routes: RouteList,
+    /// `dynamicRoutes` compiled case-sensitively: next start matches dynamic routes with
+    /// `new RegExp(`^${re}$`)` (route-regex.js, route-matcher.js), without the `i` flag.
+    dynamic_routes_case_sensitive: RouteList,
+    on_match: RouteList,
+    fallback: RouteList,
     middleware: Vec<MiddlewareMatcherC>,
     pathnames: HashSet<String>,
     base_path: String,
@@ -242,7 +310,26 @@ pub struct Router {
     i18n: Option<I18nConfig>,
     should_normalize_next_data: bool,
     next_start_data_urls: bool,
+    /// `next start` semantics (see [`Router::with_next_start_semantics`]).
+    next_start: bool,
+    trailing_slash: bool,
+    /// Per `beforeMiddleware` rule: internal (`priority`) and its source's params.
+    before_middleware_meta: Vec<RouteMeta>,
+    /// The other phases' [`RouteMeta`].
+    meta: PhaseMeta,
+    /// Files served from `public/` and `.next/static` (next start finds them under the default
+    /// locales only; pages under any locale).
+    asset_paths: HashSet<String>,
+    /// Function pathnames (next start invokes them with the request's trailing slash; a
+    /// prerender or file is named without it).
+    function_paths: HashSet<String>,
+    /// Prerendered paths of dynamic pages-router routes (`/en-US/blog/hello` of `/blog/[slug]`):
+    /// next start's filesystem check only knows page files (filesystem.js `pageFiles`, the
+    /// pages-manifest keys), so it finds these through the dynamic routes, after `afterFiles`.
+    dynamic_page_prerenders: HashSet<String>,
     rsc: RscConfig,
+    /// Static files whose resolution depends only on their path (see `memo.rs`).
+    path_only: HashMap<String, Output>,
 }
 
 /// Outcome of `processRoutes`.
@@ -257,12 +344,21 @@ enum PhaseEnd {
 fn compile_phase(
     phase: &'static str,
     routes: &[ferry_manifest::Route],
-) -> Result<Vec<CompiledRoute>, RouterError> {
+) -> Result<RouteList, RouterError> {
+    compile_phase_with(phase, routes, false)
+}
+
+/// [`compile_phase`], choosing the regexes' case sensitivity (`@next/routing`: insensitive).
+fn compile_phase_with(
+    phase: &'static str,
+    routes: &[ferry_manifest::Route],
+    case_sensitive: bool,
+) -> Result<RouteList, RouterError> {
     routes
         .iter()
         .enumerate()
         .map(|(index, r)| {
-            CompiledRoute::new(r, false).map_err(|e| RouterError::InvalidRegex {
+            CompiledRoute::new(r, case_sensitive).map_err(|e| RouterError::InvalidRegex {
                 phase,
                 index,
                 source_pattern: r.source.clone().unwrap_or_else(|| "-".into()),
@@ -270,7 +366,11 @@ fn compile_phase(
                 message: e.to_string(),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|compiled| {
+            let internal: Vec<bool> = routes.iter().map(|r| r.priority == Some(true)).collect();
+            RouteList::new(compiled, &internal)
+        })
 }
 
 fn is_redirect_status(s: Option<u16>) -> bool {
@@ -284,6 +384,24 @@ fn is_external(dest: &str) -> bool {
 fn has_redirect_headers(h: &[(String, String)]) -> bool {
     h.iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("location") || k.eq_ignore_ascii_case("refresh"))
+}
+
+/// The prerendered concrete paths of the pages router's dynamic routes (see
+/// `Router::dynamic_page_prerenders`): not templates, not `_next/data` JSON.
+fn dynamic_page_prerenders(manifest: &Manifest) -> HashSet<String> {
+    let pages: HashSet<&str> = manifest
+        .functions
+        .iter()
+        .filter(|f| f.kind == ferry_manifest::FunctionKind::Pages)
+        .map(|f| f.id.as_str())
+        .collect();
+    manifest
+        .prerenders
+        .iter()
+        .filter(|p| pages.contains(p.parent_output_id.as_str()) && p.route.contains('['))
+        .filter(|p| !is_dynamic_template(&p.pathname) && !p.pathname.contains("/_next/data/"))
+        .map(|p| p.pathname.clone())
+        .collect()
 }
 
 /// `/\[[^/]+?\]/.test(p)`: a `[slug]`-style template pathname.
@@ -322,17 +440,33 @@ impl Router {
                                 message: e.to_string(),
                             }
                         })?,
+                        re_case_sensitive: matcher::compile(&m.source_regex, true).map_err(
+                            |e| RouterError::InvalidRegex {
+                                phase: "middleware.matchers",
+                                index,
+                                source_pattern: m.source.clone().unwrap_or_else(|| "-".into()),
+                                regex: m.source_regex.clone(),
+                                message: e.to_string(),
+                            },
+                        )?,
                         has: matcher::conditions(m.has.as_deref()),
                         missing: matcher::conditions(m.missing.as_deref()),
+                        ns_has: matcher::ns_conditions(m.has.as_deref()),
+                        ns_missing: matcher::ns_conditions(m.missing.as_deref()),
                     })
                 })
                 .collect::<Result<_, RouterError>>()?,
         };
-        Ok(Self {
+        let mut router = Self {
             before_middleware: compile_phase("beforeMiddleware", &r.before_middleware)?,
             before_files: compile_phase("beforeFiles", &r.before_files)?,
             after_files: compile_phase("afterFiles", &r.after_files)?,
             dynamic_routes: compile_phase("dynamicRoutes", &r.dynamic_routes)?,
+            dynamic_routes_case_sensitive: compile_phase_with(
+                "dynamicRoutes",
+                &r.dynamic_routes,
+                true,
+            )?,
             on_match: compile_phase("onMatch", &r.on_match)?,
             fallback: compile_phase("fallback", &r.fallback)?,
             middleware,
@@ -346,8 +480,38 @@ impl Router {
             i18n: manifest.config.i18n.clone(),
             should_normalize_next_data: r.should_normalize_next_data,
             next_start_data_urls: false,
+            next_start: false,
+            trailing_slash: manifest.config.trailing_slash,
+            before_middleware_meta: r.before_middleware.iter().map(RouteMeta::new).collect(),
+            meta: PhaseMeta {
+                before_files: r.before_files.iter().map(RouteMeta::new).collect(),
+                after_files: r.after_files.iter().map(RouteMeta::new).collect(),
+                fallback: r.fallback.iter().map(RouteMeta::new).collect(),
+                on_match: r.on_match.iter().map(RouteMeta::new).collect(),
+            },
+            asset_paths: manifest
+                .static_files
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.source,
+                        ferry_manifest::StaticSource::Public
+                            | ferry_manifest::StaticSource::NextStatic
+                    )
+                })
+                .map(|f| f.pathname.clone())
+                .collect(),
+            function_paths: manifest
+                .functions
+                .iter()
+                .map(|f| f.pathname.clone())
+                .collect(),
+            dynamic_page_prerenders: dynamic_page_prerenders(manifest),
             rsc: r.rsc.clone(),
-        })
+            path_only: HashMap::new(),
+        };
+        router.path_only = router.path_only_outputs(manifest);
+        Ok(router)
     }
 
     /// `next start` with middleware normalizes a `_next/data/<buildId>/<page>.json` URL to the
@@ -356,6 +520,29 @@ impl Router {
     /// routes. Off by default (the oracle test checks `@next/routing`'s behaviour).
     pub fn with_next_start_data_urls(mut self, on: bool) -> Self {
         self.next_start_data_urls = on;
+        self
+    }
+
+    /// `next start`'s routing where `@next/routing` differs from it (router-server.js,
+    /// resolve-routes.js, filesystem.js of next 16.4.6). Off by default: the oracle tests check
+    /// `@next/routing`'s behaviour, and check this mode where the two agree. With it on:
+    /// - the locale-detection redirect comes first, for the root path only, relative on the same
+    ///   host and to a bare domain (no basePath) for a preferred locale's domain;
+    /// - the default locale is added to the pathname with the basePath only when the request
+    ///   had it (and to `/api` paths too); a trailing slash the request had is kept;
+    /// - internal rules (the trailing-slash redirects) match the path without the default
+    ///   locale, so `Location`s carry no default locale and `/docs` → `/docs/` works;
+    /// - a redirect's unmatched optional param is dropped from the path with its `/` and kept
+    ///   as `:name` in the query; the request query is merged into the destination's;
+    /// - the filesystem check needs the basePath, drops one trailing slash, matches locales
+    ///   case-insensitively, finds pages under any locale and public files under the default
+    ///   ones, and skips `/<locale>/api/...` requests (`checkLocaleApi`);
+    /// - with middleware, a `_next/data/<buildId>/…json` URL is turned into its page's URL
+    ///   (locale and trailing slash added) before any rule, and every `_next/data` request is
+    ///   marked with the request header `x-nextjs-data: 1`;
+    /// - middleware matchers and dynamic routes are case-sensitive.
+    pub fn with_next_start_semantics(mut self, on: bool) -> Self {
+        self.next_start = on;
         self
     }
 
@@ -373,16 +560,42 @@ impl Router {
     }
 
     fn request_url(req: &RequestInfo) -> Result<Url, String> {
-        let scheme = if req.secure { "https" } else { "http" };
-        let host = req.host.as_deref().unwrap_or("localhost");
-        let mut u = Url::parse(&format!("{scheme}://{host}/"))
-            .or_else(|_| Url::parse(&format!("{scheme}://localhost/")))
-            .map_err(|e| e.to_string())?;
+        let mut u = Self::origin_url(req.secure, req.host.as_deref())?;
         u.set_path(&req.path);
         if let Some(q) = req.query.as_deref().filter(|q| !q.is_empty()) {
             u.set_query(Some(q));
         }
         Ok(u)
+    }
+
+    /// `{scheme}://{host}/` (`localhost` for a missing or invalid host). Parsing it is a good
+    /// part of a resolution, and a server sees the same few hosts: each thread keeps the last.
+    fn origin_url(secure: bool, host: Option<&str>) -> Result<Url, String> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(bool, Option<String>, Url)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let cached = LAST.with_borrow(|last| match last {
+            Some((s, h, u)) if *s == secure && h.as_deref() == host => Some(u.clone()),
+            _ => None,
+        });
+        if let Some(u) = cached {
+            return Ok(u);
+        }
+        let scheme = if secure { "https" } else { "http" };
+        let u = Url::parse(&format!("{scheme}://{}/", host.unwrap_or("localhost")))
+            .or_else(|_| Url::parse(&format!("{scheme}://localhost/")))
+            .map_err(|e| e.to_string())?;
+        LAST.set(Some((secure, host.map(str::to_string), u.clone())));
+        Ok(u)
+    }
+
+    /// Whether `path` starts with [`Router::next_data_prefix`], without building it.
+    fn is_next_data_path(&self, path: &str) -> bool {
+        path.strip_prefix(self.base_path.as_str())
+            .and_then(|p| p.strip_prefix("/_next/data/"))
+            .and_then(|p| p.strip_prefix(self.build_id.as_str()))
+            .is_some_and(|p| p.starts_with('/'))
     }
 
     fn next_data_prefix(&self) -> String {
@@ -419,6 +632,12 @@ impl Router {
             if !self.base_path.is_empty() && s.starts_with(&self.base_path) {
                 e = &s[self.base_path.len()..];
             }
+            // next start's page URL of a data request keeps a trailing slash.
+            let e = if self.next_start && e.len() > 1 {
+                e.strip_suffix('/').unwrap_or(e)
+            } else {
+                e
+            };
             let e = if e.is_empty() || e == "/" {
                 "/index"
             } else {
@@ -437,6 +656,23 @@ impl Router {
     /// Phase 1: i18n and `beforeMiddleware`. Redirects finish here (before middleware, as in
     /// `next start`).
     pub fn start(&self, req: &RequestInfo) -> Step {
+        // A static file whose routing reads only its path was resolved at build (memo.rs).
+        if let Some(r) = self.memo_resolution(req) {
+            return Step::Done(r);
+        }
+        // A regex over its step budget (src/bounded.rs) refuses the request: no answer is safe.
+        bounded::budget_guard(
+            || self.start_unbounded(req),
+            |reason| {
+                Step::Done(Resolution::Rejected {
+                    status: 400,
+                    reason,
+                })
+            },
+        )
+    }
+
+    fn start_unbounded(&self, req: &RequestInfo) -> Step {
         let url = match Self::request_url(req) {
             Ok(u) => u,
             Err(e) => {
@@ -454,14 +690,14 @@ impl Router {
         }
         let request_headers =
             HeaderList::from_pairs(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if self.next_start {
+            return self.start_next_start(req, url, request_headers);
+        }
         let mut response_headers = HeaderList::new();
-        let mut f = url.clone();
-        let mut is_next_data = false;
-        if self.should_normalize_next_data {
-            is_next_data = url.path().starts_with(&self.next_data_prefix());
-            if is_next_data {
-                f = self.normalize_next_data(&f);
-            }
+        let is_next_data = self.should_normalize_next_data && self.is_next_data_path(url.path());
+        let mut f = url;
+        if is_next_data {
+            f = self.normalize_next_data(&f);
         }
         // i18n: prefix the locale, maybe a locale redirect.
         let mut locale_redirect: Option<String> = None;
@@ -479,6 +715,7 @@ impl Router {
         let mut status = None;
         let end = self.process_routes(
             &self.before_middleware,
+            None,
             f,
             &request_headers,
             &mut response_headers,
@@ -539,7 +776,258 @@ impl Router {
             middleware_headers: HeaderList::new(),
             status,
             is_next_data,
+            locale_api: false,
+            request_path: String::new(),
         })
+    }
+
+    /// [`Router::start`] with `next start`'s semantics (see
+    /// [`Router::with_next_start_semantics`]).
+    fn start_next_start(
+        &self,
+        req: &RequestInfo,
+        url: Url,
+        mut request_headers: HeaderList,
+    ) -> Step {
+        let bp = self.base_path.as_str();
+        let mut f = url.clone();
+        let mut locale_api = false;
+        let mut default_locale = String::new();
+        if let Some(i18n) = &self.i18n {
+            // router-server.js: the locale redirect, before any routing.
+            let cookie = request_headers.get("cookie");
+            let accept = request_headers.get("accept-language");
+            let lr = next_start::LocaleRequest {
+                path: &req.path,
+                query: req.query.as_deref(),
+                host: req.host.as_deref(),
+                cookie: cookie.as_deref(),
+                accept_language: accept.as_deref(),
+            };
+            if let Some(loc) = next_start::locale_redirect(i18n, bp, self.trailing_slash, &lr) {
+                return Step::Done(self.locale_redirect(loc, HeaderList::new()));
+            }
+            // resolve-routes.js: "ensure locale is present for resolving routes".
+            let path = f.path().to_string();
+            let had_base_path = next_start::has_prefix(&path, bp);
+            let normalized = if had_base_path {
+                next_start::remove_prefix(&path, bp).into_owned()
+            } else {
+                path.clone()
+            };
+            let (np, detected) = i18n::normalize_locale_path(&normalized, &i18n.locales);
+            let host = next_start::hostname(req.host.as_deref());
+            default_locale = next_start::default_locale(i18n, host.as_deref()).to_string();
+            locale_api = detected.is_some() && next_start::has_prefix(&np, "/api");
+            if detected.is_none() && !np.starts_with("/_next/") {
+                let p = if np == "/" {
+                    format!("/{default_locale}")
+                } else {
+                    format!("/{default_locale}{np}")
+                };
+                let mut p = next_start::add_prefix(&p, if had_base_path { bp } else { "" });
+                if path.ends_with('/') {
+                    p = next_start::maybe_add_trailing_slash(p, self.trailing_slash);
+                }
+                f.set_path(&p);
+            }
+        }
+        // resolve-routes.js `middleware_next_data` (only with middleware): a data URL becomes
+        // its page's URL before any rule.
+        let mut is_next_data = false;
+        if !self.middleware.is_empty() {
+            let path = f.path().to_string();
+            let had_base_path = !bp.is_empty() && next_start::has_prefix(&path, bp);
+            let mut normalized = if had_base_path {
+                next_start::remove_prefix(&path, bp).into_owned()
+            } else {
+                path.clone()
+            };
+            let is_data_path =
+                next_start::has_prefix(&normalized, "/_next/data") && normalized.ends_with(".json");
+            let data_prefix = format!("/_next/data/{}", self.build_id);
+            let current =
+                next_start::has_prefix(&normalized, &data_prefix) && normalized.ends_with(".json");
+            if current {
+                let rest = &normalized[data_prefix.len()..];
+                let rest = rest.strip_suffix(".json").unwrap_or(rest);
+                let rest = if rest.is_empty() { "/" } else { rest };
+                // denormalizePagePath
+                normalized = match rest {
+                    "/index" => "/".to_string(),
+                    r => match r.strip_prefix("/index/") {
+                        Some(x) if !is_dynamic_template(r) => format!("/{x}"),
+                        _ => r.to_string(),
+                    },
+                };
+            }
+            if is_data_path {
+                request_headers.set("x-nextjs-data", "1");
+            }
+            if let Some(i18n) = &self.i18n {
+                let (np, detected) = i18n::normalize_locale_path(&normalized, &i18n.locales);
+                if detected.is_none() && !np.starts_with("/_next/") {
+                    normalized = if np == "/" {
+                        format!("/{default_locale}")
+                    } else {
+                        format!("/{default_locale}{np}")
+                    };
+                }
+            }
+            if current {
+                if had_base_path {
+                    normalized = if normalized == "/" {
+                        bp.to_string()
+                    } else {
+                        format!("{bp}{normalized}")
+                    };
+                }
+                normalized = next_start::maybe_add_trailing_slash(normalized, self.trailing_slash);
+                f.set_path(&normalized);
+                // Without the basePath no data route can match (getItem needs it).
+                is_next_data = bp.is_empty() || had_base_path;
+            }
+        }
+        let mut response_headers = HeaderList::new();
+        let mut status = None;
+        let end = self.process_routes(
+            &self.before_middleware,
+            Some(&self.before_middleware_meta),
+            f,
+            &request_headers,
+            &mut response_headers,
+            &mut status,
+        );
+        let f = match end {
+            PhaseEnd::Redirect { location, status } => {
+                return Step::Done(self.redirect(status, Some(location), response_headers));
+            }
+            PhaseEnd::External(u) => {
+                return Step::Done(Resolution::ExternalRewrite {
+                    url: u,
+                    headers: response_headers.sorted_combined(),
+                    request_headers: request_headers.raw().to_vec(),
+                    status,
+                });
+            }
+            PhaseEnd::Rejected(reason) => {
+                return Step::Done(Resolution::Rejected {
+                    status: 500,
+                    reason,
+                });
+            }
+            PhaseEnd::Stopped => {
+                let location = response_headers.get("location");
+                return Step::Done(self.redirect(
+                    status.unwrap_or(307),
+                    location,
+                    response_headers,
+                ));
+            }
+            PhaseEnd::Continue(u) => u,
+        };
+        // next-server invokes the middleware with the request's own URL (`initURL`).
+        let mut middleware_url = if is_next_data { url.clone() } else { f.clone() };
+        if let Some(init) = req.init_origin.as_deref()
+            && let Ok(mut u) = Url::parse(init)
+        {
+            u.set_path(middleware_url.path());
+            u.set_query(middleware_url.query());
+            middleware_url = u;
+        }
+        Step::Continue(RoutingState {
+            url: f,
+            middleware_url,
+            request_headers,
+            response_headers,
+            middleware_headers: HeaderList::new(),
+            status,
+            is_next_data,
+            locale_api,
+            request_path: url.path().to_string(),
+        })
+    }
+
+    /// next start's `getItem` (filesystem.js) over the known pathnames: the basePath is
+    /// required, one trailing slash is dropped, locales match case-insensitively, pages are
+    /// found under any locale and files under the default locales.
+    fn next_start_item(&self, path: &str) -> Option<&str> {
+        let bp = self.base_path.as_str();
+        if !next_start::has_prefix(path, bp) {
+            return None;
+        }
+        let mut item = next_start::remove_prefix(path, bp).into_owned();
+        if item.is_empty() {
+            item = "/".into();
+        }
+        if item != "/" && item.ends_with('/') {
+            item.pop();
+        }
+        // Pages only answer at their own spelling (next start 404s `/st%61tic`), files also
+        // at the decoded one.
+        let decoded = urls::decode_uri_component(&item).filter(|d| *d != item);
+        let full = |p: &str| -> Vec<String> {
+            if p == "/" {
+                if bp.is_empty() {
+                    vec!["/".into()]
+                } else {
+                    vec![bp.to_string(), format!("{bp}/")]
+                }
+            } else {
+                vec![format!("{bp}{p}")]
+            }
+        };
+        let is_page = |p: &str| !self.asset_paths.contains(p);
+        for (i, cand) in std::iter::once(item).chain(decoded).enumerate() {
+            let decoded = i > 0;
+            let page_part = match &self.i18n {
+                Some(i18n) => i18n::normalize_locale_path(&cand, &i18n.locales).0,
+                None => cand.clone(),
+            };
+            if next_start_unroutable(&page_part) {
+                continue;
+            }
+            for p in full(&cand) {
+                if let Some(found) = self.pathnames.get(&p)
+                    && !(decoded && is_page(&p))
+                {
+                    return Some(found);
+                }
+            }
+            let Some(i18n) = &self.i18n else { continue };
+            let (lp, Some(locale)) = i18n::normalize_locale_path(&cand, &i18n.locales) else {
+                continue;
+            };
+            let canonical = if lp == "/" {
+                format!("{bp}/{locale}")
+            } else {
+                format!("{bp}/{locale}{lp}")
+            };
+            if let Some(found) = self.pathnames.get(&canonical)
+                && !(decoded && is_page(&canonical))
+            {
+                return Some(found);
+            }
+            let default_locale = locale == i18n.default_locale
+                || i18n.domains.iter().any(|d| d.default_locale == locale);
+            for p in full(&lp) {
+                if let Some(found) = self.pathnames.get(&p)
+                    && if is_page(&p) {
+                        !decoded
+                    } else {
+                        default_locale
+                    }
+                {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+
+    /// `checkLocaleApi`: a `/<locale>/api/...` request whose path no rewrite changed.
+    fn locale_api_blocked(&self, state: &RoutingState, url: &Url) -> bool {
+        self.next_start && state.locale_api && url.path() == state.request_path
     }
 
     fn locale_redirect(&self, location: String, mut headers: HeaderList) -> Resolution {
@@ -654,18 +1142,48 @@ impl Router {
     /// `processRoutes` for `beforeMiddleware` / `beforeFiles`.
     fn process_routes(
         &self,
-        routes: &[CompiledRoute],
+        routes: &RouteList,
+        meta: Option<&[RouteMeta]>,
         mut url: Url,
         req_headers: &HeaderList,
         res_headers: &mut HeaderList,
         status: &mut Option<u16>,
     ) -> PhaseEnd {
-        for route in routes {
-            let Some(m) = route.match_route(&url, req_headers) else {
+        // One scan for the phase's candidates (redone when a rewrite changes the path).
+        let mut candidates = routes.candidates(url.path());
+        let mut from = 0;
+        while let Some(i) = candidates.next(from) {
+            from = i + 1;
+            let Some(route) = routes.get(i) else {
+                break;
+            };
+            let meta = meta.and_then(|m| m.get(i));
+            // next start matches internal rules against the path without the default locale.
+            let internal_url = match (&self.i18n, meta) {
+                (Some(i18n), Some(mt)) if self.next_start && mt.internal => {
+                    let host = next_start::hostname(url.host_str());
+                    let dl = next_start::default_locale(i18n, host.as_deref());
+                    let mut u = url.clone();
+                    u.set_path(&next_start::internal_route_path(
+                        url.path(),
+                        &self.base_path,
+                        i18n,
+                        dl,
+                        self.trailing_slash,
+                    ));
+                    Some(u)
+                }
+                _ => None,
+            };
+            let match_url = internal_url.as_ref().unwrap_or(&url);
+            let Some(m) = self.rule_match(route, meta, match_url, req_headers) else {
                 continue;
             };
             if let Some(h) = &m.headers {
-                for (k, v) in h {
+                if let Some(bad) = invalid_header(h) {
+                    return PhaseEnd::Rejected(bad);
+                }
+                for (k, v) in h.iter() {
                     res_headers.set(k, v);
                 }
             }
@@ -690,23 +1208,132 @@ impl Router {
                         .find(|(k, _)| k.eq_ignore_ascii_case("location"))
                         .map(|(_, v)| v.clone())
                 });
+                if let (true, Some(mt)) = (self.next_start, meta) {
+                    if let Some(loc) = self.next_start_location(route, mt, match_url, req_headers) {
+                        res_headers.set("location", &urls::merge_request_query(&loc, &url));
+                    }
+                    return PhaseEnd::Stopped;
+                }
                 if let Some(loc) = loc.filter(|l| !l.is_empty()) {
                     res_headers.set("location", &urls::redirect_location_with_query(&loc, &url));
                 }
                 return PhaseEnd::Stopped;
             }
             if let Some(dest) = &m.destination {
+                let prepared =
+                    meta.and_then(|mt| self.next_start_rewrite(route, mt, match_url, req_headers));
                 if is_external(dest) {
-                    return match Url::parse(dest) {
+                    let target = prepared.map_or_else(
+                        || dest.to_string(),
+                        |p| urls::with_dest_query(&p.path, &p.query),
+                    );
+                    return match Url::parse(&target) {
                         Ok(u) => PhaseEnd::External(u.to_string()),
-                        Err(e) => PhaseEnd::Rejected(format!("external rewrite {dest}: {e}")),
+                        Err(e) => PhaseEnd::Rejected(format!("external rewrite {target}: {e}")),
                     };
                 }
                 // An internal destination only changes the path and query, never the origin.
-                url = urls::apply_internal_destination(&url, dest);
+                url = match prepared {
+                    Some(p) => urls::assign_destination(&url, &p.path, &p.query),
+                    None => urls::apply_internal_destination(&url, dest),
+                };
+                candidates = routes.candidates(url.path());
             }
         }
         PhaseEnd::Continue(url)
+    }
+
+    /// A redirect rule's `Location` as next start's `prepareDestination` builds it (unmatched
+    /// optional params: see [`next_start::redirect_template`]).
+    fn next_start_location(
+        &self,
+        route: &CompiledRoute,
+        meta: &RouteMeta,
+        url: &Url,
+        req_headers: &HeaderList,
+    ) -> Option<String> {
+        let template = route
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.as_str())
+            .filter(|l| !l.is_empty())?;
+        let regex = js_match(&route.re, url.path())?;
+        let caps: matcher::Captures =
+            matcher::next_start_match_has(&meta.has, &meta.missing, url, req_headers)?
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+        let template = next_start::redirect_template(template, &regex.groups, &meta.params);
+        Some(replace_destination(&template, Some(&regex), &caps))
+    }
+
+    /// `matchRoute`; in next-start mode with next start's `matchHas` (values anchored, its
+    /// params interpolated) for a rule with conditions.
+    fn rule_match<'a>(
+        &self,
+        route: &'a CompiledRoute,
+        meta: Option<&RouteMeta>,
+        url: &Url,
+        req_headers: &HeaderList,
+    ) -> Option<RouteMatch<'a>> {
+        let Some(meta) =
+            meta.filter(|m| self.next_start && (!m.has.is_empty() || !m.missing.is_empty()))
+        else {
+            return route.match_route(url, req_headers);
+        };
+        let regex = js_match(&route.re, url.path())?;
+        let caps: matcher::Captures =
+            matcher::next_start_match_has(&meta.has, &meta.missing, url, req_headers)?
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+        let destination = route
+            .destination
+            .as_deref()
+            .map(|d| Cow::Owned(replace_destination(d, Some(&regex), &caps)));
+        let headers = (!route.headers.is_empty()).then(|| {
+            Cow::Owned(
+                route
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            replace_destination(k, Some(&regex), &caps),
+                            replace_destination(v, Some(&regex), &caps),
+                        )
+                    })
+                    .collect(),
+            )
+        });
+        Some(RouteMatch {
+            destination,
+            headers,
+        })
+    }
+
+    /// A rewrite's destination as next start builds it (see [`next_start::prepare_rewrite`]);
+    /// `None` outside next-start mode or when the rule does not match.
+    fn next_start_rewrite(
+        &self,
+        route: &CompiledRoute,
+        meta: &RouteMeta,
+        url: &Url,
+        req_headers: &HeaderList,
+    ) -> Option<next_start::PreparedRewrite> {
+        if !self.next_start {
+            return None;
+        }
+        let dest = route.destination.as_deref()?;
+        let regex = js_match(&route.re, url.path())?;
+        let has = matcher::next_start_match_has(&meta.has, &meta.missing, url, req_headers)?;
+        Some(next_start::prepare_rewrite(
+            dest,
+            &regex,
+            &meta.params,
+            meta.user_query,
+            has,
+        ))
     }
 
     /// `applyDestination` (or `new URL(dest)` for an external one).
@@ -720,6 +1347,11 @@ impl Router {
 
     /// Whether the middleware runs for this request (`shouldInvokeMiddlewareForRequest`).
     pub fn middleware_matches(&self, state: &RoutingState) -> bool {
+        // Over the step budget: run the middleware (it may guard the path); `finish` refuses.
+        bounded::budget_guard(|| self.middleware_matches_unbounded(state), |_| true)
+    }
+
+    fn middleware_matches_unbounded(&self, state: &RoutingState) -> bool {
         if self.middleware.is_empty() {
             return false;
         }
@@ -727,13 +1359,26 @@ impl Router {
         let h = &state.request_headers;
         let matches = |path: &str| {
             self.middleware.iter().any(|m| {
-                js_match(&m.re, path).is_some()
-                    && matcher::check_has(&m.has, url, h).is_some()
-                    && matcher::check_missing(&m.missing, url, h)
+                let re = if self.next_start {
+                    &m.re_case_sensitive
+                } else {
+                    &m.re
+                };
+                matcher::js_is_match(re, path)
+                    && if self.next_start {
+                        matcher::next_start_match_has(&m.ns_has, &m.ns_missing, url, h).is_some()
+                    } else {
+                        matcher::has_holds(&m.has, url, h)
+                            && matcher::check_missing(&m.missing, url, h)
+                    }
             })
         };
         if matches(url.path()) {
             return true;
+        }
+        // Without a `%` the decoded path is the same one.
+        if !url.path().contains('%') {
+            return false;
         }
         match urls::decode_uri_component(url.path()) {
             Some(d) if d != url.path() => matches(&d),
@@ -754,7 +1399,17 @@ impl Router {
 
     /// The remaining phases: `beforeFiles`, filesystem, `afterFiles`, `dynamicRoutes`,
     /// `fallback`.
-    pub fn finish(&self, mut state: RoutingState) -> Resolution {
+    pub fn finish(&self, state: RoutingState) -> Resolution {
+        bounded::budget_guard(
+            || self.finish_unbounded(state),
+            |reason| Resolution::Rejected {
+                status: 400,
+                reason,
+            },
+        )
+    }
+
+    fn finish_unbounded(&self, mut state: RoutingState) -> Resolution {
         let data = self.data_mode(&state);
         let mut f = state.url.clone();
         if data {
@@ -763,6 +1418,7 @@ impl Router {
         let mut status = state.status;
         let end = self.process_routes(
             &self.before_files,
+            Some(&self.meta.before_files),
             f,
             &state.request_headers,
             &mut state.response_headers,
@@ -790,15 +1446,54 @@ impl Router {
             f = self.denormalize_next_data(&f);
         }
         // Filesystem.
-        if let Some(fs) = self.pathnames.get(f.path()) {
-            for route in &self.dynamic_routes {
+        let fs = if !self.next_start || data {
+            self.pathnames.get(f.path()).map(String::as_str)
+        } else if self.locale_api_blocked(&state, &f) {
+            None
+        } else {
+            self.next_start_item(f.path())
+        };
+        // next start looks for a dynamic route's prerendered path only after `afterFiles`: a
+        // rewrite there that changes the URL wins (resolve-routes.js `check_fs` knows page files).
+        let mut after_files_done = false;
+        let fs = match fs {
+            Some(item)
+                if self.next_start && !data && self.dynamic_page_prerenders.contains(item) =>
+            {
+                let (mut st, mut g) = (state.clone(), f.clone());
+                if let Some(r) =
+                    self.rewrite_phase(&self.after_files, &self.meta.after_files, &mut st, &mut g)
+                {
+                    return r;
+                }
+                if g.as_str() == f.as_str() {
+                    Some(item)
+                } else {
+                    (state, f, after_files_done) = (st, g, true);
+                    None
+                }
+            }
+            other => other,
+        };
+        if let Some(fs) = fs {
+            // A prerender or file is named without the trailing slash next start drops.
+            if self.next_start
+                && !data
+                && !self.function_paths.contains(fs)
+                && f.path().len() > 1
+                && let Some(p) = f.path().strip_suffix('/')
+            {
+                let p = p.to_string();
+                f.set_path(&p);
+            }
+            for route in self.dynamic_route_list().matching(f.path()) {
                 let Some(d) = self.dynamic_destination(route, &state, &f) else {
                     continue;
                 };
                 let target = match self.match_pathname_locale_fallback(&d.path) {
                     None if is_dynamic_template(&d.path) => continue,
-                    None => fs.as_str(),
-                    Some(found) if found == fs.as_str() || is_dynamic_template(fs) => found,
+                    None => fs,
+                    Some(found) if found == fs || is_dynamic_template(fs) => found,
                     Some(_) => continue,
                 };
                 return self.output(&state, &d.url, target, f.path(), route_params(&d.matched));
@@ -807,9 +1502,14 @@ impl Router {
         }
         if data {
             f = self.normalize_next_data(&f);
+            let page = if self.next_start {
+                self.next_start_item(f.path())
+            } else {
+                self.pathnames.get(f.path()).map(String::as_str)
+            };
             if self.next_start_data_urls
                 && !self.middleware.is_empty()
-                && let Some(fs) = self.pathnames.get(f.path())
+                && let Some(fs) = page
             {
                 let mut out = self.output(&state, &f, fs, f.path(), Vec::new());
                 if let Resolution::Output(o) = &mut out {
@@ -819,7 +1519,14 @@ impl Router {
             }
         }
         // afterFiles
-        if let Some(r) = self.rewrite_phase(&self.after_files, &mut state, &mut f) {
+        if !after_files_done
+            && let Some(r) = self.rewrite_phase(
+                &self.after_files,
+                &self.meta.after_files,
+                &mut state,
+                &mut f,
+            )
+        {
             return r;
         }
         // dynamicRoutes
@@ -827,7 +1534,8 @@ impl Router {
             return r;
         }
         // fallback
-        if let Some(r) = self.rewrite_phase(&self.fallback, &mut state, &mut f) {
+        if let Some(r) = self.rewrite_phase(&self.fallback, &self.meta.fallback, &mut state, &mut f)
+        {
             return r;
         }
         Resolution::NotFound {
@@ -840,17 +1548,31 @@ impl Router {
     /// The `afterFiles` / `fallback` loop of `resolveRoutes`.
     fn rewrite_phase(
         &self,
-        routes: &[CompiledRoute],
+        routes: &RouteList,
+        metas: &[RouteMeta],
         state: &mut RoutingState,
         f: &mut Url,
     ) -> Option<Resolution> {
         let data = self.data_mode(state);
-        for route in routes {
-            let Some(m) = route.match_route(f, &state.request_headers) else {
+        // One scan for the phase's candidates (redone when a rewrite changes the path).
+        let mut candidates = routes.candidates(f.path());
+        let mut from = 0;
+        while let Some(i) = candidates.next(from) {
+            from = i + 1;
+            let (Some(route), Some(meta)) = (routes.get(i), metas.get(i)) else {
+                break;
+            };
+            let Some(m) = self.rule_match(route, Some(meta), f, &state.request_headers) else {
                 continue;
             };
             if let Some(h) = &m.headers {
-                for (k, v) in h {
+                if let Some(reason) = invalid_header(h) {
+                    return Some(Resolution::Rejected {
+                        status: 500,
+                        reason,
+                    });
+                }
+                for (k, v) in h.iter() {
                     state.response_headers.set(k, v);
                 }
             }
@@ -875,16 +1597,25 @@ impl Router {
                     },
                 });
             }
+            let prepared = self.next_start_rewrite(route, meta, f, &state.request_headers);
             if is_external(dest) {
-                return Some(match Url::parse(dest) {
+                let target = prepared.map_or_else(
+                    || dest.to_string(),
+                    |p| urls::with_dest_query(&p.path, &p.query),
+                );
+                return Some(match Url::parse(&target) {
                     Ok(u) => self.external(state, u.to_string()),
                     Err(e) => Resolution::Rejected {
                         status: 500,
-                        reason: format!("external rewrite {dest}: {e}"),
+                        reason: format!("external rewrite {target}: {e}"),
                     },
                 });
             }
-            *f = urls::apply_internal_destination(f, dest);
+            *f = match prepared {
+                Some(p) => urls::assign_destination(f, &p.path, &p.query),
+                None => urls::apply_internal_destination(f, dest),
+            };
+            candidates = routes.candidates(f.path());
             // checkDynamicRoutes
             let base = if data {
                 self.denormalize_next_data(f)
@@ -899,7 +1630,12 @@ impl Router {
             } else {
                 f.clone()
             };
-            if let Some(found) = self.pathnames.get(s.path()) {
+            let found = if self.next_start && !data {
+                self.next_start_item(s.path())
+            } else {
+                self.pathnames.get(s.path()).map(String::as_str)
+            };
+            if let Some(found) = found {
                 return Some(self.output(state, &s, found, s.path(), Vec::new()));
             }
         }
@@ -907,9 +1643,22 @@ impl Router {
     }
 
     /// `matchesPathnameWithLocaleFallback`.
+    /// The `dynamicRoutes` phase as this mode matches it: case-sensitively under next start
+    /// semantics (`/Posts/one` is no `/posts/[id]` there), else like `@next/routing`.
+    fn dynamic_route_list(&self) -> &RouteList {
+        if self.next_start {
+            &self.dynamic_routes_case_sensitive
+        } else {
+            &self.dynamic_routes
+        }
+    }
+
     /// `checkDynamicRoutes`: the first dynamic route whose destination is a known pathname.
     fn check_dynamic_routes(&self, state: &RoutingState, url: &Url) -> Option<Resolution> {
-        for route in &self.dynamic_routes {
+        if self.locale_api_blocked(state, url) {
+            return None;
+        }
+        for route in self.dynamic_route_list().matching(url.path()) {
             let Some(d) = self.dynamic_destination(route, state, url) else {
                 continue;
             };
@@ -1025,15 +1774,24 @@ impl Router {
         // next start (resolve-routes.js) applies `onMatchHeaders` to the pathname it matched,
         // which for a `_next/data` request is the page's, never `/_next/data/…` (so its
         // `/_next/data/(.*)` deployment-id rule never fires there). `next start` wins.
+        let normalized;
         let on_match_url = if self.data_mode(state) {
-            self.normalize_next_data(url)
+            normalized = self.normalize_next_data(url);
+            &normalized
         } else {
-            url.clone()
+            url
         };
-        for r in &self.on_match {
-            if let Some(m) = r.match_route(&on_match_url, &state.request_headers) {
-                for (k, v) in m.headers.unwrap_or_default() {
-                    headers.set(&k, &v);
+        for (r, meta) in self.on_match.iter().zip(&self.meta.on_match) {
+            if let Some(m) = self.rule_match(r, Some(meta), on_match_url, &state.request_headers) {
+                let h = m.headers.unwrap_or_default();
+                if let Some(reason) = invalid_header(&h) {
+                    return Resolution::Rejected {
+                        status: 500,
+                        reason,
+                    };
+                }
+                for (k, v) in h.iter() {
+                    headers.set(k, v);
                 }
             }
         }
@@ -1087,6 +1845,21 @@ impl Router {
             segment_pathname,
         })
     }
+}
+
+/// Page paths next start's filesystem check never answers with their own page: the pages
+/// router's internals, `/404` (rendered as the 404 it is) and `/index` (the index page is `/`).
+fn next_start_unroutable(page: &str) -> bool {
+    matches!(page, "/_app" | "/_document" | "/_error" | "/404" | "/index")
+}
+
+/// A header a rule produced (after `$param` interpolation) that JavaScript's `Headers.set`
+/// refuses: `@next/routing` then fails the whole request (and `next start`'s `setHeader` throws
+/// too), so the router rejects it with 500 instead of sending it.
+fn invalid_header(h: &[(String, String)]) -> Option<String> {
+    h.iter()
+        .find(|(k, v)| !headers::valid_header(k, v))
+        .map(|(k, v)| format!("a headers rule produced an invalid header {k:?}: {v:?}"))
 }
 
 #[cfg(test)]
@@ -1238,6 +2011,32 @@ mod tests {
     }
 
     #[test]
+    fn next_start_dynamic_routes_are_case_sensitive() {
+        // next start: `new RegExp(`^${re}$`)` (route-regex.js); @next/routing: the `i` flag.
+        let plain = Router::new(&showcase()).expect("router");
+        let ns = Router::new(&showcase())
+            .expect("router")
+            .with_next_start_semantics(true);
+        for path in ["/Blog/new", "/BLOG/new"] {
+            assert_eq!(
+                output(plain.resolve(&get(path, None, &[]))).pathname,
+                "/blog/[slug]"
+            );
+            assert!(
+                matches!(
+                    ns.resolve(&get(path, None, &[])),
+                    Resolution::NotFound { .. }
+                ),
+                "{path}"
+            );
+        }
+        // The param's own case is the page's business.
+        let o = output(ns.resolve(&get("/blog/New", None, &[])));
+        assert_eq!(o.pathname, "/blog/[slug]");
+        assert_eq!(o.invocation_path, "/blog/New");
+    }
+
+    #[test]
     fn next_data_and_percent_encoding() {
         let router = Router::new(&showcase()).expect("router");
         let o = output(router.resolve(&get(
@@ -1290,9 +2089,17 @@ mod tests {
             o.headers
                 .contains(&("x-middleware-rewrite".into(), "/isr".into()))
         );
-        let Step::Continue(st) =
-            router.start(&get("/_next/static/chunks/0cz1d0mv5g_q7.js", None, &[]))
-        else {
+        let chunk = get("/_next/static/chunks/0cz1d0mv5g_q7.js", None, &[]);
+        // A GET for a path-only static file is answered from the memo (memo.rs) in `start`.
+        let Step::Done(Resolution::Output(o)) = router.start(&chunk) else {
+            panic!("memoized");
+        };
+        assert_eq!(o.pathname, chunk.path);
+        let post = RequestInfo {
+            method: "POST".into(),
+            ..chunk
+        };
+        let Step::Continue(st) = router.start(&post) else {
             panic!("continues");
         };
         assert!(!router.middleware_matches(&st));
@@ -1447,6 +2254,361 @@ mod tests {
                 "{} took {:?}",
                 &p[..20],
                 t.elapsed()
+            );
+        }
+    }
+
+    /// tests/fixtures/routing-app's real table (basePath `/docs`, trailingSlash, i18n en-US / fr
+    /// / nl-NL with domains, middleware), `next start` semantics on or off.
+    fn routing_app(next_start: bool) -> Router {
+        // As the server builds it.
+        Router::new(&routing_app_manifest())
+            .expect("router")
+            .with_next_start_data_urls(next_start)
+            .with_next_start_semantics(next_start)
+    }
+
+    fn routing_app_manifest() -> Manifest {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/routing-app.json")).expect("json");
+        let routing: Routing = serde_json::from_value(v["routing"].clone()).expect("routing");
+        let matchers = serde_json::from_value(v["middlewareMatchers"].clone()).expect("matchers");
+        let pathnames: Vec<String> = serde_json::from_value(v["pathnames"].clone()).expect("paths");
+        let public: Vec<String> = serde_json::from_value(v["publicFiles"].clone()).expect("public");
+        let mut m = manifest(
+            routing,
+            "/docs",
+            Some(matchers),
+            &pathnames,
+            v["buildId"].as_str().unwrap_or("b"),
+        );
+        m.config.trailing_slash = true;
+        m.config.i18n = Some(serde_json::from_value(v["i18n"].clone()).expect("i18n"));
+        for f in &mut m.static_files {
+            f.source = if public.contains(&f.pathname) {
+                StaticSource::Public
+            } else {
+                StaticSource::Output
+            };
+        }
+        m
+    }
+
+    fn location(r: Resolution) -> (u16, String) {
+        match r {
+            Resolution::Redirect {
+                status,
+                location: Some(l),
+                ..
+            } => (status, l),
+            other => panic!("expected a redirect, got {other:?}"),
+        }
+    }
+
+    fn ns_get(path: &str, query: Option<&str>, headers: &[(&str, &str)]) -> Resolution {
+        routing_app(true).resolve(&get(path, query, headers))
+    }
+
+    fn query_of(r: Resolution) -> Vec<(String, String)> {
+        match r {
+            Resolution::Output(o) => o.query,
+            other => panic!("not an output: {other:?}"),
+        }
+    }
+
+    fn external_url(r: Resolution) -> String {
+        match r {
+            Resolution::ExternalRewrite { url, .. } => url,
+            other => panic!("not an external rewrite: {other:?}"),
+        }
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn next_start_after_files_rewrite_beats_a_dynamic_routes_prerender() {
+        // next start's `check_fs` knows page files (`/blog/[slug]`), not the prerendered
+        // `/blog/hello`: the afterFiles rule `/blog/:slug` (cookie `preview`) -> `/ssr` wins.
+        let mut m = routing_app_manifest();
+        m.functions = serde_json::from_value(serde_json::json!([
+            {"id": "/en-US/blog/[slug]", "kind": "PAGES", "pathname": "/docs/en-US/blog/[slug]",
+             "sourcePage": "/blog/[slug]", "entry": "b.js", "runtime": "nodejs"},
+            {"id": "/en-US/ssr", "kind": "PAGES", "pathname": "/docs/en-US/ssr",
+             "sourcePage": "/ssr", "entry": "s.js", "runtime": "nodejs"}
+        ]))
+        .expect("functions");
+        m.prerenders = serde_json::from_value(serde_json::json!([
+            {"pathname": "/docs/en-US/blog/hello", "parentOutputId": "/en-US/blog/[slug]",
+             "groupId": 1, "route": "/blog/[slug]", "seed": null, "parentFallbackMode": null}
+        ]))
+        .expect("prerenders");
+        let ns = |cookie: Option<&str>| {
+            let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+            Router::new(&m)
+                .expect("router")
+                .with_next_start_data_urls(true)
+                .with_next_start_semantics(true)
+                .resolve(&get("/docs/blog/hello/", None, &headers))
+        };
+        let o = output(ns(Some("preview=1")));
+        assert_eq!(o.pathname, "/docs/en-US/ssr");
+        // matchHas gives the cookie's value as a param too.
+        assert_eq!(o.query, pairs(&[("slug", "hello"), ("preview", "1")]));
+        // Without the cookie no rewrite applies: the prerender answers, as before.
+        assert_eq!(output(ns(None)).pathname, "/docs/en-US/blog/hello");
+    }
+
+    #[test]
+    fn next_start_rewrite_destinations_compile_like_prepare_destination() {
+        // fallback `/legacy/:path*` -> `/ssr?legacy=:path*`: an absent param stays literal in
+        // the query and is not appended; a present `*` param is appended as an array.
+        assert_eq!(
+            query_of(ns_get("/docs/legacy/", None, &[])),
+            pairs(&[("legacy", ":path*")])
+        );
+        assert_eq!(
+            query_of(ns_get("/docs/legacy/a/b/", Some("z=1"), &[])),
+            pairs(&[("z", "1"), ("legacy", "a/b"), ("path", "a"), ("path", "b")])
+        );
+        // @next/routing keeps the adapter's appended `path=$2`.
+        let plain = routing_app(false).resolve(&get("/docs/legacy/", None, &[]));
+        assert!(query_of(plain).iter().any(|(k, _)| k == "path"));
+        // External: an absent optional param goes with its `/`.
+        assert_eq!(
+            external_url(ns_get("/docs/proxy-me/", None, &[])),
+            "http://127.0.0.1:45139/upstream"
+        );
+        assert_eq!(
+            external_url(ns_get("/docs/proxy-me/a/b/", None, &[])),
+            "http://127.0.0.1:45139/upstream/a/b"
+        );
+        assert_eq!(
+            external_url(ns_get("/docs/ext-fallback/", None, &[])),
+            "http://127.0.0.1:45139/fallback"
+        );
+        // A host item with named groups gives only the groups (no `host` param).
+        let mut req = get("/docs/host-only/", None, &[("host", "shop.example.test")]);
+        req.host = Some("shop.example.test".into());
+        assert_eq!(
+            query_of(routing_app(true).resolve(&req)),
+            pairs(&[("sub", "shop")])
+        );
+        assert_eq!(
+            query_of(ns_get("/docs/with-header/", None, &[("x-rewrite", "abc")])),
+            pairs(&[("via", "abc"), ("v", "abc")])
+        );
+    }
+
+    #[test]
+    fn next_start_has_values_are_anchored() {
+        // matchHas: `new RegExp(`^${value}$`)`; @next/routing also accepts a substring.
+        let req = get("/docs/by-query/", Some("go=Hello1"), &[]);
+        assert!(matches!(
+            routing_app(false).resolve(&req),
+            Resolution::Redirect { status: 307, .. }
+        ));
+        assert!(!matches!(
+            routing_app(true).resolve(&req),
+            Resolution::Redirect { .. }
+        ));
+        let (status, location) = location(ns_get("/docs/by-query/", Some("go=hello"), &[]));
+        assert_eq!(status, 307);
+        assert!(location.contains("/docs/blog/hello?go=hello"), "{location}");
+    }
+
+    #[test]
+    fn next_start_finds_pages_behind_a_trailing_slash() {
+        // R1: filesystem.js getItem drops one trailing slash; @next/routing finds nothing.
+        assert!(matches!(
+            routing_app(false).resolve(&get("/docs/ssr/", None, &[])),
+            Resolution::NotFound { .. }
+        ));
+        for (path, pathname) in [
+            ("/docs/ssr/", "/docs/en-US/ssr"),
+            ("/docs/fr/static/", "/docs/fr/static"),
+            ("/docs/NL-NL/static/", "/docs/nl-NL/static"),
+            ("/docs/en-us/static/", "/docs/en-US/static"),
+            ("/docs/", "/docs/en-US"),
+            ("/docs/hello.txt", "/docs/hello.txt"),
+            ("/docs/api/echo/", "/docs/api/echo"),
+            ("/docs/blog/new-one/", "/docs/en-US/blog/[slug]"),
+        ] {
+            let o = output(ns_get(path, None, &[]));
+            assert_eq!(o.pathname, pathname, "{path}");
+        }
+        // A file (here the static page's HTML) is named without the slash next start drops.
+        let o = output(ns_get("/docs/fr/static/", None, &[]));
+        assert_eq!(o.invocation_path, "/docs/fr/static");
+        // checkLocaleApi: an API route is not found under an explicit locale; public files only
+        // under a default locale.
+        for path in [
+            "/docs/fr/api/echo/",
+            "/docs/nl-NL/hello.txt",
+            "/docs/_error/",
+            "/docs/fr/404/",
+            "/docs/index/",
+            "/docs/st%61tic/",
+        ] {
+            assert!(
+                matches!(ns_get(path, None, &[]), Resolution::NotFound { .. }),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn next_start_redirects_the_bare_base_path() {
+        // R2: the `^/docs$` rule is internal: it sees `/docs`, not `/docs/en-US`.
+        assert_eq!(location(ns_get("/docs", None, &[])), (308, "/docs/".into()));
+        assert_eq!(
+            location(ns_get("/docs", Some("x=1"), &[])),
+            (308, "/docs/?x=1".into())
+        );
+    }
+
+    #[test]
+    fn next_start_trailing_slash_redirects_omit_the_default_locale() {
+        // R3
+        for (path, want) in [
+            ("/docs/static", "/docs/static/"),
+            ("/docs/en-US", "/docs/"),
+            ("/docs/fr/static", "/docs/fr/static/"),
+            ("/docs/hello.txt/", "/docs/hello.txt"),
+            ("/outside", "/outside/"),
+        ] {
+            assert_eq!(
+                location(ns_get(path, None, &[])),
+                (308, want.into()),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn next_start_adds_no_base_path_to_requests_without_it() {
+        // R4: `headers()` rules (all under /docs) do not apply; nothing is found.
+        for path in ["/", "/hello.txt", "/DOCS/static/", "/static/"] {
+            match ns_get(path, None, &[]) {
+                Resolution::NotFound { headers, .. } => {
+                    assert!(
+                        !headers.iter().any(|(k, _)| k.starts_with("x-ra-")),
+                        "{path}"
+                    );
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        // /outside/ is `/en-US/outside/`: the basePath: false redirect.
+        assert_eq!(
+            location(ns_get("/outside/", None, &[])).1,
+            "https://example.com/docs/static"
+        );
+    }
+
+    #[test]
+    fn next_start_locale_redirects() {
+        // R5
+        let al = |v| [("accept-language", v)];
+        assert_eq!(
+            location(ns_get("/docs/", None, &al("nl-NL"))),
+            (307, "/docs/nl-NL/".into())
+        );
+        assert_eq!(
+            location(ns_get("/docs/", None, &al("fr"))),
+            (307, "/docs/fr/".into())
+        );
+        let mut req = get("/docs/", None, &al("fr"));
+        req.host = Some("example.com".into());
+        assert_eq!(
+            location(routing_app(true).resolve(&req)),
+            (307, "http://fr.example.test/".into())
+        );
+        // Not the root: no detection.
+        assert!(matches!(
+            ns_get("/docs/static/", None, &al("fr")),
+            Resolution::Output(_)
+        ));
+    }
+
+    #[test]
+    fn next_start_redirect_destinations_compile_unmatched_params() {
+        // R6
+        assert_eq!(
+            location(ns_get("/docs/opt/one/", None, &[])).1,
+            "https://example.com/docs/ssr?a=one&b=:b"
+        );
+        assert_eq!(
+            location(ns_get("/docs/wild/", None, &[])).1,
+            "https://example.com/docs/catch"
+        );
+        assert_eq!(
+            location(ns_get("/docs/wild/a/b/", None, &[])).1,
+            "https://example.com/docs/catch/a/b"
+        );
+        // The request query is merged into the destination's.
+        assert_eq!(
+            location(ns_get("/docs/search/x/", Some("z=1&q=old"), &[])).1,
+            "https://example.com/docs/ssr?z=1&q=x&src=redirect"
+        );
+    }
+
+    #[test]
+    fn next_start_next_data_urls() {
+        // R9: with middleware, the data URL becomes the page URL before any rule (so no
+        // trailing-slash redirect), and the request is marked `x-nextjs-data`.
+        let router = routing_app(true);
+        let id = router.build_id.clone();
+        let data = |p: &str| format!("/docs/_next/data/{id}/{p}.json");
+        for (page, pathname) in [
+            ("en-US/ssr", data("en-US/ssr")),
+            ("en-US", data("en-US")),
+            ("blog/hello", data("en-US/blog/hello")),
+            // Not prerendered: the dynamic page (the request is marked as a data request).
+            ("en-US/blog/missing", "/docs/en-US/blog/[slug]".to_string()),
+            ("en-US/static", "/docs/en-US/static".to_string()),
+        ] {
+            let o = output(router.resolve(&get(&data(page), None, &[])));
+            assert_eq!(o.pathname, pathname, "{page}");
+            assert!(
+                o.headers.contains(&("x-ra-all".into(), "1".into())),
+                "{page}"
+            );
+            assert!(
+                o.request_headers
+                    .contains(&("x-nextjs-data".into(), "1".into()))
+            );
+        }
+        for path in [
+            format!("/_next/data/{id}/en-US/ssr.json"),
+            "/docs/_next/data/wrong-build/en-US/ssr.json".into(),
+        ] {
+            match router.resolve(&get(&path, None, &[])) {
+                Resolution::NotFound {
+                    request_headers, ..
+                } => assert!(
+                    request_headers.contains(&("x-nextjs-data".into(), "1".into())),
+                    "{path}"
+                ),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn next_start_middleware_matchers_are_case_sensitive() {
+        for (next_start, want) in [(false, true), (true, false)] {
+            let router = routing_app(next_start);
+            let Step::Continue(st) = router.start(&get("/docs/Static/", None, &[])) else {
+                panic!("continues");
+            };
+            assert_eq!(
+                router.middleware_matches(&st),
+                want,
+                "next start {next_start}"
             );
         }
     }

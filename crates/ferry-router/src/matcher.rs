@@ -2,12 +2,16 @@
 //! `$1` / `$name` interpolation, mirroring `@next/routing`'s `matchRoute`, `checkHasConditions`
 //! and `replaceDestination`.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use ferry_manifest::{HasKind, Route, RouteHas};
 use regress::Regex;
 use url::Url;
 
+use crate::bounded::{Bounded, Verdict};
 use crate::headers::HeaderList;
-use crate::prefilter::Prefilter;
+use crate::prefilter::{Candidates, Prefilter, RuleSet, literal_prefix};
 
 /// Longest string a regex is run against. Regexes backtrack; bounding the input bounds the time
 /// a hostile request can spend in them. Longer values never match.
@@ -19,20 +23,59 @@ pub(crate) struct RegexMatch {
     /// `match[i]`, `None` when the group did not take part.
     pub groups: Vec<Option<String>>,
     /// `match.groups`: every named group in pattern order.
-    pub named: Vec<(String, Option<String>)>,
+    pub named: Vec<(Arc<str>, Option<String>)>,
 }
 
-/// A compiled JavaScript regex with its linear-time prefilter.
+/// A compiled JavaScript regex with its cheap rejects (literal prefix, linear-time prefilter).
 #[derive(Debug)]
 pub(crate) struct JsRegex {
     re: Regex,
     prefilter: Prefilter,
+    bounded: Bounded,
+    /// Every match starts with this (see [`literal_prefix`]).
+    prefix: Box<str>,
+    case_insensitive: bool,
+}
+
+impl JsRegex {
+    /// The cheap checks: `false` only when the regex cannot match `text`.
+    fn may_match(&self, text: &str) -> bool {
+        if text.len() > MAX_REGEX_INPUT {
+            return false;
+        }
+        let (t, p) = (text.as_bytes(), self.prefix.as_bytes());
+        let prefixed = t.len() >= p.len()
+            && if self.case_insensitive {
+                t[..p.len()].eq_ignore_ascii_case(p)
+            } else {
+                &t[..p.len()] == p
+            };
+        // A `regex`-crate engine is exact and as fast as the prefilter: skip the second scan.
+        prefixed && (self.bounded.is_plain() || self.prefilter.may_match(text))
+    }
+}
+
+/// Whether `re` matches `text` (`RegExp.prototype.test`), without building the captures.
+pub(crate) fn js_is_match(re: &JsRegex, text: &str) -> bool {
+    if !re.may_match(text) {
+        return false;
+    }
+    match re.bounded.is_match(text) {
+        Some(m) => m,
+        None => re.re.find(text).is_some(),
+    }
 }
 
 /// Runs `re` on `text` the way `String.prototype.match` (non-global) does.
 pub(crate) fn js_match(re: &JsRegex, text: &str) -> Option<RegexMatch> {
-    if text.len() > MAX_REGEX_INPUT || !re.prefilter.may_match(text) {
+    if !re.may_match(text) {
         return None;
+    }
+    // Bounded first (src/bounded.rs): regress alone may backtrack exponentially.
+    match re.bounded.run(text) {
+        Verdict::NoMatch => return None,
+        Verdict::Match(m) => return Some(m),
+        Verdict::Unsure => {}
     }
     let m = re.re.find(text)?;
     let mut groups = Vec::with_capacity(m.captures.len() + 1);
@@ -42,9 +85,20 @@ pub(crate) fn js_match(re: &JsRegex, text: &str) -> Option<RegexMatch> {
     }
     let named = m
         .named_groups()
-        .map(|(n, r)| (n.to_string(), r.map(|r| text[r].to_string())))
+        .map(|(n, r)| (Arc::from(n), r.map(|r| text[r].to_string())))
         .collect();
     Some(RegexMatch { groups, named })
+}
+
+impl JsRegex {
+    /// A pattern for a phase's multi-pattern scan ([`RuleSet`]): the exact one when the
+    /// `regex` crate runs it, else the superset prefilter, else none.
+    fn set_pattern(&self) -> Option<String> {
+        match self.bounded.plain_pattern() {
+            Some(p) => Some(p.to_string()),
+            None => self.prefilter.pattern(self.case_insensitive),
+        }
+    }
 }
 
 /// Compiles a route regex with `@next/routing`'s flags (case-insensitive unless configured).
@@ -52,6 +106,9 @@ pub(crate) fn compile(source: &str, case_sensitive: bool) -> Result<JsRegex, reg
     Ok(JsRegex {
         re: Regex::with_flags(source, if case_sensitive { "" } else { "i" })?,
         prefilter: Prefilter::new(source, !case_sensitive),
+        bounded: Bounded::new(source, !case_sensitive),
+        prefix: literal_prefix(source).into_boxed_str(),
+        case_insensitive: !case_sensitive,
     })
 }
 
@@ -78,6 +135,11 @@ pub(crate) struct Condition {
 }
 
 impl Condition {
+    /// Whether the condition tests only the request header `name` (lowercase).
+    pub fn reads_only_header(&self, name: &str) -> bool {
+        self.kind == HasKind::Header && self.key.eq_ignore_ascii_case(name)
+    }
+
     fn new(h: &RouteHas) -> Self {
         let value = h.value.as_ref().map(|v| {
             match (compile(&format!("^(?:{v})$"), true), compile(v, true)) {
@@ -119,7 +181,7 @@ fn matches_condition(actual: Option<&str>, value: Option<&CondValue>) -> Option<
             let named = m
                 .named
                 .into_iter()
-                .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
+                .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k.to_string(), v)))
                 .collect();
             Some(CondMatch {
                 captured: m.groups[0].clone().unwrap_or_default(),
@@ -130,6 +192,20 @@ fn matches_condition(actual: Option<&str>, value: Option<&CondValue>) -> Option<
             captured: actual.to_string(),
             named: vec![],
         }),
+    }
+}
+
+/// [`matches_condition`] when only whether it holds matters.
+fn condition_holds(actual: Option<&str>, value: Option<&CondValue>) -> bool {
+    let Some(actual) = actual else {
+        return false;
+    };
+    match value {
+        None => true,
+        Some(CondValue::Regex { anchored, plain }) => {
+            js_is_match(anchored, actual) || js_is_match(plain, actual)
+        }
+        Some(CondValue::Literal(v)) => v == actual,
     }
 }
 
@@ -187,49 +263,41 @@ pub(crate) fn check_has(conds: &[Condition], url: &Url, headers: &HeaderList) ->
     Some(caps)
 }
 
+/// [`check_has`] without the captures: whether every condition holds.
+pub(crate) fn has_holds(conds: &[Condition], url: &Url, headers: &HeaderList) -> bool {
+    conds.iter().all(|c| {
+        let actual = condition_value(c, url, headers);
+        condition_holds(actual.as_deref(), c.value.as_ref())
+    })
+}
+
 /// `checkMissingConditions`: true when none of the conditions holds.
 pub(crate) fn check_missing(conds: &[Condition], url: &Url, headers: &HeaderList) -> bool {
     conds.iter().all(|c| {
         let actual = condition_value(c, url, headers);
-        matches_condition(actual.as_deref(), c.value.as_ref()).is_none()
+        !condition_holds(actual.as_deref(), c.value.as_ref())
     })
 }
 
 /// `replaceDestination`: substitutes `$1`, `$name` (regex groups) and `$key` (has captures).
+///
+/// JavaScript builds one alternation of every key (the has captures, the group numbers, the
+/// group names), sorted longest first with a stable sort, so at each `$` the longest key that
+/// matches wins, ties going to the earlier one. A number key must not be followed by a digit,
+/// so it matches exactly the digit run after `$` (written without a leading zero).
 pub(crate) fn replace_destination(dest: &str, m: Option<&RegexMatch>, caps: &Captures) -> String {
     if !dest.contains('$') {
         return dest.to_string();
     }
-    // The keys, in the order JS builds them, then sorted longest first (a stable sort).
-    let mut keys: Vec<(String, bool)> = caps.iter().map(|(k, _)| (k.clone(), false)).collect();
-    if let Some(m) = m {
-        for i in 1..m.groups.len() {
-            keys.push((i.to_string(), true));
-        }
-        keys.extend(m.named.iter().map(|(k, _)| (k.clone(), false)));
-    }
-    if keys.is_empty() {
-        return dest.to_string();
-    }
-    keys.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
     let mut out = String::with_capacity(dest.len() + 16);
     let mut rest = dest;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
-        // The first key (in alternation order) that matches here wins, like the JS regex.
-        let hit = keys.iter().find(|(k, numeric)| {
-            after.starts_with(k.as_str())
-                && !(*numeric
-                    && after[k.len()..]
-                        .chars()
-                        .next()
-                        .is_some_and(|c| c.is_ascii_digit()))
-        });
-        match hit {
-            Some((k, numeric)) => {
-                out.push_str(&lookup(k, *numeric, m, caps));
-                rest = &after[k.len()..];
+        match key_at(after, m, caps) {
+            Some((len, value)) => {
+                out.push_str(value);
+                rest = &after[len..];
             }
             None => {
                 out.push('$');
@@ -241,23 +309,45 @@ pub(crate) fn replace_destination(dest: &str, m: Option<&RegexMatch>, caps: &Cap
     out
 }
 
-fn lookup(key: &str, numeric: bool, m: Option<&RegexMatch>, caps: &Captures) -> String {
+/// The key [`replace_destination`] substitutes at the start of `after`: its length and value.
+fn key_at<'v>(
+    after: &str,
+    m: Option<&'v RegexMatch>,
+    caps: &'v Captures,
+) -> Option<(usize, &'v str)> {
+    // (key length, value); a later key only wins when strictly longer.
+    let mut best: Option<(usize, &str)> = None;
+    let mut consider = |len: usize, value: &'v str| {
+        if best.is_none_or(|(l, _)| len > l) {
+            best = Some((len, value));
+        }
+    };
+    // A key that is both a has capture and a group name reads the group (`lookup` order).
+    let named_value = |k: &str| -> Option<&'v str> {
+        m.and_then(|m| m.named.iter().find(|(n, _)| &**n == k))
+            .map(|(_, v)| v.as_deref().unwrap_or_default())
+    };
+    for (k, v) in caps {
+        if after.starts_with(k.as_str()) {
+            consider(k.len(), named_value(k).unwrap_or(v));
+        }
+    }
     if let Some(m) = m {
-        if numeric
-            && let Ok(i) = key.parse::<usize>()
-            && i > 0
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0
+            && !after.starts_with('0')
+            && let Ok(i) = after[..digits].parse::<usize>()
             && i < m.groups.len()
         {
-            return m.groups[i].clone().unwrap_or_default();
+            consider(digits, m.groups[i].as_deref().unwrap_or_default());
         }
-        if let Some((_, v)) = m.named.iter().find(|(k, _)| k == key) {
-            return v.clone().unwrap_or_default();
+        for (k, v) in &m.named {
+            if after.starts_with(&**k) {
+                consider(k.len(), v.as_deref().unwrap_or_default());
+            }
         }
     }
-    if let Some((_, v)) = caps.iter().find(|(k, _)| k == key) {
-        return v.clone();
-    }
-    format!("${key}")
+    best
 }
 
 /// A route compiled once at construction.
@@ -269,28 +359,36 @@ pub(crate) struct CompiledRoute {
     pub destination: Option<String>,
     pub headers: Vec<(String, String)>,
     pub status: Option<u16>,
+    /// The destination or a header interpolates (`$…`): only then are captures built.
+    interpolates: bool,
 }
 
 /// A successful `matchRoute`.
-pub(crate) struct RouteMatch {
-    pub destination: Option<String>,
-    pub headers: Option<Vec<(String, String)>>,
+pub(crate) struct RouteMatch<'a> {
+    pub destination: Option<Cow<'a, str>>,
+    pub headers: Option<Cow<'a, [(String, String)]>>,
 }
 
 impl CompiledRoute {
     /// Compiles a manifest route.
     pub fn new(r: &Route, case_sensitive: bool) -> Result<Self, regress::Error> {
+        let headers: Vec<(String, String)> = r
+            .headers
+            .as_ref()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let interpolates = r.destination.as_deref().is_some_and(|d| d.contains('$'))
+            || headers
+                .iter()
+                .any(|(k, v)| k.contains('$') || v.contains('$'));
         Ok(Self {
             re: compile(&r.source_regex, case_sensitive)?,
             has: conditions(r.has.as_deref()),
             missing: conditions(r.missing.as_deref()),
             destination: r.destination.clone(),
-            headers: r
-                .headers
-                .as_ref()
-                .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default(),
+            headers,
             status: r.status.filter(|s| *s != 0),
+            interpolates,
         })
     }
 
@@ -300,7 +398,19 @@ impl CompiledRoute {
     }
 
     /// `matchRoute`.
-    pub fn match_route(&self, url: &Url, headers: &HeaderList) -> Option<RouteMatch> {
+    pub fn match_route(&self, url: &Url, headers: &HeaderList) -> Option<RouteMatch<'_>> {
+        if !self.interpolates {
+            // Nothing to interpolate: no captures to build, the rule's own strings answer.
+            let holds = js_is_match(&self.re, url.path())
+                && has_holds(&self.has, url, headers)
+                && check_missing(&self.missing, url, headers);
+            return holds.then(|| RouteMatch {
+                destination: self.destination.as_deref().map(Cow::Borrowed),
+                headers: self
+                    .has_headers()
+                    .then_some(Cow::Borrowed(&self.headers[..])),
+            });
+        }
         let regex = js_match(&self.re, url.path())?;
         let captures = check_has(&self.has, url, headers)?;
         if !check_missing(&self.missing, url, headers) {
@@ -309,17 +419,19 @@ impl CompiledRoute {
         let destination = self
             .destination
             .as_ref()
-            .map(|d| replace_destination(d, Some(&regex), &captures));
+            .map(|d| Cow::Owned(replace_destination(d, Some(&regex), &captures)));
         let headers = self.has_headers().then(|| {
-            self.headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        replace_destination(k, Some(&regex), &captures),
-                        replace_destination(v, Some(&regex), &captures),
-                    )
-                })
-                .collect()
+            Cow::Owned(
+                self.headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            replace_destination(k, Some(&regex), &captures),
+                            replace_destination(v, Some(&regex), &captures),
+                        )
+                    })
+                    .collect(),
+            )
         });
         Some(RouteMatch {
             destination,
@@ -335,6 +447,75 @@ impl CompiledRoute {
             return None;
         }
         Some((regex, captures))
+    }
+}
+
+/// Phases with fewer rules scan each rule (literal-prefix rejects are cheaper than a set scan).
+const SET_MIN_RULES: usize = 8;
+
+/// The rules of one routing phase, with a multi-pattern scan over them ([`RuleSet`]).
+#[derive(Debug, Default)]
+pub(crate) struct RouteList {
+    routes: Vec<CompiledRoute>,
+    set: Option<RuleSet>,
+}
+
+impl RouteList {
+    /// Wraps a phase's compiled rules; `always[i]`: rule `i` is always a candidate (next start
+    /// matches its internal rules against another path than the phase's).
+    pub fn new(routes: Vec<CompiledRoute>, always: &[bool]) -> Self {
+        let set = (routes.len() >= SET_MIN_RULES)
+            .then(|| {
+                let patterns: Vec<Option<String>> = routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        if always.get(i).copied().unwrap_or(false) {
+                            None
+                        } else {
+                            r.re.set_pattern()
+                        }
+                    })
+                    .collect();
+                RuleSet::new(&patterns)
+            })
+            .flatten();
+        Self { routes, set }
+    }
+
+    /// The rules that may match `path` (every rule for a small phase); walk them with
+    /// [`Candidates::next`].
+    pub fn candidates(&self, path: &str) -> Candidates {
+        match &self.set {
+            Some(set) if path.len() <= MAX_REGEX_INPUT => set.candidates(path),
+            _ => Candidates::All(self.routes.len()),
+        }
+    }
+
+    /// The rules that may match `path`, in order.
+    pub fn matching<'a>(&'a self, path: &str) -> impl Iterator<Item = &'a CompiledRoute> + 'a {
+        let candidates = self.candidates(path);
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            let i = candidates.next(from)?;
+            from = i + 1;
+            self.routes.get(i)
+        })
+    }
+}
+
+impl<'a> IntoIterator for &'a RouteList {
+    type Item = &'a CompiledRoute;
+    type IntoIter = std::slice::Iter<'a, CompiledRoute>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.routes.iter()
+    }
+}
+
+impl std::ops::Deref for RouteList {
+    type Target = [CompiledRoute];
+    fn deref(&self) -> &[CompiledRoute] {
+        &self.routes
     }
 }
 
@@ -356,12 +537,143 @@ pub(crate) fn route_params(m: &RegexMatch) -> Vec<(String, String)> {
     }
     for (k, v) in &m.named {
         // `Object.assign` copies undefined too; JSON (and our map) drops it.
-        out.retain(|(ok, _)| ok != k);
+        out.retain(|(ok, _)| **ok != **k);
         if let Some(v) = v {
-            out.push((k.clone(), v.clone()));
+            out.push((k.to_string(), v.clone()));
         }
     }
     out
+}
+
+// --- next start's `matchHas` (prepare-destination.js), for `Router::with_next_start_semantics`.
+
+/// A `has` / `missing` condition as next start tests it: the value anchored as
+/// `new RegExp(`^${value}$`)` (no substring fallback, no group around an alternation), cookies
+/// read with the `cookie` package, a repeated query key by its last value.
+#[derive(Debug)]
+pub(crate) struct NsCondition {
+    kind: HasKind,
+    key: String,
+    /// `None`: no value; `Err`: not a valid regex (compared for equality).
+    value: Option<Result<Box<JsRegex>, String>>,
+}
+
+impl NsCondition {
+    /// Compiles a condition next start's way.
+    pub fn new(h: &RouteHas) -> Self {
+        let value = h.value.as_ref().map(|v| {
+            compile(&format!("^{v}$"), true)
+                .map(Box::new)
+                .map_err(|_| v.clone())
+        });
+        Self {
+            kind: h.kind,
+            key: h.key.clone().unwrap_or_default(),
+            value,
+        }
+    }
+}
+
+/// Compiles `has` / `missing` lists next start's way.
+pub(crate) fn ns_conditions(list: Option<&[RouteHas]>) -> Vec<NsCondition> {
+    list.unwrap_or_default()
+        .iter()
+        .map(NsCondition::new)
+        .collect()
+}
+
+/// `matchHas`'s params: `(name, value)` in insertion order, `None` for a named group that did
+/// not take part (the key exists with `undefined`).
+pub(crate) type NsParams = Vec<(String, Option<String>)>;
+
+fn ns_value(c: &NsCondition, url: &Url, headers: &HeaderList) -> Option<String> {
+    let v = match c.kind {
+        HasKind::Header => headers.get(&c.key.to_lowercase()),
+        HasKind::Cookie => {
+            crate::next_start::cookie_value(headers.get("cookie").as_deref(), &c.key)
+        }
+        HasKind::Query => url
+            .query_pairs()
+            .filter(|(k, _)| *k == c.key)
+            .last()
+            .map(|(_, v)| v.into_owned()),
+        HasKind::Host => crate::next_start::hostname(headers.get("host").as_deref())
+            .or_else(|| url.host_str().map(str::to_lowercase)),
+    };
+    v.filter(|v| !v.is_empty())
+}
+
+fn ns_set(params: &mut NsParams, k: String, v: Option<String>) {
+    match params.iter_mut().find(|(pk, _)| *pk == k) {
+        Some(slot) => slot.1 = v,
+        None => params.push((k, v)),
+    }
+}
+
+/// `hasMatch` for one item: whether it holds (its params are added to `params`).
+fn ns_holds(c: &NsCondition, url: &Url, headers: &HeaderList, params: &mut NsParams) -> bool {
+    let Some(actual) = ns_value(c, url, headers) else {
+        return false;
+    };
+    match &c.value {
+        None => {
+            // `getSafeParamName(key)` (the header key lowercased first).
+            let key = if c.kind == HasKind::Header {
+                c.key.to_lowercase()
+            } else {
+                c.key.clone()
+            };
+            ns_set(
+                params,
+                key.chars().filter(|c| c.is_ascii_alphabetic()).collect(),
+                Some(actual),
+            );
+            true
+        }
+        Some(Err(literal)) => *literal == actual,
+        Some(Ok(re)) => {
+            let Some(m) = js_match(re, &actual) else {
+                return false;
+            };
+            if !m.named.is_empty() {
+                for (k, v) in m.named {
+                    ns_set(params, k.to_string(), v);
+                }
+            } else if c.kind == HasKind::Host
+                && let Some(all) = m
+                    .groups
+                    .first()
+                    .cloned()
+                    .flatten()
+                    .filter(|a| !a.is_empty())
+            {
+                ns_set(params, "host".into(), Some(all));
+            }
+            true
+        }
+    }
+}
+
+/// next start's `matchHas(req, query, has, missing)`: `None` when a `has` item fails or a
+/// `missing` one holds, else the params it collected.
+pub(crate) fn next_start_match_has(
+    has: &[NsCondition],
+    missing: &[NsCondition],
+    url: &Url,
+    headers: &HeaderList,
+) -> Option<NsParams> {
+    let mut params = NsParams::new();
+    if !has.iter().all(|c| ns_holds(c, url, headers, &mut params)) {
+        return None;
+    }
+    let mut scratch = NsParams::new();
+    if missing
+        .iter()
+        .any(|c| ns_holds(c, url, headers, &mut scratch))
+    {
+        return None;
+    }
+    Some(params)
 }
 
 #[cfg(test)]
@@ -385,6 +697,22 @@ mod tests {
         // Unmatched optional group becomes empty.
         let rm = m(r"^/a(?:/(x))?$", "/a");
         assert_eq!(replace_destination("/b/$1/", Some(&rm), &vec![]), "/b//");
+    }
+
+    #[test]
+    fn keys_overlapping_between_captures_numbers_and_names() {
+        let rm = m(r"^/(?<ab>x)(y)$", "/xy");
+        let caps = vec![
+            ("a".to_string(), "CAP-A".to_string()),
+            ("ab".to_string(), "CAP-AB".to_string()),
+            (String::new(), "E".to_string()),
+        ];
+        // `$ab` is both a capture and a group name: the group's value; `$3` is no group, so
+        // the empty capture key takes the `$`.
+        assert_eq!(
+            replace_destination("$ab|$a|$1|$2|$3|$|$01", Some(&rm), &caps),
+            "x|CAP-A|x|y|E3|E|E01"
+        );
     }
 
     #[test]

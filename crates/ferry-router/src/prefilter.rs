@@ -8,6 +8,10 @@
 //! does not match" is exact and skips regress; "it matches" still runs regress for the real
 //! answer and the captures. Anything the translator is not sure about (backreferences, `\s`,
 //! `\b`, unicode escapes, `[^]`, ...) gets no prefilter and always runs regress.
+//!
+//! Two cheaper rejects live here too: [`literal_prefix`] (the literal an `^`-anchored regex starts
+//! with, compared before any automaton) and [`RuleSet`] (one multi-pattern scan per routing phase
+//! over every rule's exact or superset pattern, so a phase's cost does not grow with its rules).
 
 /// The superset pattern of one JavaScript regex, when one could be built.
 #[derive(Debug, Clone)]
@@ -31,6 +35,16 @@ impl Prefilter {
         self.0.as_ref().is_none_or(|re| re.is_match(input))
     }
 
+    /// The superset pattern with its flags inline, for a phase's multi-pattern scan.
+    pub(crate) fn pattern(&self, case_insensitive: bool) -> Option<String> {
+        let re = self.0.as_ref()?;
+        Some(if case_insensitive {
+            format!("(?i){}", re.as_str())
+        } else {
+            re.as_str().to_string()
+        })
+    }
+
     /// Whether a prefilter was built (for tests).
     #[cfg(test)]
     pub(crate) fn is_active(&self) -> bool {
@@ -38,8 +52,136 @@ impl Prefilter {
     }
 }
 
+/// The ASCII literal every match of a `^`-anchored JavaScript regex starts with (`/old-blog` for
+/// `^\/old-blog(?:\/([^\/]+?))(?:\/)?$`), or `""`: a reject cheaper than any automaton. Under
+/// the `i` flag it compares ASCII-case-insensitively, which is exact: JavaScript's non-unicode
+/// canonicalization never maps a non-ASCII character to an ASCII one.
+pub(crate) fn literal_prefix(src: &str) -> String {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = String::new();
+    if chars.first() != Some(&'^') || has_top_level_alternation(&chars) {
+        return out;
+    }
+    let mut i = 1;
+    loop {
+        let (c, next) = match chars.get(i) {
+            // `\/`, `\-`, `\.`: identity escapes of punctuation.
+            Some('\\') => match chars.get(i + 1) {
+                Some(&e) if e.is_ascii_punctuation() => (e, i + 2),
+                _ => break,
+            },
+            Some(&c) if c.is_ascii_graphic() && !"^$\\.*+?()[]{}|".contains(c) => (c, i + 1),
+            _ => break,
+        };
+        // A quantified character is not required (or not alone): stop before it.
+        if matches!(chars.get(next), Some('?' | '*' | '+' | '{')) {
+            break;
+        }
+        out.push(c);
+        i = next;
+    }
+    out
+}
+
+/// Whether the pattern has a `|` outside every group (then `^` anchors one branch only).
+fn has_top_level_alternation(chars: &[char]) -> bool {
+    let mut depth = 0usize;
+    let mut in_class = false;
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 1,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => depth = depth.saturating_sub(1),
+            '|' if !in_class && depth == 0 => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// One scan for a whole routing phase: a multi-pattern automaton over every rule's exact or
+/// superset pattern tells which rules may match a path, instead of one scan per rule (the cost
+/// of a phase no longer grows with its number of rules). Rules without such a pattern are
+/// always candidates.
+#[derive(Debug)]
+pub(crate) struct RuleSet {
+    re: regex_automata::meta::Regex,
+    /// Rule index of each pattern in `re`.
+    rules: Vec<usize>,
+    /// Rules with no pattern in `re`.
+    always: Vec<usize>,
+}
+
+/// Which rules of a phase may match one path (see [`RuleSet::candidates`]).
+#[derive(Debug)]
+pub(crate) enum Candidates {
+    /// No filtering: rules `0..n`.
+    All(usize),
+    /// These rules, ascending.
+    Only(Vec<usize>),
+}
+
+impl Candidates {
+    /// The first candidate rule at or after `from`.
+    pub(crate) fn next(&self, from: usize) -> Option<usize> {
+        match self {
+            Candidates::All(n) => (from < *n).then_some(from),
+            Candidates::Only(v) => v.iter().copied().find(|&i| i >= from),
+        }
+    }
+}
+
+impl RuleSet {
+    /// Builds the set from each rule's pattern (`None`: no pattern, always a candidate); `None`
+    /// when the automaton cannot be built.
+    pub(crate) fn new(patterns: &[Option<String>]) -> Option<Self> {
+        let mut rules = Vec::new();
+        let mut always = Vec::new();
+        let mut pats = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            match p {
+                Some(p) => {
+                    rules.push(i);
+                    pats.push(p.as_str());
+                }
+                None => always.push(i),
+            }
+        }
+        let re = regex_automata::meta::Regex::builder()
+            .configure(
+                regex_automata::meta::Config::new()
+                    .match_kind(regex_automata::MatchKind::All)
+                    .nfa_size_limit(Some(32 << 20))
+                    .hybrid_cache_capacity(8 << 20),
+            )
+            .build_many(&pats)
+            .ok()?;
+        Some(RuleSet { re, rules, always })
+    }
+
+    /// The rules that may match `path`.
+    pub(crate) fn candidates(&self, path: &str) -> Candidates {
+        let mut found = regex_automata::PatternSet::new(self.re.pattern_len());
+        self.re
+            .which_overlapping_matches(&regex_automata::Input::new(path), &mut found);
+        let mut out: Vec<usize> = found
+            .iter()
+            .filter_map(|pid| self.rules.get(pid.as_usize()).copied())
+            .collect();
+        if !self.always.is_empty() {
+            out.extend_from_slice(&self.always);
+            out.sort_unstable();
+        }
+        Candidates::Only(out)
+    }
+}
+
 /// JavaScript's `.` outside the `s` flag: anything but line terminators.
-const DOT: &str = r"[^\n\r\x{2028}\x{2029}]";
+pub(crate) const DOT: &str = r"[^\n\r\x{2028}\x{2029}]";
 
 /// Translates a JavaScript (non-unicode-mode) regex into a superset `regex` pattern, or `None`.
 fn translate(src: &str) -> Option<String> {
@@ -150,7 +292,7 @@ fn translate(src: &str) -> Option<String> {
 }
 
 /// `\x` outside a class.
-fn escape_outside_class(c: char) -> Option<String> {
+pub(crate) fn escape_outside_class(c: char) -> Option<String> {
     Some(match c {
         'd' => "[0-9]".into(),
         'D' => "[^0-9]".into(),
@@ -170,7 +312,7 @@ fn escape_outside_class(c: char) -> Option<String> {
 
 /// One character class starting at `chars[start] == '['`; returns the pattern and the index
 /// after its closing `]`.
-fn translate_class(chars: &[char], start: usize) -> Option<(String, usize)> {
+pub(crate) fn translate_class(chars: &[char], start: usize) -> Option<(String, usize)> {
     let mut i = start + 1;
     let mut out = String::from("[");
     if chars.get(i) == Some(&'^') {
@@ -255,7 +397,7 @@ fn class_char(c: char) -> String {
 }
 
 /// `{n}`, `{n,}` or `{n,m}` at `chars[i]`; the index after `}`.
-fn braced_quantifier(chars: &[char], i: usize) -> Option<usize> {
+pub(crate) fn braced_quantifier(chars: &[char], i: usize) -> Option<usize> {
     let mut j = i + 1;
     let digits = |j: &mut usize| {
         let s = *j;
@@ -375,6 +517,42 @@ mod tests {
         let pre = Prefilter::new(r"^\/old-blog(?:\/([^\/]+?))(?:\/)?$", true);
         assert!(!pre.may_match("/_next/static/chunks/a.js"));
         assert!(pre.may_match("/OLD-BLOG/x"));
+    }
+
+    #[test]
+    fn literal_prefixes() {
+        for (p, want) in [
+            (r"^\/old-blog(?:\/([^\/]+?))(?:\/)?$", "/old-blog"),
+            (r"^\/ssr(?:\/)?$", "/ssr"),
+            (r"^\/post\/(\d+)(?:\/)?$", "/post/"),
+            (r"^\/a{b$", "/"),
+            (r"^\/ab?c$", "/a"),
+            (r"^\/ab*c$", "/a"),
+            (r"^/_next/data/B[/]?/x\.json(?:/)?$", "/_next/data/B"),
+            (r"^(?:\/((?:[^\/]+?)(?:\/(?:[^\/]+?))*))?(?:\/)?$", ""),
+            (r"^a|^b\/c$", ""),
+            (r"^\/x(?:a|b)$", "/x"),
+            (r"/_next/static/.+", ""),
+            (r"^\/\d", "/"),
+            (r"^\/h\u00e9", "/h"),
+        ] {
+            assert_eq!(literal_prefix(p), want, "{p}");
+        }
+        // Every JavaScript match starts with the prefix.
+        for p in PATTERNS {
+            let prefix = literal_prefix(p);
+            let js = regress::Regex::with_flags(p, "i").expect("js regex");
+            for input in INPUTS {
+                if js.find(input).is_some() {
+                    assert!(
+                        input.len() >= prefix.len()
+                            && input.as_bytes()[..prefix.len()]
+                                .eq_ignore_ascii_case(prefix.as_bytes()),
+                        "{p} matches {input:?} without {prefix:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -87,6 +87,95 @@ pub(crate) fn redirect_location_with_query(location: &str, u: &Url) -> String {
     format!("{}{}{}", n.path(), search(&n), hash(&n))
 }
 
+/// next start's redirect query (resolve-routes.js: `prepareDestination` gives
+/// `{...requestQuery, ...destinationQuery}`, then `stringifyQuery`): the request's pairs in
+/// order, a key the destination also has taking the destination's values in its place, then
+/// the destination's other pairs. Values stay as they are spelled.
+pub(crate) fn merge_request_query(location: &str, u: &Url) -> String {
+    let Some(req) = u.query().filter(|q| !q.is_empty()) else {
+        return location.to_string();
+    };
+    let (base, hash) = match location.find('#') {
+        Some(i) => location.split_at(i),
+        None => (location, ""),
+    };
+    let (path, dest) = base.split_once('?').unwrap_or((base, ""));
+    let key = |pair: &str| {
+        let k = pair.split('=').next().unwrap_or_default();
+        url::form_urlencoded::parse(k.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default()
+    };
+    let dest_pairs: Vec<&str> = dest.split('&').filter(|p| !p.is_empty()).collect();
+    let mut keys: Vec<String> = Vec::new();
+    let mut out: Vec<&str> = Vec::new();
+    for pair in req.split('&').filter(|p| !p.is_empty()) {
+        let k = key(pair);
+        if keys.contains(&k) {
+            // A repeated key: its values were placed with its first occurrence.
+            continue;
+        }
+        keys.push(k.clone());
+        let from_dest: Vec<&str> = dest_pairs.iter().copied().filter(|p| key(p) == k).collect();
+        if from_dest.is_empty() {
+            out.extend(req.split('&').filter(|p| !p.is_empty() && key(p) == k));
+        } else {
+            out.extend(from_dest);
+        }
+    }
+    for pair in &dest_pairs {
+        if !keys.contains(&key(pair)) {
+            out.push(pair);
+        }
+    }
+    format!("{path}?{}{hash}", out.join("&"))
+}
+
+/// A destination path (or absolute URL) with next start's `destQuery` serialized after it.
+pub(crate) fn with_dest_query(path: &str, query: &[(String, Vec<String>)]) -> String {
+    let serialized = serialize_grouped(query);
+    if serialized.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{serialized}")
+    }
+}
+
+fn serialize_grouped(query: &[(String, Vec<String>)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, vs) in query {
+        for v in vs {
+            s.append_pair(k, v);
+        }
+    }
+    s.finish()
+}
+
+/// next start's internal rewrite (resolve-routes.js): `parsedUrl.pathname = destination`,
+/// `Object.assign(parsedUrl.query, destQuery)`: a key the request has keeps its place and takes
+/// the destination's values (all of them: an array), new keys follow in order.
+pub(crate) fn assign_destination(u: &Url, path: &str, query: &[(String, Vec<String>)]) -> Url {
+    let mut n = u.clone();
+    n.set_path(path);
+    let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+    for (k, v) in u.query_pairs().into_owned() {
+        match grouped.iter_mut().find(|(gk, _)| *gk == k) {
+            Some(slot) => slot.1.push(v),
+            None => grouped.push((k, vec![v])),
+        }
+    }
+    for (k, vs) in query {
+        match grouped.iter_mut().find(|(gk, _)| gk == k) {
+            Some(slot) => slot.1 = vs.clone(),
+            None => grouped.push((k.clone(), vs.clone())),
+        }
+    }
+    let serialized = serialize_grouped(&grouped);
+    n.set_query((!serialized.is_empty()).then_some(serialized.as_str()));
+    n
+}
+
 /// `getRelativeURL`: same-origin URLs become path + search + hash.
 pub(crate) fn relative_url(target: &str, base: &Url) -> String {
     let Ok(n) = base.join(target) else {

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferry_manifest::{BundleKind, FunctionKind, Manifest};
-use ferry_prerender::PrerenderCache;
+use ferry_prerender::{
+    CacheStore, DiskStore, MemoryStore, PrerenderCache, RedisOptions, RedisStore,
+};
 use ferry_router::Router;
 use ferry_static::StaticFiles;
 use ferry_workers::{EntryKind, PoolConfig, WorkerPool};
@@ -48,6 +50,8 @@ pub struct App {
     pub functions_by_id: HashMap<String, Function>,
     /// The middleware / proxy entry, if any.
     pub middleware: Option<Function>,
+    /// PPR: the build's postponed state by HTML prerender pathname (see `pipeline/prerendered.rs`).
+    pub(crate) postponed: HashMap<String, crate::pipeline::prerendered::PprShell>,
     /// The Node worker pool (absent for static exports).
     pub workers: Option<WorkerPool>,
     local_addr: OnceLock<SocketAddr>,
@@ -55,6 +59,8 @@ pub struct App {
     init_hostname: String,
     /// Secret the workers present on control requests (`/__ferry/control/*`).
     pub control_token: String,
+    /// The `/_next/image` optimizer, made on first use (see `pipeline/image.rs`).
+    pub(crate) image_optimizer: OnceLock<Arc<ferry_image::Optimizer>>,
     in_flight: AtomicUsize,
     idle: Notify,
 }
@@ -69,10 +75,13 @@ impl App {
         let bundle_dir = config.bundle_dir.clone();
         let router = Router::new(&manifest)
             .map_err(|e| ServerError::Bundle(e.to_string()))?
-            .with_next_start_data_urls(true);
+            .with_next_start_data_urls(true)
+            .with_next_start_semantics(true);
         let statics = StaticFiles::new(&bundle_dir, &manifest)
             .map_err(|e| ServerError::Bundle(e.to_string()))?;
-        let prerenders = PrerenderCache::new(&bundle_dir, &manifest)
+        let cache_root = cache_root(&bundle_dir);
+        let store = open_store(config, &cache_root, &manifest).await?;
+        let prerenders = PrerenderCache::with_store(&bundle_dir, &manifest, store)
             .map_err(|e| ServerError::Bundle(e.to_string()))?;
         // Manifest entries are bundle-relative; workers run in the project dir, so go absolute.
         let absolute = |entry: &str| bundle_dir.join(entry).to_string_lossy().into_owned();
@@ -139,7 +148,7 @@ impl App {
                 // immutable, so beside it when writable, else in the temp dir.
                 pool.env.push((
                     "FERRY_CACHE_DIR".into(),
-                    image_cache_root(&bundle_dir).to_string_lossy().into_owned(),
+                    cache_root.to_string_lossy().into_owned(),
                 ));
                 // Answer what needs no JavaScript at once; requests for workers queue until
                 // they are up. A pool that cannot start at all is fatal, with a clear message.
@@ -161,6 +170,7 @@ impl App {
             }
             _ => None,
         };
+        let postponed = crate::pipeline::prerendered::postponed_states(&manifest);
         Ok(Arc::new(App {
             manifest,
             bundle_dir,
@@ -169,9 +179,11 @@ impl App {
             prerenders,
             functions,
             functions_by_id,
+            postponed,
             middleware,
             workers,
             local_addr: OnceLock::from(local_addr),
+            image_optimizer: OnceLock::new(),
             // The CLI's default (all interfaces) stands for "no -H", which next start reports as
             // localhost.
             init_hostname: match config.host.as_str() {
@@ -234,8 +246,77 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Memory tier of the disk and Redis stores: at most this much (or the whole cache if smaller).
+const MEMORY_TIER_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The prerender cache store `config` asks for. Entries are namespaced by build id and
+/// deployment id, so a new build never serves an older build's pages.
+async fn open_store(
+    config: &ServerConfig,
+    cache_root: &std::path::Path,
+    manifest: &Manifest,
+) -> Result<Arc<dyn CacheStore>, ServerError> {
+    let namespace = match &manifest.deployment_id {
+        Some(d) if !d.is_empty() => format!("{}.{d}", manifest.build_id),
+        _ => manifest.build_id.clone(),
+    };
+    let memory_bytes = MEMORY_TIER_BYTES.min(config.cache_max_size);
+    match config.cache_url.as_deref().map(str::trim) {
+        None | Some("") | Some("disk") => {
+            // Directory names from the namespace: keep it to a safe alphabet.
+            let dir: String = namespace
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let root = cache_root.join("prerender").join(dir);
+            match DiskStore::open(&root, config.cache_max_size, memory_bytes) {
+                Ok(store) => {
+                    tracing::info!(
+                        "prerender cache: disk, {} (max {} MB)",
+                        root.display(),
+                        config.cache_max_size / 1_000_000
+                    );
+                    Ok(Arc::new(store))
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "prerender cache: cannot use {} ({e}); keeping it in memory only",
+                        root.display()
+                    );
+                    Ok(Arc::new(MemoryStore::bounded(memory_bytes)))
+                }
+            }
+        }
+        Some("memory" | "memory:" | "memory://") => {
+            tracing::info!("prerender cache: memory only");
+            Ok(Arc::new(MemoryStore::bounded(config.cache_max_size)))
+        }
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let mut opts = RedisOptions::new(url, namespace);
+            opts.memory_bytes = memory_bytes;
+            let store = RedisStore::connect(opts)
+                .await
+                .map_err(|e| ServerError::Cache(e.to_string()))?;
+            tracing::info!(
+                "prerender cache: shared through Redis (keys {}*)",
+                store.prefix()
+            );
+            Ok(Arc::new(store))
+        }
+        Some(other) => Err(ServerError::Cache(format!(
+            "unsupported cache URL {other:?} (expected redis://host:port[/db], memory or disk)"
+        ))),
+    }
+}
+
 /// `<bundle>/../.ferry-cache` when it can be created, else `<tmp>/ferry-cache`.
-fn image_cache_root(bundle_dir: &std::path::Path) -> PathBuf {
+pub(crate) fn cache_root(bundle_dir: &std::path::Path) -> PathBuf {
     let beside = bundle_dir
         .canonicalize()
         .ok()

@@ -36,7 +36,15 @@ pub struct ServerConfig {
     pub queue_limit: usize,
     /// The `node` executable.
     pub node: PathBuf,
+    /// Where the prerender cache lives: `None` = on disk beside the bundle (the default),
+    /// `redis://host:port[/db]` = shared through Redis, `memory` = in-process only.
+    pub cache_url: Option<String>,
+    /// Bound of the disk cache in bytes (the memory tier holds at most 256 MiB of it).
+    pub cache_max_size: u64,
 }
+
+/// The default `cache_max_size`: 1 GiB.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 1024 * 1024 * 1024;
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +60,9 @@ pub enum ServerError {
     /// The bundle could not be loaded.
     #[error("cannot load the bundle: {0}")]
     Bundle(String),
+    /// The prerender cache store could not be set up (bad `--cache-url`).
+    #[error("cannot set up the cache: {0}")]
+    Cache(String),
     /// The worker pool could not start.
     #[error("cannot start the Node.js workers: {0}")]
     Workers(#[from] ferry_workers::WorkerError),

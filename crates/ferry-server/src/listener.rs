@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::pipeline::guard::{MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::{App, ServerConfig, ServerError};
 
 /// Connections served at once; more wait in the kernel's accept queue.
@@ -52,11 +53,19 @@ pub async fn serve(
         .timer(TokioTimer::new())
         // Also bounds idle keep-alive time: the timer runs while waiting for the next request.
         .header_read_timeout(keep_alive)
-        .keep_alive(true);
+        .keep_alive(true)
+        // More header fields than this: hyper answers 431 itself. Heads over MAX_HEAD_BYTES
+        // are read whole (up to hyper's ~400 KB buffer) and refused with 431 by the guard, so
+        // the client gets its answer instead of a reset; targets over 8 KB get 414 there too.
+        .max_headers(MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(20)));
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        // HPACK counts 32 bytes per field on top of name and value: leave room for that so the
+        // guard's byte count (431, the same as HTTP/1.1) decides; past this the h2 layer itself
+        // answers 431 on the stream.
+        .max_header_list_size(u32::try_from(MAX_HEAD_BYTES + 32 * MAX_HEADERS).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));

@@ -29,6 +29,8 @@ pub fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         worker_timeout: Duration::from_secs(args.worker_timeout),
         queue_limit: args.queue_limit,
         node: args.node,
+        cache_url: args.cache_url.filter(|u| !u.trim().is_empty()),
+        cache_max_size: args.cache_max_size,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,6 +4,8 @@
 //! Everything here talks to real things: real processes, real sockets, a real `next build`.
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
+pub mod images;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -38,6 +38,16 @@ async function handle(msg) {
     tables.set(msg.define, msg.table)
     return { ok: true }
   }
+  if (msg.build) {
+    // A next.config-style spec turned into an adapter routing table by Next's own build code.
+    const table = await require('./build-table').buildTable(msg.spec)
+    tables.set(msg.build, table)
+    return { table }
+  }
+  if (msg.drop) {
+    tables.delete(msg.drop)
+    return { ok: true }
+  }
   const t = tables.get(msg.table)
   const req = msg.req
   let invoked = false

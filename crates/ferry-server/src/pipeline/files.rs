@@ -35,16 +35,16 @@ pub async fn serve(
     output: &ferry_router::Output,
 ) -> Option<Response<Body>> {
     let entry = app.statics.get(&output.pathname)?;
-    let page = output
-        .pathname
-        .strip_prefix(app.manifest.config.base_path.as_str())
-        .unwrap_or(&output.pathname);
-    if page == "/404" && matches!(ctx.parts.method, Method::GET | Method::HEAD) {
-        let res = app
-            .statics
-            .respond(entry, &Method::GET, &http::HeaderMap::new())
-            .await;
-        return Some(static_404_page(app, ctx, res).await);
+    if matches!(ctx.parts.method, Method::GET | Method::HEAD) && is_pages_html(app, output) {
+        // next-server renders these pages (`/404` itself answers 404), it does not stream a file.
+        let status = match page_of(app, &output.pathname) {
+            "/404" => StatusCode::NOT_FOUND,
+            "/500" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::OK,
+        };
+        return Some(
+            super::not_found::static_page_as_rendered(app, ctx, entry, status, None).await,
+        );
     }
     let res = app
         .statics
@@ -59,35 +59,44 @@ pub async fn serve(
     Some(res)
 }
 
-/// A request for `/404` itself: next-server renders the static 404 page as a page (status 404,
-/// `sendRenderResult`: strong ETag, `X-Powered-By`, no file validators or Cache-Control).
-async fn static_404_page(app: &App, ctx: &RequestCtx, file: Response<Body>) -> Response<Body> {
-    use http_body_util::BodyExt;
-    let (parts, body) = file.into_parts();
-    let Ok(collected) = http_body_util::Limited::new(body, 8 * 1024 * 1024)
-        .collect()
-        .await
-    else {
-        return super::guard::reject(500);
+/// A pages-router HTML output (an automatically static page, `/404`, `/500`): next start
+/// serves these through next-server's page rendering, not as files.
+pub fn is_pages_html(app: &App, output: &ferry_router::Output) -> bool {
+    use ferry_manifest::StaticSource;
+    let dot_html = |ct: &str| ct.starts_with("text/html");
+    let page = page_of(app, &output.pathname);
+    !page.starts_with("/_next/")
+        && app.manifest.static_files.iter().any(|f| {
+            f.pathname == output.pathname
+                && f.source == StaticSource::Output
+                && dot_html(&f.content_type)
+        })
+}
+
+/// An output pathname without the basePath and the locale prefix (`/docs/fr/404` → `/404`).
+pub fn page_of<'a>(app: &App, pathname: &'a str) -> &'a str {
+    let base = app.manifest.config.base_path.as_str();
+    let page = pathname
+        .strip_prefix(base)
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(pathname);
+    let Some(i18n) = app.manifest.config.i18n.as_ref() else {
+        return page;
     };
-    let bytes = collected.to_bytes();
-    let mut res = Response::new(if ctx.parts.method == Method::HEAD {
-        ferry_http::empty()
-    } else {
-        ferry_http::full(bytes.clone())
-    });
-    *res.status_mut() = StatusCode::NOT_FOUND;
-    let h = res.headers_mut();
-    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-        h.insert(header::CONTENT_TYPE, ct.clone());
+    for locale in &i18n.locales {
+        if let Some(rest) = page
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(locale.as_str()))
+        {
+            if rest.is_empty() {
+                return "/";
+            }
+            if rest.starts_with('/') {
+                return rest;
+            }
+        }
     }
-    if app.manifest.config.generate_etags
-        && let Ok(v) = http::HeaderValue::from_str(&ferry_prerender::generate_etag(&bytes))
-    {
-        h.insert(header::ETAG, v);
-    }
-    h.insert(header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
-    res
+    page
 }
 
 /// The pages router's `_error` page rendered for `status`, if the app has one.

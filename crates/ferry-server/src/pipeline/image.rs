@@ -1,28 +1,34 @@
-//! `/_next/image`: next start's image optimizer, run in a worker (until Ferry has its own).
+//! `/_next/image`: next start's image optimizer, answered in Rust by [`ferry_image`].
 //!
 //! next start matches `<basePath>/_next/image` in routing's filesystem check (`check_fs`), so
 //! `headers()` rules, redirects, the middleware and `beforeFiles` rewrites run first and their
 //! response headers apply, while `afterFiles`, dynamic routes and `fallback` never see it. The
 //! manifest has no output for it, so Ferry's router ends such a request as not found (or in a
-//! catch-all route): this stage takes it over then. The worker runs Next's own code
-//! (`next/dist/server/image-optimizer`, see the IMAGE section of `js/bridge/bridge.cjs`): same
-//! validation messages, headers, disk cache (`$FERRY_CACHE_DIR/cache/images`), ETag / 304.
+//! catch-all route): this stage takes it over then. [`ferry_image::Optimizer`] gives next's
+//! validation messages, headers, disk cache (`<cache root>/cache/images`, next's layout), ETag /
+//! 304; one optimizer per app, made on first use.
 //!
-//! A local `url` is fetched by the worker from Ferry's public port with [`FETCH_HEADER`] set;
-//! such a request never reaches the optimizer again, so a rewrite pointing back at
-//! `/_next/image` cannot loop (next-server refuses the same with an invariant error).
+//! A local `url` is fetched from Ferry's public port with [`FETCH_HEADER`] set (next runs it
+//! through its own routing the same way); such a request never reaches the optimizer again, so a
+//! rewrite pointing back at `/_next/image` cannot loop (next-server refuses the same with an
+//! invariant error).
+//!
+//! Apps whose `images.formats` asks for a type Ferry cannot encode (AVIF) keep next's own
+//! optimizer in a worker (`next/dist/server/image-optimizer`, the IMAGE section of
+//! `js/bridge/bridge.cjs`).
 
 use std::sync::Arc;
 
 use ferry_http::Body;
+use ferry_image::{ImageConfig, LoopbackSource, Optimizer, Options};
 use ferry_router::Resolution;
 use ferry_workers::{EntryKind, Invocation};
-use http::{Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::{RequestCtx, route};
 use crate::App;
 
-/// Request header marking the worker's own fetch of a local image (never answered here).
+/// Request header marking the optimizer's own fetch of a local image (never answered here).
 pub const FETCH_HEADER: &str = "ferry-image-fetch";
 
 /// What the bridge is told to run (it ignores the entry for [`EntryKind::Image`]).
@@ -49,33 +55,92 @@ pub async fn serve<'r>(
         // Redirects, external rewrites and rejections come first in next start too.
         _ => return None,
     };
-    if !is_image_path(&app.manifest.config.base_path, path) || !optimizer_enabled(app) {
+    if !is_image_path(&app.manifest.config.base_path, path) {
         return None;
     }
-    let pool = app.workers.as_ref()?;
+    let config = ImageConfig::from_json(&app.manifest.config.images);
+    if !config.optimizer_enabled() {
+        return None;
+    }
     if ctx.parts.headers.contains_key(FETCH_HEADER) {
-        // The worker's own fetch of a local image was routed back here.
+        // The optimizer's own fetch of a local image was routed back here.
         tracing::warn!("image url routes back to /_next/image: {}", ctx.parts.uri);
         return Some((
             ferry_http::text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
             headers,
         ));
     }
+    let request_headers = route::header_map(request_headers);
+    if !Optimizer::supports_formats(&config) {
+        return serve_in_worker(app, ctx, request_headers)
+            .await
+            .map(|res| (res, headers.as_slice()));
+    }
+    let optimizer = optimizer(app, config)?;
+    let res = optimizer
+        .handle(
+            &ctx.parts.method,
+            ctx.parts.uri.query().unwrap_or(""),
+            &request_headers,
+        )
+        .await;
+    Some((res, headers))
+}
+
+/// next's own optimizer in a worker, for what [`Optimizer`] cannot produce.
+async fn serve_in_worker(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    request_headers: http::HeaderMap,
+) -> Option<Response<Body>> {
+    let pool = app.workers.as_ref()?;
     let mut inv = Invocation::new(
         ENTRY,
         EntryKind::Image,
         ctx.parts.method.clone(),
         ctx.parts.uri.clone(),
     );
-    inv.headers = route::header_map(request_headers);
-    let res = match pool.dispatch(inv).await {
+    inv.headers = request_headers;
+    Some(match pool.dispatch(inv).await {
         Ok(res) => res,
         Err(err) => {
             tracing::error!("image optimizer failed for {}: {err}", ctx.parts.uri);
             ferry_http::HttpError::to_response(&err)
         }
+    })
+}
+
+/// The app's optimizer, made on first use; `None` before the server has an address.
+fn optimizer(app: &Arc<App>, config: ImageConfig) -> Option<Arc<Optimizer>> {
+    if let Some(o) = app.image_optimizer.get() {
+        return Some(Arc::clone(o));
+    }
+    let addr = app.local_addr()?;
+    let marker = (
+        HeaderName::from_static(FETCH_HEADER),
+        HeaderValue::from_static("1"),
+    );
+    let source = match LoopbackSource::new(format!("http://127.0.0.1:{}", addr.port()), marker) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!("cannot start the image optimizer: {err}");
+            return None;
+        }
     };
-    Some((res, headers))
+    let options = Options::new(
+        config,
+        &app.manifest.config.base_path,
+        Some(
+            crate::app::cache_root(&app.bundle_dir)
+                .join("cache")
+                .join("images"),
+        ),
+    );
+    // Two first requests racing: one optimizer wins, the other is dropped unused.
+    let optimizer = app
+        .image_optimizer
+        .get_or_init(|| Optimizer::new(options, Arc::new(source)));
+    Some(Arc::clone(optimizer))
 }
 
 /// `<basePath>/_next/image`, with next's trailing-slash tolerance.
@@ -84,20 +149,6 @@ fn is_image_path(base_path: &str, path: &str) -> bool {
         return false;
     };
     rest == "/_next/image" || rest == "/_next/image/"
-}
-
-/// next-server answers with the 404 page when the default loader is not in use.
-fn optimizer_enabled(app: &App) -> bool {
-    let images = &app.manifest.config.images;
-    let loader = images
-        .get("loader")
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
-    let unoptimized = images
-        .get("unoptimized")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
-    loader == "default" && !unoptimized
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use ferry_http::Body;
 use ferry_prerender::{CacheState, Regeneration, Rendered};
 use ferry_workers::Invocation;
 use http::{HeaderMap, HeaderValue, Method, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited, StreamBody};
 use percent_encoding::percent_decode_str;
 
 use super::RequestCtx;
@@ -37,14 +38,25 @@ pub async fn serve(
     if bypasses(app, ctx, output, &key) {
         return None;
     }
-    let hit = app.prerenders.lookup(&key, SystemTime::now())?;
+    // A memory miss looks behind the memory tier (disk, Redis: bounded by the store's timeout),
+    // then reloads the bundle's seed.
+    let hit = app
+        .prerenders
+        .lookup_or_fetch(&key, SystemTime::now())
+        .await?;
+    if let Some(ppr) = app.postponed.get(&key) {
+        return ppr_resume(app, ctx, output, hit, ppr.clone());
+    }
     if hit.state == CacheState::Expired {
         // Must not be served: render now. Whoever holds the claim stores the result.
         let regen = hit.regeneration?;
         // next start renders a missing entry within the request, with the request's URL (its
         // query shows in the page's canonical URL, `_rsc` included), and caches that render.
         render_group(app.clone(), regen, ctx.parts.uri.query().map(str::to_owned)).await;
-        let fresh = app.prerenders.lookup(&key, SystemTime::now())?;
+        let fresh = app
+            .prerenders
+            .lookup_or_fetch(&key, SystemTime::now())
+            .await?;
         return Some(app.prerenders.respond_with_label(
             &fresh.entry,
             "MISS",
@@ -64,10 +76,154 @@ pub async fn serve(
     Some(res)
 }
 
+// ---- PPR (Cache Components) ----------------------------------------------------------------
+// A partially prerendered page is answered like next start does it: the static shell from the
+// cache at once, then the postponed Suspense boundaries, rendered by a worker resuming the
+// build's postponed state, appended to the same response (next start: app-page template,
+// `resumeRender`; the adapter docs' "Implementing PPR in an Adapter").
+
+/// The build's postponed state by HTML prerender pathname: PARTIALLY_STATIC prerenders with a
+/// shell file and a postponed state (their `.rsc` / segment twins are answered from the cache or
+/// by a dynamic render, as under next start).
+pub fn postponed_states(
+    manifest: &ferry_manifest::Manifest,
+) -> std::collections::HashMap<String, PprShell> {
+    manifest
+        .prerenders
+        .iter()
+        .filter(|p| p.rendering_mode.as_deref() == Some("PARTIALLY_STATIC"))
+        .filter(|p| !p.pathname.ends_with(&manifest.routing.rsc.suffix))
+        .filter(|p| {
+            !p.pathname
+                .contains(&manifest.routing.rsc.prefetch_segment_dir_suffix)
+        })
+        .filter_map(|p| {
+            let seed = p.seed.as_ref()?;
+            seed.file.as_ref()?;
+            let state = seed.postponed_state.as_deref()?;
+            let shell = PprShell {
+                postponed: Arc::from(state),
+                parent_output_id: p.parent_output_id.clone(),
+            };
+            Some((p.pathname.clone(), shell))
+        })
+        .collect()
+}
+
+/// What resuming a PPR shell needs besides the cached shell.
+#[derive(Debug, Clone)]
+pub struct PprShell {
+    /// The build's postponed state, opaque.
+    postponed: Arc<str>,
+    /// The function that resumes it.
+    parent_output_id: String,
+}
+
+impl PprShell {
+    /// The id of the page function the shell was prerendered from (and that renders the page's
+    /// dynamic RSC navigations and prefetches, which Ferry's cache does not hold).
+    pub fn parent_output_id(&self) -> &str {
+        &self.parent_output_id
+    }
+}
+
+/// Shell now, resumed part when the worker has it. next start's headers for such a response:
+/// the shell's stored headers, `x-nextjs-postponed: 1`, `Cache-Control: private, no-cache,
+/// no-store, max-age=0, must-revalidate` (the body is per request), no ETag, no length, no
+/// `x-nextjs-cache`.
+fn ppr_resume(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    output: &ferry_router::Output,
+    hit: ferry_prerender::CacheHit,
+    ppr: PprShell,
+) -> Option<Response<Body>> {
+    // The shell and the postponed state are a pair from the build: a regenerated shell would
+    // need its own state (see the report: regeneration of PPR shells is not done yet), so the
+    // build's pair keeps being served.
+    if let Some(regen) = &hit.regeneration {
+        app.prerenders.regeneration_failed(&regen.pathname);
+    }
+    let entry = &hit.entry;
+    let mut headers = entry.headers.clone();
+    let content_type = headers.remove(http::header::CONTENT_TYPE);
+    if let Ok(name) =
+        http::HeaderName::from_bytes(app.manifest.routing.rsc.did_postpone_header.as_bytes())
+    {
+        headers.insert(name, HeaderValue::from_static("1"));
+    }
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache, no-store, max-age=0, must-revalidate"),
+    );
+    if let Some(ct) = content_type {
+        headers.insert(http::header::CONTENT_TYPE, ct);
+    }
+    let mut res = Response::new(ferry_http::empty());
+    *res.status_mut() = entry.status;
+    *res.headers_mut() = headers;
+    if ctx.parts.method == Method::HEAD {
+        // next start's headers go out with the shell, before the resume runs: nothing the
+        // resumed render does can change them, so a HEAD needs no render.
+        return Some(res);
+    }
+    let function = app.functions_by_id.get(&ppr.parent_output_id)?;
+    let pool = app.workers.as_ref()?;
+    let inv = super::functions::resume_invocation(app, ctx, output, function, &ppr.postponed)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(8);
+    let pool = pool.clone();
+    let target = ctx.parts.uri.clone();
+    tokio::spawn(async move {
+        let failed = |msg: String| std::io::Error::other(msg);
+        let res = match pool.dispatch(inv).await {
+            Ok(res) if res.status() == http::StatusCode::OK => res,
+            Ok(res) => {
+                tracing::error!("resuming {target}: the worker answered {}", res.status());
+                let _ = tx
+                    .send(Err(failed(format!("resume answered {}", res.status()))))
+                    .await;
+                return;
+            }
+            Err(err) => {
+                tracing::error!("resuming {target}: {err}");
+                let _ = tx.send(Err(failed(err.to_string()))).await;
+                return;
+            }
+        };
+        // The resumed render's own headers came too late for the client (next start sent the
+        // shell's first); only its body is appended.
+        let mut body = res.into_body();
+        while let Some(frame) = body.frame().await {
+            let item = match frame {
+                Ok(f) => match f.into_data() {
+                    Ok(data) => Ok(Frame::data(data)),
+                    Err(_) => continue,
+                },
+                // Like next start, a failed resume aborts the response (no clean end).
+                Err(e) => Err(e),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                // The client went away: dropping the worker's body ends its render.
+                return;
+            }
+        }
+    });
+    let shell = futures_util::stream::once(std::future::ready(Ok(Frame::data(entry.body.clone()))));
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    *res.body_mut() = BodyExt::boxed(StreamBody::new(futures_util::StreamExt::chain(shell, rest)));
+    Some(res)
+}
+
+// ---- end of PPR --------------------------------------------------------------------------------
+
 /// On-demand revalidation: regenerate the entry's whole group now, answer like next start
 /// (`x-nextjs-cache: REVALIDATED` with the fresh entry).
 async fn revalidate_now(app: &Arc<App>, ctx: &RequestCtx, key: &str) -> Response<Body> {
-    app.prerenders.invalidate_path(key);
+    let path = key.to_owned();
+    cache_write(app, move |c| c.invalidate_path(&path)).await;
     // Another request may be regenerating the group already: wait for it, bounded.
     let deadline = tokio::time::Instant::now() + REVALIDATE_WAIT;
     loop {
@@ -226,7 +382,18 @@ async fn render_group(app: Arc<App>, regen: Regeneration, query: Option<String>)
     }
     // The looked-up pathname first: store_group releases the claim by it.
     results.sort_by_key(|(p, _)| p != &regen.pathname);
-    app.prerenders.store_group(results, SystemTime::now());
+    cache_write(&app, move |c| c.store_group(results, SystemTime::now())).await;
+}
+
+/// Runs a cache write off the async executor: the disk store writes through (with fsync).
+pub(crate) async fn cache_write(
+    app: &Arc<App>,
+    f: impl FnOnce(&ferry_prerender::PrerenderCache) + Send + 'static,
+) {
+    let app = app.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || f(&app.prerenders)).await {
+        tracing::error!("prerender cache write failed: {e}");
+    }
 }
 
 /// One render of `pathname` with the revalidation token, collected in full.

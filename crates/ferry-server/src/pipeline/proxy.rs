@@ -1,5 +1,7 @@
 //! External rewrites: the request is proxied to an absolute `http://` destination and the
-//! response streamed back.
+//! response streamed back, the way next start's `proxyRequest` (router-utils/proxy-request.js,
+//! httpxy with `changeOrigin` and no `xfwd`) does it: `Host` becomes the destination's,
+//! `x-forwarded-host` carries the client's `Host`, nothing else is added.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -25,14 +27,29 @@ fn client() -> &'static Client<HttpConnector, Body> {
     })
 }
 
+/// Where an external rewrite came from: next start builds the upstream URL differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A `rewrites()` rule: `prepareDestination` merges the request's query under the
+    /// destination's own.
+    Rule,
+    /// The middleware's `x-middleware-rewrite`: its URL is used as it is.
+    Middleware,
+}
+
 /// Proxies the request to `url`.
 pub async fn forward(
     ctx: &RequestCtx,
     url: &str,
+    origin: Origin,
     request_headers: &[(String, String)],
     status: Option<u16>,
     body: Body,
 ) -> Response<Body> {
+    let url = match origin {
+        Origin::Rule => with_request_query(url, ctx.parts.uri.query()),
+        Origin::Middleware => url.to_owned(),
+    };
     let Ok(uri) = url.parse::<Uri>() else {
         return ferry_http::text_response(StatusCode::BAD_GATEWAY, "invalid rewrite destination");
     };
@@ -47,11 +64,33 @@ pub async fn forward(
     for name in ferry_http::HOP_BY_HOP {
         headers.remove(*name);
     }
+    // proxy-request.js: `headers: { 'x-forwarded-host': req.headers.host || '' }`.
+    let client_host = ctx
+        .parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(""));
+    headers.insert("x-forwarded-host", client_host);
     if let Some(authority) = uri.authority()
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
     {
         headers.insert(header::HOST, host);
     }
+    // httpxy: a client that asked to close gets a fresh upstream connection marked `close`;
+    // otherwise Node's keep-alive agent says `keep-alive` explicitly.
+    let close = ctx
+        .parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    headers.insert(
+        header::CONNECTION,
+        HeaderValue::from_static(if close { "close" } else { "keep-alive" }),
+    );
     let mut req = Request::new(body);
     *req.method_mut() = ctx.parts.method.clone();
     *req.uri_mut() = uri;
@@ -72,5 +111,95 @@ pub async fn forward(
             ferry_http::text_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
         }
         Err(_) => ferry_http::text_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+    }
+}
+
+/// `prepareDestination`'s query merge for an external rewrite rule: the request's query
+/// first, the destination's own values winning for a key both have, serialized like
+/// `stringifyQuery` (request keys and values percent-encoded, `encodeURIComponent`).
+pub fn with_request_query(url: &str, request_query: Option<&str>) -> String {
+    let Some(request_query) = request_query.filter(|q| !q.is_empty()) else {
+        return url.to_owned();
+    };
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let mut merged: Vec<(String, Vec<String>)> = Vec::new();
+    let mut put =
+        |key: String, values: Vec<String>| match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = values,
+            None => merged.push((key, values)),
+        };
+    for (key, values) in group(url::form_urlencoded::parse(request_query.as_bytes())) {
+        put(key, values);
+    }
+    for (key, values) in group(parsed.query_pairs()) {
+        put(key, values);
+    }
+    let mut search = String::new();
+    for (key, values) in &merged {
+        for value in values {
+            if !search.is_empty() {
+                search.push('&');
+            }
+            search.push_str(&encode_component(key));
+            search.push('=');
+            search.push_str(&encode_component(value));
+        }
+    }
+    parsed.set_query(if search.is_empty() {
+        None
+    } else {
+        Some(&search)
+    });
+    parsed.to_string()
+}
+
+/// Query pairs grouped by key in first-seen order (a `ParsedUrlQuery`).
+fn group<'a>(
+    pairs: impl Iterator<Item = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (k, v) in pairs {
+        match out.iter_mut().find(|(key, _)| key == k.as_ref()) {
+            Some(slot) => slot.1.push(v.into_owned()),
+            None => out.push((k.into_owned(), vec![v.into_owned()])),
+        }
+    }
+    out
+}
+
+/// JavaScript's `encodeURIComponent`.
+fn encode_component(s: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'!')
+        .remove(b'~')
+        .remove(b'*')
+        .remove(b'\'')
+        .remove(b'(')
+        .remove(b')');
+    utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_rewrite_rule_keeps_the_request_query_under_the_destinations() {
+        assert_eq!(
+            with_request_query("http://127.0.0.1:9/upstream/a/b", Some("x=1")),
+            "http://127.0.0.1:9/upstream/a/b?x=1"
+        );
+        assert_eq!(
+            with_request_query("http://h/p?a=dest&c=3", Some("a=req&b=2&b=x%20y")),
+            "http://h/p?a=dest&b=2&b=x%20y&c=3"
+        );
+        assert_eq!(with_request_query("http://h/p?a=1", None), "http://h/p?a=1");
+        assert_eq!(with_request_query("http://h/p", Some("")), "http://h/p");
     }
 }

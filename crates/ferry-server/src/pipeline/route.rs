@@ -21,19 +21,15 @@ pub const MIDDLEWARE_BODY_LIMIT: usize = 10 * 1024 * 1024;
 pub enum Routed {
     /// Serve this resolution; the body is handed on.
     Resolved(Resolution, Body),
-    /// The middleware answered (or failed): send this response.
-    Respond(Response<Body>),
+    /// The middleware answered (or failed): send this response, with the response headers
+    /// routing resolved before it (next start keeps the `headers()` rules on it).
+    Respond(Response<Body>, Vec<(String, String)>),
 }
 
 /// Builds the router's view of the request.
 pub fn request_info(app: &App, ctx: &RequestCtx) -> RequestInfo {
     let uri = &ctx.parts.uri;
-    let headers = ctx
-        .parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
-        .collect();
+    let headers = header_pairs(&ctx.parts.headers);
     let host = ctx
         .parts
         .headers
@@ -51,6 +47,31 @@ pub fn request_info(app: &App, ctx: &RequestCtx) -> RequestInfo {
     }
 }
 
+/// A static file whose routing depends only on its path, resolved once when the router was
+/// built: requests without a query or the RSC header skip the routing phases.
+fn path_only(app: &App, ctx: &RequestCtx) -> Option<Resolution> {
+    let parts = &ctx.parts;
+    if !matches!(parts.method, http::Method::GET | http::Method::HEAD)
+        || parts.uri.query().is_some()
+        || parts.headers.contains_key(app.router.rsc_header())
+    {
+        return None;
+    }
+    let output = app.router.path_only_output(parts.uri.path())?;
+    Some(Resolution::Output(ferry_router::Output {
+        request_headers: header_pairs(&parts.headers),
+        ..output.clone()
+    }))
+}
+
+/// The request's headers as the router sees them.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
+        .collect()
+}
+
 /// Node decodes header bytes as latin-1; so do we, so regexes see the same characters.
 fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| b as char).collect()
@@ -58,6 +79,9 @@ fn latin1(bytes: &[u8]) -> String {
 
 /// Runs every routing phase, with the middleware when it matches.
 pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
+    if let Some(resolution) = path_only(app, ctx) {
+        return Routed::Resolved(resolution, body);
+    }
     let info = request_info(app, ctx);
     let mut state = match app.router.start(&info) {
         Step::Done(resolution) => return Routed::Resolved(resolution, body),
@@ -74,11 +98,12 @@ pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
     // The middleware may read the body and so may the route after it: buffer it once.
     let bytes = match buffer_body(ctx, body).await {
         Ok(bytes) => bytes,
-        Err(res) => return Routed::Respond(res),
+        Err(res) => return Routed::Respond(res, Vec::new()),
     };
-    let uri: Uri = match state.middleware_url().parse() {
+    let url = next_start_middleware_url(app, ctx, state.middleware_url());
+    let uri: Uri = match url.parse() {
         Ok(uri) => uri,
-        Err(_) => return Routed::Respond(guard::reject(400)),
+        Err(_) => return Routed::Respond(guard::reject(400), Vec::new()),
     };
     let mut inv = Invocation::new(
         middleware.entry.clone(),
@@ -87,8 +112,9 @@ pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
         uri,
     );
     inv.headers = header_map(state.request_headers().raw());
+    functions::add_forwarded_headers(app, ctx, &mut inv.headers);
     inv.body = ferry_http::full(bytes.clone());
-    inv.meta = functions::middleware_meta(app, ctx, state.middleware_url());
+    inv.meta = functions::middleware_meta(app, ctx, &url);
     let Some(pool) = app.workers.as_ref() else {
         return Routed::Resolved(app.router.finish(state), ferry_http::full(bytes));
     };
@@ -96,7 +122,7 @@ pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
         Ok(res) => res,
         Err(err) => {
             tracing::error!("middleware failed for {}: {err}", ctx.parts.uri);
-            return Routed::Respond(ferry_http::HttpError::to_response(&err));
+            return Routed::Respond(ferry_http::HttpError::to_response(&err), Vec::new());
         }
     };
     let status = res.status().as_u16();
@@ -112,8 +138,97 @@ pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
         MiddlewareEffect::Done(resolution) => {
             Routed::Resolved(*resolution, ferry_http::full(bytes))
         }
-        MiddlewareEffect::Respond => Routed::Respond(strip_middleware_signals(res)),
+        MiddlewareEffect::Respond => Routed::Respond(
+            strip_middleware_signals(res),
+            state.response_headers().sorted_combined(),
+        ),
     }
+}
+
+/// The URL next start gives the middleware (next-server.js `runMiddleware`):
+/// `<origin>/<locale><pathname><?query>`, where `pathname` is the routed page path with the
+/// basePath and the locale prefix the router added (a `_next/data` URL in its page form), and
+/// `locale` the request's. The adapter then parses it twice (`NextURL`, and again once it
+/// dropped a default locale), so the proxy sees `/static/` for `/docs/static/` and
+/// `/docs/en-US/static/`, but `/docs/fr/static/` (locale `fr`) for `/docs/fr/static/`.
+fn next_start_middleware_url(app: &App, ctx: &RequestCtx, routed: &str) -> String {
+    middleware_url_for(
+        &app.manifest.config,
+        &app.manifest.build_id,
+        functions::default_locale(app, ctx),
+        routed,
+    )
+}
+
+/// [`next_start_middleware_url`] for a config, build id and the request's default locale.
+fn middleware_url_for(
+    cfg: &ferry_manifest::RuntimeConfig,
+    build_id: &str,
+    default_locale: &str,
+    routed: &str,
+) -> String {
+    // `skipProxyUrlNormalize`: next-server hands the middleware the initURL as it is.
+    let Some(i18n) = cfg
+        .i18n
+        .as_ref()
+        .filter(|_| !cfg.skip_middleware_url_normalize)
+    else {
+        return routed.to_owned();
+    };
+    let Ok(mut url) = url::Url::parse(routed) else {
+        return routed.to_owned();
+    };
+    let base = cfg.base_path.as_str();
+    let trailing = cfg.trailing_slash;
+    let path = url.path().to_owned();
+    let (had_base, rest) = match path
+        .strip_prefix(base)
+        .filter(|r| !base.is_empty() && (r.is_empty() || r.starts_with('/')))
+    {
+        Some("") => (true, "/"),
+        Some(r) => (true, r),
+        None => (false, path.as_str()),
+    };
+    // `_next/data/<buildId>/<page>.json` → the page path (resolve-routes' `middleware_next_data`).
+    let data_prefix = format!("/_next/data/{build_id}/");
+    let mut page = match rest
+        .strip_prefix(&data_prefix)
+        .and_then(|p| p.strip_suffix(".json"))
+    {
+        Some(p) => {
+            let p = format!("/{p}");
+            let p = if p == "/index" { "/".to_owned() } else { p };
+            if trailing && !p.ends_with('/') {
+                format!("{p}/")
+            } else {
+                p
+            }
+        }
+        None => rest.to_owned(),
+    };
+    let first = page.split('/').nth(1).unwrap_or_default();
+    let locale = match i18n.locales.iter().find(|l| l.eq_ignore_ascii_case(first)) {
+        // The locale in its configured spelling; the path keeps the request's (`/NL-NL/`).
+        Some(l) => l.clone(),
+        None => {
+            let default = default_locale.to_owned();
+            if !page.starts_with("/_next/") {
+                page = if page == "/" {
+                    format!("/{default}{}", if trailing { "/" } else { "" })
+                } else {
+                    format!("/{default}{page}")
+                };
+            }
+            default
+        }
+    };
+    let page = if had_base {
+        format!("{base}{page}")
+    } else {
+        page
+    };
+    url.set_path(&format!("/{locale}{page}"));
+    url.to_string()
 }
 
 async fn buffer_body(ctx: &RequestCtx, body: Body) -> Result<Bytes, Response<Body>> {
@@ -169,4 +284,51 @@ fn strip_middleware_signals(mut res: Response<Body>) -> Response<Body> {
         res.headers_mut().remove(name);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ferry_manifest::RuntimeConfig {
+        serde_json::from_value(serde_json::json!({
+            "basePath": "/docs",
+            "trailingSlash": true,
+            "i18n": { "locales": ["en-US", "fr", "nl-NL"], "defaultLocale": "en-US" }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// What next-server's runMiddleware builds (`/<locale><routed pathname>`), checked against
+    /// `next start` 16.4.6 on tests/fixtures/routing-app: the proxy then sees `fr
+    /// /docs/fr/static/` for `/docs/fr/static/` but `en-US /static/` for `/docs/static/`.
+    #[test]
+    fn middleware_url_is_next_starts_locale_prefixed_routed_path() {
+        let cfg = config();
+        let url = |routed: &str| middleware_url_for(&cfg, "B", "en-US", routed);
+        assert_eq!(
+            url("http://localhost:3000/docs/fr/static/"),
+            "http://localhost:3000/fr/docs/fr/static/"
+        );
+        assert_eq!(
+            url("http://localhost:3000/docs/static/?a=1"),
+            "http://localhost:3000/en-US/docs/en-US/static/?a=1"
+        );
+        assert_eq!(
+            url("http://localhost:3000/docs/NL-NL/static/"),
+            "http://localhost:3000/nl-NL/docs/NL-NL/static/"
+        );
+        assert_eq!(
+            url("http://localhost:3000/docs/_next/data/B/fr/static.json"),
+            "http://localhost:3000/fr/docs/fr/static/"
+        );
+        assert_eq!(
+            url("http://localhost:3000/docs/_next/data/B/en-US.json"),
+            "http://localhost:3000/en-US/docs/en-US/"
+        );
+        assert_eq!(
+            middleware_url_for(&cfg, "B", "fr", "http://localhost:3000/docs/static/"),
+            "http://localhost:3000/fr/docs/fr/static/"
+        );
+    }
 }

@@ -1,0 +1,432 @@
+//! End-to-end tests of the shared data cache and of ISR regeneration under load: the real
+//! `ferry` binary serving a real `ferry build` of `tests/fixtures/cache-app`, real Node.js
+//! workers, and (for the two-instance test) a real `redis-server` on a port of 42100-42199.
+//!
+//! - `/data` reads the fetch cache, `unstable_cache` and `'use cache'` (all tagged `x`): a value
+//!   one worker cached is what the other worker (or the other instance, on one Redis) renders,
+//!   and `revalidateTag('x')` / `revalidatePath('/data')` in one worker invalidate it for all;
+//! - 100 concurrent requests to a stale ISR page are all answered at once from the stale entry,
+//!   and the page is regenerated exactly once (renders counted by the page itself).
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use support::{FerryServer, RawRequest, RawResponse};
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_PORTS: std::ops::Range<u16> = 42150..42199;
+/// Each ISR render of the fixture takes this long at runtime.
+const RENDER_DELAY_MS: u64 = 1500;
+/// The fixture's `/isr` revalidates every 5 s.
+const ISR_REVALIDATE: Duration = Duration::from_secs(5);
+
+static APP: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The fixture, copied and built with `ferry build` once for all tests of this binary.
+fn app() -> Result<&'static Path> {
+    APP.get_or_init(|| {
+        let src = support::repo_root().join("tests/fixtures/cache-app");
+        support::build_app_once("isr", &src, |_| Ok(())).map_err(|e| format!("{e:#}"))
+    })
+    .as_deref()
+    .map_err(|e| anyhow!("building the cache fixture failed: {e}"))
+}
+
+fn body_text(resp: &RawResponse) -> Result<String> {
+    Ok(String::from_utf8_lossy(&resp.decoded_body()?).into_owned())
+}
+
+/// The text of `<p id="{id}">…</p>` in `html`.
+fn paragraph(html: &str, id: &str) -> Result<String> {
+    let open = format!("<p id=\"{id}\">");
+    let start = html
+        .find(&open)
+        .ok_or_else(|| anyhow!("no {open} in the page"))?
+        + open.len();
+    let end = html[start..]
+        .find("</p>")
+        .ok_or_else(|| anyhow!("unclosed {open}"))?;
+    Ok(html[start..start + end].to_owned())
+}
+
+/// One render of `/data`: the worker that rendered it and the three cached values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Data {
+    pid: String,
+    /// (fetch id, unstable_cache "id by", 'use cache' "id by")
+    values: (String, String, String),
+}
+
+fn data(ferry: &FerryServer) -> Result<Data> {
+    let resp = ferry.get("/data")?;
+    let html = body_text(&resp)?;
+    ensure!(
+        resp.status == 200,
+        "/data answered {}: {html}\n{}",
+        resp.status,
+        ferry.log_tail()
+    );
+    Ok(Data {
+        pid: paragraph(&html, "pid")?,
+        values: (
+            paragraph(&html, "fetch")?,
+            paragraph(&html, "unstable")?,
+            paragraph(&html, "use-cache")?,
+        ),
+    })
+}
+
+/// Renders of `/data` until one comes from a worker other than `not_pid` (4 concurrent requests
+/// per round, so the pool uses both workers).
+fn data_from_other_worker(ferry: &FerryServer, not_pid: &str) -> Result<Data> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let round: Vec<Result<Data>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| data(ferry))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
+                })
+                .collect()
+        });
+        for d in round {
+            let d = d?;
+            if d.pid != not_pid {
+                return Ok(d);
+            }
+        }
+    }
+    bail!("no render of /data by a worker other than {not_pid} within 30 s")
+}
+
+fn get_ok(ferry: &FerryServer, path: &str) -> Result<String> {
+    let resp = ferry.get(path)?;
+    let text = body_text(&resp)?;
+    ensure!(
+        resp.status == 200,
+        "{path} answered {}: {text}",
+        resp.status
+    );
+    Ok(text)
+}
+
+/// Data cache writes, and a route handler's `revalidateTag` (Next runs it in `waitUntil`), reach
+/// Ferry after the response: give them a moment to land.
+fn settle() {
+    thread::sleep(Duration::from_millis(500));
+}
+
+fn all_differ(a: &Data, b: &Data) -> bool {
+    a.values.0 != b.values.0 && a.values.1 != b.values.1 && a.values.2 != b.values.2
+}
+
+#[test]
+fn data_cache_is_shared_by_the_workers_and_revalidate_tag_reaches_them_all() -> Result<()> {
+    let ferry = FerryServer::start(
+        app()?,
+        &[
+            "--workers",
+            "2",
+            "--cache-url",
+            "memory",
+            "--shutdown-timeout",
+            "5",
+        ],
+        &[],
+    )?;
+    // Worker A caches the three values.
+    let first = data(&ferry)?;
+    settle();
+    // Worker B renders with A's values (its own cache would have fetched new ids).
+    let other = data_from_other_worker(&ferry, &first.pid)?;
+    ensure!(
+        other.values == first.values,
+        "worker {} did not see worker {}'s cached data: {other:?} vs {first:?}",
+        other.pid,
+        first.pid
+    );
+
+    // revalidateTag('x') in whichever worker answers: every cached value expires everywhere.
+    get_ok(&ferry, "/api/revalidate?tag=x")?;
+    settle();
+    let after_tag = data(&ferry)?;
+    ensure!(
+        all_differ(&after_tag, &first),
+        "revalidateTag('x') left cached values: {after_tag:?} vs {first:?}"
+    );
+    settle();
+    let other = data_from_other_worker(&ferry, &after_tag.pid)?;
+    ensure!(
+        other.values == after_tag.values,
+        "after revalidateTag, worker {} rendered {other:?}, worker {} {after_tag:?}",
+        other.pid,
+        after_tag.pid
+    );
+
+    // revalidatePath('/data'): the page's soft tags expire the entries it read.
+    get_ok(&ferry, "/api/revalidate?path=/data")?;
+    settle();
+    let after_path = data(&ferry)?;
+    ensure!(
+        all_differ(&after_path, &after_tag),
+        "revalidatePath('/data') left cached values: {after_path:?} vs {after_tag:?}"
+    );
+    settle();
+    let other = data_from_other_worker(&ferry, &after_path.pid)?;
+    ensure!(
+        other.values == after_path.values,
+        "{other:?} vs {after_path:?}"
+    );
+    Ok(())
+}
+
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Result<Redis> {
+        ensure!(
+            Path::new(REDIS_SERVER).exists(),
+            "{REDIS_SERVER} is missing: the shared-cache tests need a real redis-server"
+        );
+        let port = REDIS_PORTS
+            .clone()
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .ok_or_else(|| anyhow!("no free port in {REDIS_PORTS:?}"))?;
+        let child = Command::new(REDIS_SERVER)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning redis-server")?;
+        let redis = Redis { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_instances_on_one_redis_share_the_data_cache() -> Result<()> {
+    let redis = Redis::start()?;
+    let url = redis.url();
+    let args = [
+        "--workers",
+        "1",
+        "--cache-url",
+        url.as_str(),
+        "--shutdown-timeout",
+        "5",
+    ];
+    let a = FerryServer::start(app()?, &args, &[])?;
+    // Both fetch A's /api/source: the fetch cache key is the URL.
+    let origin = format!("http://127.0.0.1:{}", a.addr.port());
+    let b = FerryServer::start(app()?, &args, &[("FERRY_TEST_SOURCE_ORIGIN", &origin)])?;
+
+    let from_a = data(&a)?;
+    settle();
+    let from_b = data(&b)?;
+    ensure!(
+        from_b.values == from_a.values,
+        "instance B did not see A's cached data: {from_b:?} vs {from_a:?}\nB: {}",
+        b.log_tail()
+    );
+
+    // Invalidated through B, gone in A too.
+    get_ok(&b, "/api/revalidate?tag=x")?;
+    settle();
+    let again_a = data(&a)?;
+    ensure!(
+        all_differ(&again_a, &from_a),
+        "revalidateTag through B did not reach A: {again_a:?} vs {from_a:?}"
+    );
+    settle();
+    let again_b = data(&b)?;
+    ensure!(
+        again_b.values == again_a.values,
+        "{again_b:?} vs {again_a:?}"
+    );
+    drop(redis);
+    Ok(())
+}
+
+/// Lines the fixture's `/isr` page appended (one per render).
+fn renders(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |t| t.lines().count())
+}
+
+/// GET /isr until it answers `HIT` (the regeneration was stored); returns the body.
+fn wait_for_hit(ferry: &FerryServer) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let resp = ferry.get("/isr")?;
+        if resp.header("x-nextjs-cache") == Some("HIT") {
+            return body_text(&resp);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "/isr was not regenerated within 90 s\n{}",
+            ferry.log_tail()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until no render started for a while (the group's renders are sequential).
+fn wait_renders_settled(log: &Path) -> usize {
+    let mut last = renders(log);
+    let quiet = Duration::from_millis(RENDER_DELAY_MS + 1000);
+    let mut since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while since.elapsed() < quiet && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        let now = renders(log);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    last
+}
+
+#[test]
+fn a_burst_on_a_stale_isr_page_regenerates_it_once_and_answers_from_the_stale_entry() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("renders.log");
+    let log_str = log.to_string_lossy().into_owned();
+    let delay = RENDER_DELAY_MS.to_string();
+    let ferry = FerryServer::start(
+        app()?,
+        &[
+            "--workers",
+            "2",
+            "--cache-url",
+            "memory",
+            "--shutdown-timeout",
+            "5",
+        ],
+        &[
+            ("FERRY_TEST_RENDER_LOG", &log_str),
+            ("FERRY_TEST_RENDER_DELAY_MS", &delay),
+        ],
+    )?;
+    // Whatever the seed's age, it is stale after the revalidate period.
+    thread::sleep(ISR_REVALIDATE + Duration::from_secs(1));
+    ensure!(renders(&log) == 0, "nothing rendered /isr yet");
+
+    // 100 concurrent requests, released together.
+    const N: usize = 100;
+    let barrier = Arc::new(Barrier::new(N));
+    let results: Vec<Result<(u16, String, String, Duration)>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..N)
+            .map(|_| {
+                let barrier = barrier.clone();
+                let ferry = &ferry;
+                s.spawn(move || {
+                    barrier.wait();
+                    let started = Instant::now();
+                    let resp = ferry.send(RawRequest::get("/isr"), Duration::from_secs(30))?;
+                    let took = started.elapsed();
+                    let cache = resp.header("x-nextjs-cache").unwrap_or("-").to_owned();
+                    let at = paragraph(&body_text(&resp)?, "rendered-at")?;
+                    Ok((resp.status, cache, at, took))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
+            })
+            .collect()
+    });
+    let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let slowest = results.iter().map(|r| r.3).max().unwrap_or_default();
+    let bodies: HashSet<&str> = results.iter().map(|r| r.2.as_str()).collect();
+    eprintln!(
+        "burst of {N} on a stale /isr: slowest answer {} ms, {} distinct bodies",
+        slowest.as_millis(),
+        bodies.len()
+    );
+    for (status, cache, _, took) in &results {
+        ensure!(*status == 200, "a burst request answered {status}");
+        ensure!(
+            cache == "STALE",
+            "a burst request answered x-nextjs-cache {cache} (expected the stale entry)"
+        );
+        // A request that waited for the render would take at least RENDER_DELAY_MS.
+        ensure!(
+            *took < Duration::from_millis(1000),
+            "a burst request took {} ms: it waited for the regeneration",
+            took.as_millis()
+        );
+    }
+    ensure!(
+        bodies.len() == 1,
+        "the burst saw several bodies: {bodies:?}"
+    );
+    let stale_body = results[0].2.clone();
+
+    let fresh = paragraph(&wait_for_hit(&ferry)?, "rendered-at")?;
+    ensure!(
+        fresh != stale_body,
+        "the regenerated page has the stale body"
+    );
+    let burst_renders = wait_renders_settled(&log);
+
+    // What one regeneration renders (every pathname of the page's group: HTML, RSC, segments),
+    // triggered by a single request once the new entry is stale in turn.
+    thread::sleep(ISR_REVALIDATE + Duration::from_secs(1));
+    let one = ferry.get("/isr")?;
+    ensure!(
+        one.header("x-nextjs-cache") == Some("STALE"),
+        "expected STALE after the revalidate period, got {:?}",
+        one.header("x-nextjs-cache")
+    );
+    wait_for_hit(&ferry)?;
+    let single_renders = wait_renders_settled(&log) - burst_renders;
+    eprintln!(
+        "renders: burst of {N} → {burst_renders}, one request → {single_renders} (one regeneration)"
+    );
+    ensure!(
+        single_renders >= 1,
+        "the single stale request regenerated nothing"
+    );
+    ensure!(
+        burst_renders == single_renders,
+        "the burst rendered {burst_renders} times, one regeneration renders {single_renders}: \
+         more than one regeneration ran"
+    );
+    Ok(())
+}

@@ -1,0 +1,725 @@
+//! The /_next/image optimizer: next start's contract (validation messages and status codes,
+//! `Accept` negotiation, headers, ETag / 304, `X-Nextjs-Cache` MISS / HIT / STALE, the disk cache
+//! layout) with Rust codecs (pure-Rust decoders, SIMD resizing, mozjpeg, libwebp).
+//!
+//! Safety: image dimensions are read from the header and checked against a pixel limit before
+//! any pixel buffer is allocated, transforms run on the blocking pool under a semaphore, remote
+//! sources are fetched with next's limits (deadline, body size, redirects, no private addresses),
+//! and identical concurrent requests share one fetch and one transform.
+
+pub mod cache;
+pub mod config;
+pub mod detect;
+pub mod fetch;
+pub mod params;
+mod quantize;
+pub mod transform;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferry_http::Body;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use tokio::sync::Semaphore;
+
+pub use cache::{CacheEntry, DiskCache};
+pub use config::ImageConfig;
+pub use fetch::Upstream;
+pub use params::Params;
+
+/// Whether a source of `source_type` is served untransformed (animated, or one of next's
+/// `BYPASS_TYPES`).
+pub fn served_as_is(source_type: &str, buffer: &[u8]) -> bool {
+    let animatable = [detect::WEBP, detect::PNG, detect::GIF].contains(&source_type);
+    (animatable && detect::is_animated(buffer)) || detect::BYPASS.contains(&source_type)
+}
+
+/// The type a `source_type` source is transformed into for the negotiated `mime_type` (empty:
+/// keep the source's type, except WebP and AVIF sources, which next turns into JPEG).
+pub fn output_type(source_type: &'static str, mime_type: &str) -> &'static str {
+    if !mime_type.is_empty() {
+        detect::from_extension(detect::extension(mime_type).unwrap_or("")).unwrap_or(detect::WEBP)
+    } else if source_type == detect::WEBP || source_type == detect::AVIF {
+        detect::JPEG
+    } else {
+        source_type
+    }
+}
+
+/// The optimizer's synchronous path for a fetched body, as the server runs it: sniff the type,
+/// skip what is served as is (`Ok(None)`, also for bytes that are no image), then decode with
+/// the pixel limit, resize to `width`, encode as [`output_type`]. Used by the fuzz target.
+pub fn transform_source(
+    buffer: &[u8],
+    mime_type: &str,
+    width: u32,
+    quality: u8,
+    max_pixels: u64,
+) -> Result<Option<(Vec<u8>, &'static str)>, transform::TransformError> {
+    let Some(source_type) = detect::content_type(buffer).filter(|t| t.starts_with("image/")) else {
+        return Ok(None);
+    };
+    if source_type == detect::SVG || served_as_is(source_type, buffer) {
+        return Ok(None);
+    }
+    let content_type = output_type(source_type, mime_type);
+    transform::optimize(buffer, content_type, width, quality, max_pixels)
+        .map(|out| Some((out, content_type)))
+}
+
+/// next's cache key version (`CACHE_VERSION`), part of every key.
+const CACHE_VERSION: &str = "4";
+
+/// An error answered to the client: next's `ImageError` (status and plain message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ImageError {
+    /// HTTP status (next turns anything below 400 into 500).
+    pub status: u16,
+    /// Response body.
+    pub message: String,
+}
+
+impl ImageError {
+    /// An error with next's status rule (below 400 becomes 500).
+    pub fn new(status: u16, message: &str) -> Self {
+        Self {
+            status: if status >= 400 { status } else { 500 },
+            message: message.to_owned(),
+        }
+    }
+
+    /// A failure next does not turn into an `ImageError` (its error page: 500).
+    pub fn internal() -> Self {
+        Self::new(500, "Internal Server Error")
+    }
+}
+
+impl ferry_http::HttpError for ImageError {
+    fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// Where local urls (`/foo.png`) come from: next runs them through its own routing.
+pub trait LocalSource: Send + Sync + 'static {
+    /// Fetches `href` (a path and query) as the server would answer it.
+    fn fetch(
+        &self,
+        href: String,
+        max_body: u64,
+    ) -> BoxFuture<'static, Result<Upstream, ImageError>>;
+}
+
+/// A [`LocalSource`] that asks the server itself over loopback, marked with a header so the
+/// server can refuse to route the request back to the optimizer.
+pub struct LoopbackSource {
+    origin: String,
+    marker: (http::HeaderName, HeaderValue),
+    client: reqwest::Client,
+}
+
+impl LoopbackSource {
+    /// Fetches from `origin` (`http://127.0.0.1:3000`) with `marker` set on every request.
+    pub fn new(
+        origin: String,
+        marker: (http::HeaderName, HeaderValue),
+    ) -> Result<Self, ImageError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|_| ImageError::internal())?;
+        Ok(Self {
+            origin,
+            marker,
+            client,
+        })
+    }
+}
+
+impl LocalSource for LoopbackSource {
+    fn fetch(
+        &self,
+        href: String,
+        max_body: u64,
+    ) -> BoxFuture<'static, Result<Upstream, ImageError>> {
+        let req = self
+            .client
+            .get(format!("{}{href}", self.origin))
+            .header(self.marker.0.clone(), self.marker.1.clone());
+        async move {
+            let invalid = |status: u16| {
+                ImageError::new(
+                    status,
+                    "\"url\" parameter is valid but internal response is invalid",
+                )
+            };
+            let failed = |err: &dyn std::fmt::Display| {
+                tracing::error!("upstream image response failed for {href}: {err}");
+                ImageError::new(
+                    500,
+                    "\"url\" parameter is valid but upstream response is invalid",
+                )
+            };
+            let res = req.send().await.map_err(|e| failed(&e))?;
+            let status = res.status().as_u16();
+            if !(200..=299).contains(&status) {
+                tracing::error!("internal image response failed for {href} {status}");
+                return Err(invalid(status));
+            }
+            let header = |n: http::header::HeaderName| {
+                res.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let cache_control = header(http::header::CACHE_CONTROL);
+            let etag = header(http::header::ETAG);
+            let mut res = res;
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = res.chunk().await.map_err(|e| failed(&e))? {
+                if (body.len() + chunk.len()) as u64 > max_body {
+                    tracing::error!("internal image response exceeded maximum size for {href}");
+                    return Err(invalid(413));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if body.is_empty() {
+                tracing::error!("internal image response is empty for {href}");
+                return Err(invalid(400));
+            }
+            Ok(Upstream::new(body.freeze(), cache_control, etag.as_deref()))
+        }
+        .boxed()
+    }
+}
+
+/// How an optimizer is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// next.config `images`.
+    pub config: ImageConfig,
+    /// next.config `basePath` (for the immutable `/_next/static/media` check).
+    pub base_path: String,
+    /// Disk cache directory (next's `<distDir>/cache/images`); `None` for no disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Transforms allowed at once.
+    pub concurrency: usize,
+    /// Largest source accepted, in pixels (width × height from the header).
+    pub max_input_pixels: u64,
+}
+
+impl Options {
+    /// Options for `config` with next's defaults: one transform per core, sharp's pixel limit.
+    pub fn new(config: ImageConfig, base_path: &str, cache_dir: Option<PathBuf>) -> Self {
+        Self {
+            config,
+            base_path: base_path.to_owned(),
+            cache_dir,
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_input_pixels: config::DEFAULT_MAX_INPUT_PIXELS,
+        }
+    }
+}
+
+type Flight = Shared<BoxFuture<'static, Result<CacheEntry, ImageError>>>;
+
+/// The image optimizer of one app.
+pub struct Optimizer {
+    options: Options,
+    cache: Option<DiskCache>,
+    local: Arc<dyn LocalSource>,
+    permits: Arc<Semaphore>,
+    inflight: Mutex<HashMap<String, Flight>>,
+    transforms: AtomicU64,
+}
+
+/// Output types this build can encode.
+pub const ENCODABLE: &[&str] = &[detect::WEBP, detect::JPEG, detect::PNG];
+
+impl Optimizer {
+    /// An optimizer reading local urls from `local`.
+    pub fn new(options: Options, local: Arc<dyn LocalSource>) -> Arc<Self> {
+        let cache = options
+            .cache_dir
+            .clone()
+            .and_then(|dir| DiskCache::new(dir, options.config.maximum_disk_cache_size));
+        let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        Arc::new(Self {
+            options,
+            cache,
+            local,
+            permits,
+            inflight: Mutex::new(HashMap::new()),
+            transforms: AtomicU64::new(0),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ImageConfig {
+        &self.options.config
+    }
+
+    /// Whether every type in `formats` can be produced here (else the caller needs another
+    /// optimizer for such apps).
+    pub fn supports_formats(config: &ImageConfig) -> bool {
+        config
+            .formats
+            .iter()
+            .all(|f| ENCODABLE.contains(&f.as_str()))
+    }
+
+    /// How many transforms (decode + encode) have run.
+    pub fn transforms(&self) -> u64 {
+        self.transforms.load(Ordering::Relaxed)
+    }
+
+    /// Answers a `/_next/image` request (`query` without the `?`).
+    pub async fn handle(
+        self: &Arc<Self>,
+        method: &Method,
+        query: &str,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        let header = |n: http::header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+        let params = match params::validate(
+            query,
+            header(http::header::ACCEPT),
+            &self.options.config,
+            &self.options.base_path,
+        ) {
+            Ok(p) => p,
+            Err(message) => return plain(400, &message),
+        };
+        let key = cache_key(&params);
+        let (entry, x_cache) = match self.entry(&key, &params).await {
+            Ok(found) => found,
+            Err(err) => return plain(err.status, &err.message),
+        };
+        self.respond(method, headers, &params, &entry, x_cache)
+    }
+
+    /// The entry for a request and how it was found.
+    async fn entry(
+        self: &Arc<Self>,
+        key: &str,
+        params: &Params,
+    ) -> Result<(CacheEntry, &'static str), ImageError> {
+        if let Some(cache) = &self.cache
+            && let Some((entry, stale)) = cache.get(key).await
+        {
+            if !stale {
+                return Ok((entry, "HIT"));
+            }
+            // Serve the stale entry; one background refresh per key.
+            drop(self.flight(key, params, Some(entry.clone())));
+            return Ok((entry, "STALE"));
+        }
+        let entry = self.flight(key, params, None).await?;
+        Ok((entry, "MISS"))
+    }
+
+    /// The shared fetch + transform for `key`, started unless one is running.
+    fn flight(
+        self: &Arc<Self>,
+        key: &str,
+        params: &Params,
+        previous: Option<CacheEntry>,
+    ) -> Flight {
+        let Ok(mut map) = self.inflight.lock() else {
+            return futures_util::future::ready(Err(ImageError::internal()))
+                .boxed()
+                .shared();
+        };
+        if let Some(f) = map.get(key) {
+            return f.clone();
+        }
+        let this = Arc::clone(self);
+        let (k, p) = (key.to_owned(), params.clone());
+        // Its own task: a client going away does not cancel the work others wait on.
+        let task = tokio::spawn(async move {
+            let result = this.generate(&k, &p, previous).await;
+            if let Ok(mut map) = this.inflight.lock() {
+                map.remove(&k);
+            }
+            result
+        });
+        let flight = async move { task.await.unwrap_or_else(|_| Err(ImageError::internal())) }
+            .boxed()
+            .shared();
+        map.insert(key.to_owned(), flight.clone());
+        flight
+    }
+
+    /// Fetch, transform, store (next's response generator + `ImageOptimizerCache.set`).
+    async fn generate(
+        &self,
+        key: &str,
+        params: &Params,
+        previous: Option<CacheEntry>,
+    ) -> Result<CacheEntry, ImageError> {
+        let cfg = &self.options.config;
+        let upstream = if params.is_absolute {
+            fetch::fetch_external(
+                &params.href,
+                cfg.dangerously_allow_local_ip,
+                cfg.maximum_response_body,
+                cfg.maximum_redirects,
+            )
+            .await
+        } else {
+            self.local
+                .fetch(params.href.clone(), cfg.maximum_response_body)
+                .await
+        };
+        let result = match upstream {
+            Ok(up) => self.optimize(up, params, previous.as_ref()).await,
+            Err(e) => Err(e),
+        };
+        match (&self.cache, result) {
+            (Some(cache), Ok(entry)) => {
+                cache.set(key, &entry, cfg.minimum_cache_ttl).await;
+                Ok(entry)
+            }
+            (Some(cache), Err(err)) => {
+                // next keeps the previous entry and retries it soon (3 to 30 s).
+                if let Some(mut prev) = previous {
+                    prev.max_age = prev.max_age.clamp(3, 30);
+                    cache.set(key, &prev, 0).await;
+                }
+                Err(err)
+            }
+            (None, result) => result,
+        }
+    }
+
+    /// next's `imageOptimizerTransform`.
+    async fn optimize(
+        &self,
+        upstream: Upstream,
+        params: &Params,
+        previous: Option<&CacheEntry>,
+    ) -> Result<CacheEntry, ImageError> {
+        let cfg = &self.options.config;
+        let max_age = cfg
+            .minimum_cache_ttl
+            .max(fetch::max_age(upstream.cache_control.as_deref()));
+        let Some(source_type) =
+            detect::content_type(&upstream.buffer).filter(|t| t.starts_with("image/"))
+        else {
+            tracing::error!(
+                "The requested resource isn't a valid image for {}",
+                params.href
+            );
+            return Err(ImageError::new(
+                400,
+                "The requested resource isn't a valid image.",
+            ));
+        };
+        if source_type == detect::SVG && !cfg.dangerously_allow_svg {
+            tracing::error!(
+                "The requested resource \"{}\" has type \"{source_type}\" but dangerouslyAllowSVG is disabled",
+                params.href
+            );
+            return Err(ImageError::new(
+                400,
+                "\"url\" parameter is valid but image type is not allowed",
+            ));
+        }
+        let as_is = |max_age: u64| CacheEntry {
+            buffer: upstream.buffer.clone(),
+            extension: detect::extension(source_type).unwrap_or("bin").to_owned(),
+            etag: upstream.etag.clone(),
+            upstream_etag: upstream.etag.clone(),
+            max_age,
+        };
+        if served_as_is(source_type, &upstream.buffer) {
+            return Ok(as_is(max_age));
+        }
+        let content_type = output_type(source_type, &params.mime_type);
+        let extension = detect::extension(content_type).unwrap_or("bin").to_owned();
+        if let Some(prev) = previous
+            && prev.upstream_etag != prev.etag
+            && upstream.etag == prev.upstream_etag
+        {
+            return Ok(CacheEntry {
+                extension,
+                max_age: if prev.max_age > 0 {
+                    prev.max_age
+                } else {
+                    max_age
+                },
+                ..prev.clone()
+            });
+        }
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Err(ImageError::internal());
+        };
+        self.transforms.fetch_add(1, Ordering::Relaxed);
+        let input = upstream.buffer.clone();
+        let (width, quality, limit) = (params.width, params.quality, self.options.max_input_pixels);
+        let out = tokio::task::spawn_blocking(move || {
+            transform::optimize(&input, content_type, width, quality, limit)
+        })
+        .await;
+        match out {
+            Ok(Ok(bytes)) => {
+                let etag = fetch::hash(&[&bytes]);
+                Ok(CacheEntry {
+                    buffer: Bytes::from(bytes),
+                    extension,
+                    etag,
+                    upstream_etag: upstream.etag.clone(),
+                    max_age,
+                })
+            }
+            Ok(Err(err @ transform::TransformError::TooLarge { .. })) => {
+                tracing::error!("refusing to optimize {}: {err}", params.href);
+                Err(ImageError::new(
+                    400,
+                    "\"url\" parameter is valid but the image is too large to optimize",
+                ))
+            }
+            // next serves the source as it is when sharp fails.
+            Ok(Err(err)) => {
+                tracing::warn!("cannot optimize {}: {err}; serving it as is", params.href);
+                Ok(as_is(cfg.minimum_cache_ttl))
+            }
+            Err(err) => {
+                tracing::error!("image transform of {} panicked: {err}", params.href);
+                Ok(as_is(cfg.minimum_cache_ttl))
+            }
+        }
+    }
+
+    /// next's `sendResponse`.
+    fn respond(
+        &self,
+        method: &Method,
+        req: &HeaderMap,
+        params: &Params,
+        entry: &CacheEntry,
+        x_cache: &'static str,
+    ) -> Response<Body> {
+        let cfg = &self.options.config;
+        let mut res = Response::builder().header("vary", "Accept").header(
+            "cache-control",
+            if params.is_static {
+                "public, max-age=315360000, immutable".to_owned()
+            } else {
+                format!("public, max-age={}, must-revalidate", entry.max_age)
+            },
+        );
+        if !entry.etag.is_empty() {
+            res = res.header("etag", entry.etag.as_str());
+        }
+        if is_fresh(req, &entry.etag) {
+            return res
+                .status(StatusCode::NOT_MODIFIED)
+                .body(ferry_http::empty())
+                .unwrap_or_else(|_| plain(500, "Internal Server Error"));
+        }
+        let content_type = detect::from_extension(&entry.extension);
+        if let Some(ct) = content_type {
+            res = res.header("content-type", ct);
+        }
+        let disposition = content_disposition(
+            &file_name(&params.href, content_type),
+            &cfg.content_disposition_type,
+        );
+        if let Ok(v) = HeaderValue::from_bytes(&disposition) {
+            res = res.header("content-disposition", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&cfg.content_security_policy) {
+            res = res.header("content-security-policy", v);
+        }
+        res = res
+            .header("x-nextjs-cache", x_cache)
+            .header("content-length", entry.buffer.len());
+        let body = if method == Method::HEAD {
+            ferry_http::empty()
+        } else {
+            ferry_http::full(entry.buffer.clone())
+        };
+        res.body(body)
+            .unwrap_or_else(|_| plain(500, "Internal Server Error"))
+    }
+}
+
+/// next's `getCacheKey`: hash of version, href, width, quality, negotiated type.
+pub fn cache_key(p: &Params) -> String {
+    fetch::hash(&[
+        CACHE_VERSION.as_bytes(),
+        p.href.as_bytes(),
+        p.width.to_string().as_bytes(),
+        p.quality.to_string().as_bytes(),
+        p.mime_type.as_bytes(),
+    ])
+}
+
+/// An error as next sends it: the status and the message, no content type.
+fn plain(status: u16, message: &str) -> Response<Body> {
+    let mut res = Response::new(ferry_http::full(Bytes::from(message.to_owned())));
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    res
+}
+
+/// `fresh` (as next's `sendEtagResponse` uses it) for an entry with no Last-Modified.
+fn is_fresh(req: &HeaderMap, etag: &str) -> bool {
+    let get = |n: http::header::HeaderName| req.get(n).and_then(|v| v.to_str().ok());
+    let inm = get(http::header::IF_NONE_MATCH);
+    let ims = get(http::header::IF_MODIFIED_SINCE);
+    if inm.is_none() && ims.is_none() {
+        return false;
+    }
+    if get(http::header::CACHE_CONTROL)
+        .is_some_and(|cc| cc.split(',').any(|d| d.trim() == "no-cache"))
+    {
+        return false;
+    }
+    if let Some(inm) = inm
+        && inm != "*"
+    {
+        if etag.is_empty() {
+            return false;
+        }
+        let weak = format!("W/{etag}");
+        let matched = inm
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == etag || t == weak || format!("W/{t}") == etag);
+        if !matched {
+            return false;
+        }
+    }
+    // No Last-Modified is ever sent, so If-Modified-Since alone never matches.
+    ims.is_none()
+}
+
+/// next's `getFileNameWithExtension`.
+fn file_name(href: &str, content_type: Option<&str>) -> String {
+    let path = href.split('?').next().unwrap_or("");
+    let last = path.rsplit('/').next().unwrap_or("");
+    let ext = content_type.and_then(detect::extension);
+    match ext {
+        Some(ext) if !last.is_empty() => {
+            format!("{}.{ext}", last.split('.').next().unwrap_or(""))
+        }
+        _ => "image.bin".to_owned(),
+    }
+}
+
+/// The `content-disposition` package's header for `name` (latin-1 bytes; a UTF-8 `filename*`
+/// when the name is not latin-1 or holds percent escapes).
+fn content_disposition(name: &str, kind: &str) -> Vec<u8> {
+    let latin1 = name
+        .chars()
+        .all(|c| (c as u32) >= 0x20 && (c as u32) <= 0xff && c != '\x7f');
+    let fallback: String = name
+        .chars()
+        .map(|c| if (c as u32) <= 0xff { c } else { '?' })
+        .collect();
+    let quoted = |s: &str| -> Vec<u8> {
+        let mut out = vec![b'"'];
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push(b'\\');
+            }
+            out.push(c as u32 as u8);
+        }
+        out.push(b'"');
+        out
+    };
+    let has_escape = name
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    let mut out = format!("{kind}; filename=").into_bytes();
+    out.extend(quoted(&fallback));
+    if !latin1 || has_escape {
+        out.extend_from_slice(b"; filename*=UTF-8''");
+        for b in name.bytes() {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                out.push(b);
+            } else {
+                out.extend(format!("%{b:02X}").into_bytes());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_disposition_matches_the_package() {
+        let cd =
+            |n: &str| String::from_utf8_lossy(&content_disposition(n, "attachment")).into_owned();
+        assert_eq!(cd("ferry.webp"), "attachment; filename=\"ferry.webp\"");
+        assert_eq!(
+            cd("caf%C3%A9.webp"),
+            "attachment; filename=\"caf%C3%A9.webp\"; filename*=UTF-8''caf%25C3%25A9.webp"
+        );
+        assert_eq!(
+            cd("日本.png"),
+            "attachment; filename=\"??.png\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.png"
+        );
+        assert_eq!(cd("a\"b.png"), "attachment; filename=\"a\\\"b.png\"");
+        assert_eq!(
+            content_disposition("café.webp", "inline")[..8],
+            *b"inline; "
+        );
+        assert_eq!(
+            file_name("/a/ferry.png?v=1", Some(detect::WEBP)),
+            "ferry.webp"
+        );
+        assert_eq!(file_name("/a/x.tar.gz", Some(detect::PNG)), "x.png");
+        assert_eq!(file_name("/a/", Some(detect::PNG)), "image.bin");
+    }
+
+    #[test]
+    fn fresh_follows_the_package() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(is_fresh(&h(&[("if-none-match", "abc")]), "abc"));
+        assert!(is_fresh(&h(&[("if-none-match", "x, W/abc")]), "abc"));
+        assert!(is_fresh(&h(&[("if-none-match", "*")]), "abc"));
+        assert!(!is_fresh(&h(&[("if-none-match", "abd")]), "abc"));
+        assert!(!is_fresh(&h(&[]), "abc"));
+        assert!(!is_fresh(
+            &h(&[("if-none-match", "abc"), ("cache-control", "no-cache")]),
+            "abc"
+        ));
+        assert!(!is_fresh(
+            &h(&[("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT")]),
+            "abc"
+        ));
+    }
+
+    #[test]
+    fn cache_key_matches_next() {
+        // node -e 'getHash([4, "/ferry.png", 640, 75, "image/webp"])' with next's extract-etag.
+        let p = Params {
+            href: "/ferry.png".into(),
+            is_absolute: false,
+            is_static: false,
+            width: 640,
+            quality: 75,
+            mime_type: "image/webp".into(),
+        };
+        assert_eq!(cache_key(&p), fetch::hash(&[b"4/ferry.png64075image/webp"]));
+    }
+}

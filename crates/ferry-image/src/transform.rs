@@ -1,0 +1,342 @@
+//! Decode → orient → resize → sRGB → encode: what next asks sharp for (`rotate()`,
+//! `resize(w, { withoutEnlargement })`, then `jpeg({ quality, mozjpeg })`, `png({ quality })`
+//! (a palette image), `webp({ quality })`).
+//!
+//! Blocking and CPU-bound: callers run it on the blocking pool under the optimizer's semaphore.
+
+use std::io::Cursor;
+
+use fast_image_resize as fr;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+
+use crate::detect;
+
+/// Why a transform failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    /// The source's header declares more pixels than allowed (checked before decoding).
+    #[error("image of {width}x{height} exceeds the pixel limit of {limit}")]
+    TooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The limit.
+        limit: u64,
+    },
+    /// The source could not be decoded.
+    #[error("cannot decode image: {0}")]
+    Decode(#[from] image::ImageError),
+    /// Resizing failed.
+    #[error("cannot resize image: {0}")]
+    Resize(String),
+    /// Encoding failed.
+    #[error("cannot encode {format}: {reason}")]
+    Encode {
+        /// Target type.
+        format: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A JPEG without its end marker (libjpeg warns, and sharp fails on warnings).
+    #[error("truncated JPEG")]
+    Truncated,
+    /// No encoder for the requested type.
+    #[error("no encoder for {0}")]
+    Unsupported(String),
+}
+
+/// Width and height declared by the source's header, without decoding pixels.
+pub fn dimensions(input: &[u8]) -> Result<(u32, u32), TransformError> {
+    let decoder = ImageReader::new(Cursor::new(input))
+        .with_guessed_format()
+        .map_err(image::ImageError::IoError)?
+        .into_decoder()?;
+    Ok(decoder.dimensions())
+}
+
+/// The output size for `width`: never wider than the source, height kept in proportion.
+pub fn target_size(src: (u32, u32), width: u32) -> (u32, u32) {
+    let w = width.min(src.0).max(1);
+    let h = ((f64::from(src.1) * f64::from(w) / f64::from(src.0)).round() as u32).max(1);
+    (w, h)
+}
+
+/// Transforms `input` into `content_type` at `width` (never upscaled) and `quality`.
+pub fn optimize(
+    input: &[u8],
+    content_type: &str,
+    width: u32,
+    quality: u8,
+    max_pixels: u64,
+) -> Result<Vec<u8>, TransformError> {
+    // zune-jpeg decodes what is there; sharp (`failOn: 'warning'`) refuses a truncated file, and
+    // next then serves the source as it is.
+    // (An EXIF thumbnail has its own markers, so the end must follow the last scan.)
+    let last = |m: u8| input.windows(2).rposition(|w| w == [0xff, m]);
+    if detect::content_type(input) == Some(detect::JPEG) && last(0xd9) < last(0xda) {
+        return Err(TransformError::Truncated);
+    }
+    let mut decoder = ImageReader::new(Cursor::new(input))
+        .with_guessed_format()
+        .map_err(image::ImageError::IoError)?
+        .into_decoder()?;
+    // The header is all that has been read: refuse bombs before any pixel buffer exists.
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > max_pixels {
+        return Err(TransformError::TooLarge {
+            width: w,
+            height: h,
+            limit: max_pixels,
+        });
+    }
+    let mut limits = Limits::default();
+    // 16-bit RGBA of the allowed pixels, plus decoder slack.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    decoder.set_limits(limits)?;
+    let orientation = decoder.orientation().ok();
+    let icc = decoder.icc_profile().ok().flatten();
+    let mut img = DynamicImage::from_decoder(decoder)?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    let has_alpha = img.color().has_alpha() && content_type != detect::JPEG;
+    let (src_w, src_h) = (img.width(), img.height());
+    let (dst_w, dst_h) = target_size((src_w, src_h), width);
+    let (mut pixels, channels) = if has_alpha {
+        (img.into_rgba8().into_raw(), 4)
+    } else {
+        (flatten_rgb(img), 3)
+    };
+    if (dst_w, dst_h) != (src_w, src_h) {
+        pixels = resize(pixels, channels, (src_w, src_h), (dst_w, dst_h))?;
+    }
+    if let Some(icc) = icc {
+        to_srgb(&icc, &mut pixels, channels);
+    }
+    match content_type {
+        detect::WEBP => encode_webp(&pixels, channels, dst_w, dst_h, quality),
+        detect::JPEG => encode_jpeg(&pixels, dst_w, dst_h, quality),
+        detect::PNG => encode_png(&pixels, channels, dst_w, dst_h),
+        other => Err(TransformError::Unsupported(other.to_owned())),
+    }
+}
+
+/// RGB8, alpha composited over black as libvips does when JPEG drops it.
+fn flatten_rgb(img: DynamicImage) -> Vec<u8> {
+    if !img.color().has_alpha() {
+        return img.into_rgb8().into_raw();
+    }
+    img.into_rgba8()
+        .into_raw()
+        .chunks_exact(4)
+        .flat_map(|p| {
+            let a = u16::from(p[3]);
+            [0, 1, 2].map(|i| ((u16::from(p[i]) * a + 127) / 255) as u8)
+        })
+        .collect()
+}
+
+/// Lanczos3 (sharp's default kernel), alpha-aware for RGBA.
+fn resize(
+    pixels: Vec<u8>,
+    channels: usize,
+    src: (u32, u32),
+    dst: (u32, u32),
+) -> Result<Vec<u8>, TransformError> {
+    let kind = if channels == 4 {
+        fr::PixelType::U8x4
+    } else {
+        fr::PixelType::U8x3
+    };
+    let err = |e: &dyn std::fmt::Display| TransformError::Resize(e.to_string());
+    let src_img =
+        fr::images::Image::from_vec_u8(src.0, src.1, pixels, kind).map_err(|e| err(&e))?;
+    let mut dst_img = fr::images::Image::new(dst.0, dst.1, kind);
+    let options =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
+    fr::Resizer::new()
+        .resize(&src_img, &mut dst_img, &options)
+        .map_err(|e| err(&e))?;
+    Ok(dst_img.into_vec())
+}
+
+/// Converts from the embedded RGB profile to sRGB (sharp outputs sRGB without a profile); a
+/// profile that cannot be read or applied leaves the pixels as they are.
+fn to_srgb(icc: &[u8], pixels: &mut [u8], channels: usize) {
+    let Ok(input) = moxcms::ColorProfile::new_from_slice(icc) else {
+        return;
+    };
+    if input.color_space != moxcms::DataColorSpace::Rgb {
+        return;
+    }
+    let output = moxcms::ColorProfile::new_srgb();
+    let layout = if channels == 4 {
+        moxcms::Layout::Rgba
+    } else {
+        moxcms::Layout::Rgb
+    };
+    let Ok(t) =
+        input.create_transform_8bit(layout, &output, layout, moxcms::TransformOptions::default())
+    else {
+        return;
+    };
+    let mut out = vec![0u8; pixels.len()];
+    if t.transform(pixels, &mut out).is_ok() {
+        pixels.copy_from_slice(&out);
+    }
+}
+
+fn encode_webp(
+    pixels: &[u8],
+    channels: usize,
+    w: u32,
+    h: u32,
+    quality: u8,
+) -> Result<Vec<u8>, TransformError> {
+    let encoder = if channels == 4 {
+        webp::Encoder::from_rgba(pixels, w, h)
+    } else {
+        webp::Encoder::from_rgb(pixels, w, h)
+    };
+    encoder
+        .encode_simple(false, f32::from(quality))
+        .map(|m| m.to_vec())
+        .map_err(|e| TransformError::Encode {
+            format: detect::WEBP,
+            reason: format!("{e:?}"),
+        })
+}
+
+/// mozjpeg with its default (max compression) profile: progressive, trellis, optimized scans,
+/// 4:2:0 — what sharp's `mozjpeg: true` selects.
+fn encode_jpeg(pixels: &[u8], w: u32, h: u32, quality: u8) -> Result<Vec<u8>, TransformError> {
+    let run = || -> std::io::Result<Vec<u8>> {
+        let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        c.set_size(w as usize, h as usize);
+        c.set_quality(f32::from(quality));
+        c.set_progressive_mode();
+        c.set_optimize_scans(true);
+        let mut started = c.start_compress(Vec::new())?;
+        started.write_scanlines(pixels)?;
+        started.finish()
+    };
+    // libjpeg reports errors by unwinding out of its error handler.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(TransformError::Encode {
+            format: detect::JPEG,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(TransformError::Encode {
+            format: detect::JPEG,
+            reason: "libjpeg error".into(),
+        }),
+    }
+}
+
+/// A palette PNG as sharp's `png({ quality })` makes (libimagequant there, NeuQuant with
+/// Floyd–Steinberg dithering here); exact when the image has at most 256 colours.
+fn encode_png(pixels: &[u8], channels: usize, w: u32, h: u32) -> Result<Vec<u8>, TransformError> {
+    let rgba: Vec<u8> = if channels == 4 {
+        pixels.to_vec()
+    } else {
+        pixels
+            .chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect()
+    };
+    let (palette, indices) = crate::quantize::quantize(&rgba, w as usize);
+    let err = |e: png::EncodingError| TransformError::Encode {
+        format: detect::PNG,
+        reason: e.to_string(),
+    };
+    let depth = match palette.len() {
+        0..=2 => png::BitDepth::One,
+        3..=4 => png::BitDepth::Two,
+        5..=16 => png::BitDepth::Four,
+        _ => png::BitDepth::Eight,
+    };
+    let bits = depth as usize;
+    let packed = pack_rows(&indices, w as usize, bits);
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(depth);
+        enc.set_palette(
+            palette
+                .iter()
+                .flat_map(|c| [c[0], c[1], c[2]])
+                .collect::<Vec<_>>(),
+        );
+        if palette.iter().any(|c| c[3] != 255) {
+            // tRNS may stop at the last non-opaque entry.
+            let last = palette.iter().rposition(|c| c[3] != 255).unwrap_or(0);
+            enc.set_trns(palette[..=last].iter().map(|c| c[3]).collect::<Vec<_>>());
+        }
+        enc.set_compression(png::Compression::High);
+        enc.set_filter(png::Filter::NoFilter);
+        let mut writer = enc.write_header().map_err(err)?;
+        writer.write_image_data(&packed).map_err(err)?;
+        writer.finish().map_err(err)?;
+    }
+    Ok(out)
+}
+
+/// Packs 8-bit indices into rows of `bits`-bit samples.
+fn pack_rows(indices: &[u8], width: usize, bits: usize) -> Vec<u8> {
+    if bits == 8 {
+        return indices.to_vec();
+    }
+    let per_byte = 8 / bits;
+    let row_bytes = width.div_ceil(per_byte);
+    let mut out = Vec::with_capacity(row_bytes * indices.len() / width.max(1));
+    for row in indices.chunks(width.max(1)) {
+        for group in row.chunks(per_byte) {
+            let mut byte = 0u8;
+            for (i, &v) in group.iter().enumerate() {
+                byte |= v << (8 - bits * (i + 1));
+            }
+            out.push(byte);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_size_never_upscales() {
+        assert_eq!(target_size((1600, 1000), 640), (640, 400));
+        assert_eq!(target_size((300, 200), 640), (300, 200));
+        assert_eq!(target_size((1000, 1), 10), (10, 1));
+        assert_eq!(target_size((333, 500), 128), (128, 192));
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let img = image::RgbImage::from_pixel(64, 64, image::Rgb([10, 200, 30]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg).encode_image(&img)?;
+        let whole = optimize(&jpeg, detect::WEBP, 32, 75, 1 << 20)?;
+        assert!(whole.starts_with(b"RIFF"));
+        let cut = &jpeg[..jpeg.len() - 40];
+        assert!(matches!(
+            optimize(cut, detect::WEBP, 32, 75, 1 << 20),
+            Err(TransformError::Truncated)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn packs_sub_byte_rows() {
+        assert_eq!(
+            pack_rows(&[1, 0, 1, 1, 0, 1, 1, 1, 1], 9, 1),
+            [0b1011_0111, 0b1000_0000]
+        );
+        assert_eq!(pack_rows(&[3, 2, 1], 3, 2), [0b1110_0100]);
+    }
+}
