@@ -21,7 +21,6 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use support::{FerryServer, RawRequest, RawResponse};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
-const REDIS_PORTS: std::ops::Range<u16> = 42150..42199;
 /// Each ISR render of the fixture takes this long at runtime.
 const RENDER_DELAY_MS: u64 = 1500;
 /// The fixture's `/isr` revalidates every 5 s.
@@ -200,10 +199,8 @@ impl Redis {
             Path::new(REDIS_SERVER).exists(),
             "{REDIS_SERVER} is missing: the shared-cache tests need a real redis-server"
         );
-        let port = REDIS_PORTS
-            .clone()
-            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-            .ok_or_else(|| anyhow!("no free port in {REDIS_PORTS:?}"))?;
+        // A port the OS picks: probing a fixed range races with tests running in parallel.
+        let port = support::free_port()?;
         let child = Command::new(REDIS_SERVER)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])

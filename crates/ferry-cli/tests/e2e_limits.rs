@@ -18,8 +18,6 @@ use anyhow::{Context, Result, anyhow, ensure};
 use support::{FerryServer, RawRequest, RawResponse};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// This test's port range (41100-41199 is reserved for it on shared machines).
-const PORTS: std::ops::Range<u16> = 41150..41200;
 
 static SHOWCASE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
@@ -36,10 +34,9 @@ fn showcase() -> Result<&'static Path> {
 
 fn start() -> Result<FerryServer> {
     let app = showcase()?;
-    let port = PORTS
-        .clone()
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .context("no free port in this test's range")?;
+    // A port the OS picks: tests in this binary run in parallel, and probing a fixed range
+    // let two of them pick the same port (regression: `Address already in use` in CI).
+    let port = support::free_port()?;
     let spec = support::ferry_start(&support::ferry_bin(), app, port).args([
         "--workers",
         "1",
