@@ -15,11 +15,6 @@ use ferry_manifest::{
 };
 use ferry_router::{RequestInfo, Resolution, Router, Step};
 
-/// The allocator `ferry` itself uses (crates/ferry-cli/src/main.rs): a resolution allocates
-/// its answer's strings, so the allocator is part of what is measured.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     divan::main();
 }
