@@ -19,7 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use support::{FerryServer, RawRequest, RawResponse};
+use support::{FerryServer, RawRequest};
+use support::{body_text, paragraph};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,23 +42,6 @@ fn start(extra: &[&str]) -> Result<FerryServer> {
     let mut args = vec!["--workers", "1", "--shutdown-timeout", "5"];
     args.extend_from_slice(extra);
     FerryServer::start(showcase()?, &args, &[])
-}
-
-fn body_text(resp: &RawResponse) -> Result<String> {
-    Ok(String::from_utf8_lossy(&resp.decoded_body()?).into_owned())
-}
-
-/// The text of `<p id="{id}">…</p>` in `html`.
-fn paragraph(html: &str, id: &str) -> Result<String> {
-    let open = format!("<p id=\"{id}\">");
-    let start = html
-        .find(&open)
-        .ok_or_else(|| anyhow!("no {open} in the page"))?
-        + open.len();
-    let end = html[start..]
-        .find("</p>")
-        .ok_or_else(|| anyhow!("unclosed {open}"))?;
-    Ok(html[start..start + end].to_owned())
 }
 
 /// GET /legacy/static → (status, x-nextjs-cache, built-at).

@@ -18,7 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use support::{FerryServer, RawRequest, RawResponse};
+use support::{FerryServer, RawRequest};
+use support::{body_text, paragraph};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 /// Each ISR render of the fixture takes this long at runtime.
@@ -36,23 +37,6 @@ fn app() -> Result<&'static Path> {
     })
     .as_deref()
     .map_err(|e| anyhow!("building the cache fixture failed: {e}"))
-}
-
-fn body_text(resp: &RawResponse) -> Result<String> {
-    Ok(String::from_utf8_lossy(&resp.decoded_body()?).into_owned())
-}
-
-/// The text of `<p id="{id}">…</p>` in `html`.
-fn paragraph(html: &str, id: &str) -> Result<String> {
-    let open = format!("<p id=\"{id}\">");
-    let start = html
-        .find(&open)
-        .ok_or_else(|| anyhow!("no {open} in the page"))?
-        + open.len();
-    let end = html[start..]
-        .find("</p>")
-        .ok_or_else(|| anyhow!("unclosed {open}"))?;
-    Ok(html[start..start + end].to_owned())
 }
 
 /// One render of `/data`: the worker that rendered it and the three cached values.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use support::{FerryServer, RawRequest, RawResponse};
+use support::{body_text, paragraph};
 
 /// Generous bound for one request (the slowest page, /stream, takes 1.5 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,23 +38,6 @@ fn start(extra: &[&str], env: &[(&str, &str)]) -> Result<FerryServer> {
     let mut args = vec!["--workers", "1", "--shutdown-timeout", "10"];
     args.extend_from_slice(extra);
     FerryServer::start(showcase()?, &args, env)
-}
-
-fn body_text(resp: &RawResponse) -> Result<String> {
-    Ok(String::from_utf8_lossy(&resp.decoded_body()?).into_owned())
-}
-
-/// The text of `<p id="{id}">…</p>` in `html`.
-fn paragraph(html: &str, id: &str) -> Result<String> {
-    let open = format!("<p id=\"{id}\">");
-    let start = html
-        .find(&open)
-        .ok_or_else(|| anyhow!("no {open} in the page"))?
-        + open.len();
-    let end = html[start..]
-        .find("</p>")
-        .ok_or_else(|| anyhow!("unclosed {open}"))?;
-    Ok(html[start..start + end].to_owned())
 }
 
 fn expect_status(resp: &RawResponse, status: u16, what: &str) -> Result<()> {

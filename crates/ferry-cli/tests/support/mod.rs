@@ -976,3 +976,21 @@ impl Drop for FerryServer {
         }
     }
 }
+
+/// A response body, decoded (gzip/br) and read as text.
+pub fn body_text(resp: &RawResponse) -> Result<String> {
+    Ok(String::from_utf8_lossy(&resp.decoded_body()?).into_owned())
+}
+
+/// The text of `<p id="{id}">…</p>` in `html`.
+pub fn paragraph(html: &str, id: &str) -> Result<String> {
+    let open = format!("<p id=\"{id}\">");
+    let start = html
+        .find(&open)
+        .ok_or_else(|| anyhow!("no {open} in the page"))?
+        + open.len();
+    let end = html[start..]
+        .find("</p>")
+        .ok_or_else(|| anyhow!("unclosed {open}"))?;
+    Ok(html[start..start + end].to_owned())
+}
