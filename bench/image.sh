@@ -14,7 +14,7 @@
 #   BENCH_SKIP_SERVE=1     only the codec comparison
 #   BENCH_SKIP_CODECS=1    only the serving comparison
 #
-# 1. Codecs: for each fixture (crates/ferry-image/tests/fixtures) and the showcase's ferry.png,
+# 1. Codecs: for each fixture (crates/ferry-image/tests/fixtures), a 2700x1800 JPEG and the showcase's ferry.png,
 #    Ferry's transform (examples/transform.rs, release) and sharp with next's settings
 #    (bench/image-sharp.cjs) at the same width and quality: bytes, SSIM against a lossless
 #    resize, median transform time.
@@ -56,7 +56,10 @@ echo "## Codecs: Ferry vs sharp (next's settings), same width and quality"
 echo
 echo "| source | type | sharp bytes | Ferry bytes | Ferry vs sharp | sharp SSIM | Ferry SSIM | sharp ms | Ferry ms |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for spec in "$FIX/photo.jpg 640" "$FIX/alpha.png 128" "$FIX/photo.webp 256" "$SRC/public/ferry.png 640"; do
+# A camera-sized JPEG too: the size where shrink-on-load decides the time.
+node -e "require('sharp')(process.argv[1]).resize(2700).jpeg({quality:90}).toFile(process.argv[2])" \
+  "$FIX/photo.jpg" "$WORK/large.jpg"
+for spec in "$FIX/photo.jpg 640" "$WORK/large.jpg 640" "$FIX/alpha.png 128" "$FIX/photo.webp 256" "$SRC/public/ferry.png 640"; do
   set -- $spec
   d="$WORK/codec-$(basename "$1")"; mkdir -p "$d"
   ms="{"; while read -r ext bytes t; do ms+="\"$ext\":$t,"; done < <("$EX" "$1" "$d" "$2" 75 "$REPEATS")

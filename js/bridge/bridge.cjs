@@ -69,6 +69,8 @@ if (!nextEnvironment) {
 // not from node_modules, so we cannot patch one class up front. Every route module publishes
 // the cache it creates as `globalThis.__incrementalCache`; a setter there patches each
 // distinct class the first time one of its instances appears.
+const forwardsInFlight = new Set()
+
 function forwardRevalidations() {
   const url = process.env.FERRY_CONTROL_URL
   const token = process.env.FERRY_CONTROL_TOKEN
@@ -79,29 +81,37 @@ function forwardRevalidations() {
     if (!proto || patched.has(proto) || typeof proto.revalidateTag !== 'function') return
     patched.add(proto)
     const original = proto.revalidateTag
-    proto.revalidateTag = async function ferryRevalidateTag(tags, ...rest) {
-      const result = await original.call(this, tags, ...rest)
-      // Ferry's own cache handler (js/cache-handler) has forwarded them already.
-      if (globalThis.__ferryCacheHandler) return result
-      const list = (Array.isArray(tags) ? tags : [tags]).filter((t) => typeof t === 'string')
-      if (list.length > 0) {
-        // Next's own cache handler: without durations (revalidatePath, revalidateTag without a
-        // profile) the entries expire now and the next request renders; with durations they go
-        // stale now and expire `durations.expire` seconds later.
-        const durations = rest[0]
-        const expire = durations && typeof durations === 'object' ? durations.expire : 0
-        try {
-          await fetch(`${url}/revalidate-tags`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json', 'x-ferry-control-token': token },
-            body: JSON.stringify({ tags: list, expire: expire === 0 }),
-          })
-        } catch (err) {
-          console.error('[ferry bridge] could not forward revalidated tags to Ferry:', err)
-        }
-      }
-      return result
+    proto.revalidateTag = function ferryRevalidateTag(tags, ...rest) {
+      // Tracked from the call on: the response that follows waits for it (endAfterInvalidations).
+      const call = forwardRevalidateTag.call(this, original, tags, rest)
+      forwardsInFlight.add(call)
+      call.finally(() => forwardsInFlight.delete(call)).catch(() => {})
+      return call
     }
+  }
+  // Next's revalidateTag, then the tags to Ferry (unless Ferry's cache handler sent them).
+  async function forwardRevalidateTag(original, tags, rest) {
+    const result = await original.call(this, tags, ...rest)
+    // Ferry's own cache handler (js/cache-handler) has forwarded them already.
+    if (globalThis.__ferryCacheHandler) return result
+    const list = (Array.isArray(tags) ? tags : [tags]).filter((t) => typeof t === 'string')
+    if (list.length > 0) {
+      // Next's own cache handler: without durations (revalidatePath, revalidateTag without a
+      // profile) the entries expire now and the next request renders; with durations they go
+      // stale now and expire `durations.expire` seconds later.
+      const durations = rest[0]
+      const expire = durations && typeof durations === 'object' ? durations.expire : 0
+      try {
+        await fetch(`${url}/revalidate-tags`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-ferry-control-token': token },
+          body: JSON.stringify({ tags: list, expire: expire === 0 }),
+        })
+      } catch (err) {
+        console.error('[ferry bridge] could not forward revalidated tags to Ferry:', err)
+      }
+    }
+    return result
   }
   let current
   Object.defineProperty(globalThis, '__incrementalCache', {
@@ -114,6 +124,31 @@ function forwardRevalidations() {
   })
 }
 forwardRevalidations()
+
+// Invalidations made while handling a request (a route handler's or Server Action's
+// revalidatePath / revalidateTag) are sent to Ferry before that response ends, as next start
+// applies them in-process before its response completes: the request that follows must not be
+// served the old entry. Both paths count: Ferry's cache handler (js/cache-handler/client.cjs
+// publishes its POSTs in flight) and the forwarding above for Next's own handler. Bounded: a
+// Ferry that does not answer delays a response by at most INVALIDATION_WAIT_MS.
+const INVALIDATION_WAIT_MS = 5000
+
+function invalidationsInFlight() {
+  const fromHandler = globalThis.__ferryRevalidationsInFlight ? globalThis.__ferryRevalidationsInFlight() : undefined
+  if (!fromHandler && forwardsInFlight.size === 0) return undefined
+  let timer
+  const bound = new Promise((resolve) => {
+    timer = setTimeout(resolve, INVALIDATION_WAIT_MS)
+  })
+  return Promise.race([Promise.allSettled([fromHandler, ...forwardsInFlight]), bound]).finally(() => clearTimeout(timer))
+}
+
+function endAfterInvalidations(...args) {
+  const pending = invalidationsInFlight()
+  if (!pending) return http.ServerResponse.prototype.end.apply(this, args)
+  pending.then(() => http.ServerResponse.prototype.end.apply(this, args))
+  return this
+}
 
 // Like `next start`: log uncaught errors, keep serving.
 process.on('uncaughtException', (err) => {
@@ -158,15 +193,16 @@ function drained() {
 const entries = new Map()
 
 function loadEntry(entry) {
-  const file = path.isAbsolute(entry) ? entry : path.join(projectDir, entry)
-  let mod = entries.get(file)
+  // Keyed by the entry as Ferry names it: no path work per request.
+  let mod = entries.get(entry)
   if (mod) return mod
+  const file = path.isAbsolute(entry) ? entry : path.join(projectDir, entry)
   const loaded = require(file)
   mod = {
     node: pickHandler(loaded, ['handler']),
     middleware: pickHandler(loaded, ['handler', 'middleware', 'proxy']),
   }
-  entries.set(file, mod)
+  entries.set(entry, mod)
   return mod
 }
 
@@ -187,11 +223,12 @@ function formatHostname(h) {
 
 // `ferryQuery`: the routed query as ordered [key, value] pairs (JSON objects in Ferry's
 // meta lose their key order); next-server's `query` requestMeta is a ParsedUrlQuery object,
-// repeated keys as arrays, keys in routing order.
+// repeated keys as arrays, keys in routing order. A pair [key, value, true] is a key next start
+// holds as an array even with one value (a catch-all param a rewrite appended: `path: ['x']`).
 function queryObject(pairs) {
   const query = Object.create(null)
-  for (const [k, v] of pairs) {
-    if (!Object.prototype.hasOwnProperty.call(query, k)) query[k] = v
+  for (const [k, v, array] of pairs) {
+    if (!Object.prototype.hasOwnProperty.call(query, k)) query[k] = array === true ? [v] : v
     else if (Array.isArray(query[k])) query[k].push(v)
     else query[k] = [query[k], v]
   }
@@ -532,8 +569,28 @@ async function runMiddleware(req, res, handler, meta) {
   }
 }
 
+// Next's response writer calls `res.flushHeaders()` before the first body chunk. Alone, that
+// is one write for the head and more for the body, and each write wakes Ferry (on a shared core,
+// a context switch each). Corked until this turn of the event loop ends, the head leaves with
+// the body written meanwhile (a small response whole, a stream's first chunks) in one write;
+// `end()` uncorks at once, and a stream's later chunks go out as written.
+function uncork(socket) {
+  socket.uncork()
+}
+
+function flushHeadersCorked() {
+  const socket = this.socket
+  if (socket && !socket.destroyed && !this.headersSent) {
+    socket.cork()
+    setImmediate(uncork, socket)
+  }
+  return http.ServerResponse.prototype.flushHeaders.call(this)
+}
+
 const server = http.createServer(async (req, res) => {
+  res.flushHeaders = flushHeadersCorked
   const entry = req.headers['x-ferry-entry']
+  if (entry) res.end = endAfterInvalidations
   if (!entry) {
     try {
       await handleControl(req, res)

@@ -127,4 +127,13 @@ function revalidateTags(tags, durations) {
   return p
 }
 
+// The worker bridge ends a response only once the invalidations it caused have reached Ferry
+// (next start applies them in-process before its response completes): without this, the
+// request that follows a route handler's revalidatePath could still be served the old entry.
+// A global, because the bridge and these modules are loaded from different places.
+if (enabled) {
+  globalThis.__ferryRevalidationsInFlight = () =>
+    inflight.size === 0 ? undefined : Promise.all(inflight.values())
+}
+
 module.exports = { enabled, get, set, marks, revalidateTags, frame, unframe }

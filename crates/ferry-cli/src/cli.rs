@@ -86,6 +86,18 @@ pub struct StartArgs {
         value_parser = parse_size
     )]
     pub cache_max_size: u64,
+    /// Size of the memory tier in front of the cache store (default 256MB, at most the max
+    /// size); `0` turns it off for the disk store, so every hit reads its file (measurements).
+    #[arg(long = "cache-memory-size", env = "FERRY_CACHE_MEMORY_SIZE", value_parser = parse_size_or_zero)]
+    pub cache_memory_size: Option<u64>,
+}
+
+/// [`parse_size`], also accepting `0` (a bound that turns something off).
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(0);
+    }
+    parse_size(s)
 }
 
 /// `512MB`, `1GB`, `1.5G`, `2GiB`, `1048576` → bytes (K/M/G/T are powers of 1024).
@@ -119,7 +131,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, parse_size_or_zero};
 
     #[test]
     fn sizes() {
@@ -131,5 +143,9 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5XB").is_err());
         assert!(parse_size("0").is_err());
+        assert_eq!(parse_size_or_zero("0"), Ok(0));
+        assert_eq!(parse_size_or_zero("0MB"), Ok(0));
+        assert_eq!(parse_size_or_zero("64MB"), Ok(64 << 20));
+        assert!(parse_size_or_zero("x").is_err());
     }
 }

@@ -339,3 +339,81 @@ fn next_image_matches_next_start() -> Result<()> {
     }
     Ok(())
 }
+
+/// A redis-server on a free loopback port (no persistence), killed on drop.
+struct Redis(std::process::Child);
+
+impl Redis {
+    fn start(port: u16) -> Result<Self> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("redis-server (needed for the shared image cache test)")?;
+        let redis = Self(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("redis-server did not listen on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two `ferry start` instances with their own disk caches and one Redis `--cache-url`: an
+/// image optimized by the first is a HIT on the second, with the same bytes.
+#[test]
+fn image_cache_is_shared_through_redis() -> Result<()> {
+    let app = built_app();
+    let work = tempfile::Builder::new()
+        .prefix("ferry-image-redis-")
+        .tempdir()?;
+    let port = support::free_port()?;
+    let _redis = Redis::start(port)?;
+    let url = format!("redis://127.0.0.1:{port}/");
+    let args = ["--cache-url", url.as_str()];
+    let a = FerryServer::start(app, &args, &[])?;
+    // A copy of the bundle elsewhere: its own `.ferry-cache`, so only Redis can make a hit.
+    let bundle = support::copy_bundle_outside(app, &work.path().join("bundle"))?;
+    let b = FerryServer::start(&bundle, &args, &[])?;
+    let req = RawRequest::get("/_next/image?url=%2Fcorpus%2Fphoto.jpg&w=384&q=75")
+        .header("Accept", "image/webp,*/*");
+    let first = a.send(req.clone(), TIMEOUT)?;
+    let second = b.send(req, TIMEOUT)?;
+    let cache = |r: &RawResponse| r.header("x-nextjs-cache").map(str::to_owned);
+    if first.status != 200 || cache(&first).as_deref() != Some("MISS") {
+        bail!(
+            "instance A: {} {:?}\n{}",
+            first.status,
+            cache(&first),
+            a.log_tail()
+        );
+    }
+    if second.status != 200 || cache(&second).as_deref() != Some("HIT") {
+        bail!(
+            "instance B: {} {:?}\n{}",
+            second.status,
+            cache(&second),
+            b.log_tail()
+        );
+    }
+    if second.body != first.body || second.header("etag") != first.header("etag") {
+        bail!("instance B served other bytes than A optimized");
+    }
+    let info = image_info(&second.body).context("not an image")?;
+    if (info.format, info.width) != ("webp", 384) {
+        bail!("unexpected image {info:?}");
+    }
+    Ok(())
+}

@@ -6,7 +6,9 @@
 //!   one worker cached is what the other worker (or the other instance, on one Redis) renders,
 //!   and `revalidateTag('x')` / `revalidatePath('/data')` in one worker invalidate it for all;
 //! - 100 concurrent requests to a stale ISR page are all answered at once from the stale entry,
-//!   and the page is regenerated exactly once (renders counted by the page itself).
+//!   and the page is regenerated exactly once (renders counted by the page itself);
+//! - the same split across two instances on one Redis: regenerated once overall (the shared
+//!   regeneration lock), by the workers of one instance.
 
 mod support;
 
@@ -409,5 +411,138 @@ fn a_burst_on_a_stale_isr_page_regenerates_it_once_and_answers_from_the_stale_en
         "the burst rendered {burst_renders} times, one regeneration renders {single_renders}: \
          more than one regeneration ran"
     );
+    Ok(())
+}
+
+/// GET /isr on `ferry` until it answers `HIT` with content other than `stale` (another
+/// instance's regeneration arrives through Redis).
+fn wait_for_new_hit(ferry: &FerryServer, stale: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let resp = ferry.get("/isr")?;
+        if resp.header("x-nextjs-cache") == Some("HIT") {
+            let at = paragraph(&body_text(&resp)?, "rendered-at")?;
+            if at != stale {
+                return Ok(at);
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "/isr was not regenerated within 90 s\n{}",
+            ferry.log_tail()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_stale_page_hit_on_two_instances_at_once_regenerates_once_overall() -> Result<()> {
+    let redis = Redis::start()?;
+    let url = redis.url();
+    let dir = tempfile::tempdir()?;
+    // Both instances' renders go to one log (appends of one short line each).
+    let log = dir.path().join("renders.log");
+    let log_str = log.to_string_lossy().into_owned();
+    let delay = RENDER_DELAY_MS.to_string();
+    let args = [
+        "--workers",
+        "2",
+        "--cache-url",
+        url.as_str(),
+        "--shutdown-timeout",
+        "5",
+    ];
+    let env = [
+        ("FERRY_TEST_RENDER_LOG", log_str.as_str()),
+        ("FERRY_TEST_RENDER_DELAY_MS", delay.as_str()),
+    ];
+    let a = FerryServer::start(app()?, &args, &env)?;
+    let b = FerryServer::start(app()?, &args, &env)?;
+    // The build's seed is stale on both after the revalidate period.
+    thread::sleep(ISR_REVALIDATE + Duration::from_secs(1));
+    ensure!(renders(&log) == 0, "nothing rendered /isr yet");
+
+    // 100 concurrent requests, half to each instance, released together.
+    const N: usize = 100;
+    let barrier = Arc::new(Barrier::new(N));
+    let results: Vec<Result<(String, String)>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let barrier = barrier.clone();
+                let ferry = if i % 2 == 0 { &a } else { &b };
+                s.spawn(move || {
+                    barrier.wait();
+                    let resp = ferry.send(RawRequest::get("/isr"), Duration::from_secs(30))?;
+                    ensure!(
+                        resp.status == 200,
+                        "a burst request answered {}",
+                        resp.status
+                    );
+                    let cache = resp.header("x-nextjs-cache").unwrap_or("-").to_owned();
+                    Ok((cache, paragraph(&body_text(&resp)?, "rendered-at")?))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
+            })
+            .collect()
+    });
+    let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+    for (cache, _) in &results {
+        ensure!(cache == "STALE", "a burst request answered {cache}");
+    }
+    let stale = results[0].1.clone();
+    let fresh_a = wait_for_new_hit(&a, &stale)?;
+    let fresh_b = wait_for_new_hit(&b, &stale)?;
+    let burst_renders = wait_renders_settled(&log);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let pids: HashSet<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
+    eprintln!(
+        "two instances, burst of {N} (half each): {burst_renders} renders by {} worker(s); A serves {fresh_a}, B serves {fresh_b}",
+        pids.len()
+    );
+    ensure!(
+        fresh_a == fresh_b,
+        "the instances serve different regenerations: A {fresh_a}, B {fresh_b}"
+    );
+    // Every render ran in the workers of one instance.
+    let (workers_a, workers_b) = (a.children(), b.children());
+    let of = |workers: &[u32]| {
+        pids.iter()
+            .all(|p| p.parse::<u32>().is_ok_and(|p| workers.contains(&p)))
+    };
+    ensure!(
+        of(&workers_a) || of(&workers_b),
+        "both instances rendered: render pids {pids:?}, A's workers {workers_a:?}, B's {workers_b:?}"
+    );
+
+    // One regeneration's renders (HTML, RSC, segments of the page), from one stale request.
+    thread::sleep(ISR_REVALIDATE + Duration::from_secs(1));
+    let one = a.get("/isr")?;
+    ensure!(
+        one.header("x-nextjs-cache") == Some("STALE"),
+        "expected STALE after the revalidate period, got {:?}",
+        one.header("x-nextjs-cache")
+    );
+    wait_for_new_hit(&a, &fresh_a)?;
+    let single_renders = wait_renders_settled(&log) - burst_renders;
+    eprintln!(
+        "renders: burst on two instances → {burst_renders}, one regeneration → {single_renders}"
+    );
+    ensure!(
+        single_renders >= 1,
+        "the single stale request regenerated nothing"
+    );
+    ensure!(
+        burst_renders == single_renders,
+        "the burst on two instances rendered {burst_renders} times, one regeneration renders \
+         {single_renders}: both instances regenerated"
+    );
+    drop((a, b));
+    drop(redis);
     Ok(())
 }

@@ -14,7 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repeats: usize = rest.first().map_or(Ok(5), |r| r.parse())?;
     let bytes = std::fs::read(input)?;
     let (width, quality): (u32, u8) = (width.parse()?, quality.parse()?);
+    // FERRY_TYPES=webp,jpeg limits the output types (profiling one codec).
+    let only = std::env::var("FERRY_TYPES").unwrap_or_default();
     for ty in [detect::JPEG, detect::PNG, detect::WEBP] {
+        let ext = detect::extension(ty).unwrap_or("bin");
+        if !only.is_empty() && !only.split(',').any(|t| t == ext) {
+            continue;
+        }
         let mut times = Vec::new();
         let mut output = Vec::new();
         for _ in 0..repeats.max(1) {
@@ -24,7 +30,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             times.push(start.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
-        let ext = detect::extension(ty).unwrap_or("bin");
         std::fs::write(format!("{out}/ferry.{ext}"), &output)?;
         println!("{ext} {} {:.1}", output.len(), times[times.len() / 2]);
     }

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -35,6 +35,12 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// When an entry stored now expires: `max(max_age, minimum_ttl)` seconds from now (next's
+/// `expireAt`), in ms since the epoch.
+pub fn expire_at(entry: &CacheEntry, minimum_ttl: u64) -> u64 {
+    entry.max_age.max(minimum_ttl).saturating_mul(1000) + now_ms()
+}
+
 /// Sizes and recency of the entries on disk.
 #[derive(Default)]
 struct Lru {
@@ -46,7 +52,13 @@ struct Lru {
 
 impl Lru {
     fn touch(&mut self, key: &str) {
+        let recent = (self.entries.len() as u64 / 4).max(1);
         if let Some((_, t)) = self.entries.get_mut(key) {
+            // Already in the most recent quarter: moving it changes no eviction worth the
+            // cost (a hot entry hit over and over is touched once).
+            if self.tick - *t < recent {
+                return;
+            }
             self.order.remove(t);
             self.tick += 1;
             *t = self.tick;
@@ -103,18 +115,19 @@ pub const MEMORY_TIER_BYTES: u64 = 64 * 1024 * 1024;
 /// The memory tier: entries and their expiry, least recently used evicted first.
 #[derive(Default)]
 struct Hot {
-    entries: HashMap<String, (CacheEntry, u64)>,
+    entries: HashMap<String, (Arc<CacheEntry>, u64)>,
     lru: Lru,
 }
 
 impl Hot {
-    fn get(&mut self, key: &str) -> Option<(CacheEntry, u64)> {
-        let found = self.entries.get(key).cloned()?;
+    fn get(&mut self, key: &str) -> Option<(Arc<CacheEntry>, u64)> {
+        let (entry, expire_at) = self.entries.get(key)?;
+        let found = (Arc::clone(entry), *expire_at);
         self.lru.touch(key);
         Some(found)
     }
 
-    fn put(&mut self, key: &str, entry: CacheEntry, expire_at: u64) {
+    fn put(&mut self, key: &str, entry: Arc<CacheEntry>, expire_at: u64) {
         let size = entry.buffer.len() as u64;
         let Some(evicted) = self.lru.insert(key, size, MEMORY_TIER_BYTES) else {
             self.remove(key);
@@ -230,8 +243,9 @@ impl DiskCache {
     }
 
     /// The entry for `key` and whether it is past its expiry; `None` on a miss or any read
-    /// problem (next treats those as a miss).
-    pub async fn get(&self, key: &str) -> Option<(CacheEntry, bool)> {
+    /// problem (next treats those as a miss). The same `Arc` comes back while the entry stays
+    /// in the memory tier, so callers can key derived data on it.
+    pub async fn get(&self, key: &str) -> Option<(Arc<CacheEntry>, bool)> {
         let hot = self.hot.lock().ok().and_then(|mut hot| hot.get(key));
         if let Some((entry, expire_at)) = hot {
             if let Ok(mut lru) = self.lru.lock() {
@@ -252,22 +266,27 @@ impl DiskCache {
             lru.touch(key);
         }
         let stale = now_ms() > name.expire_at;
-        let entry = CacheEntry {
+        let entry = Arc::new(CacheEntry {
             buffer: Bytes::from(buffer),
             extension: name.extension,
             etag: name.etag,
             upstream_etag: name.upstream_etag,
             max_age: name.max_age,
-        };
+        });
         if let Ok(mut hot) = self.hot.lock() {
-            hot.put(key, entry.clone(), name.expire_at);
+            hot.put(key, Arc::clone(&entry), name.expire_at);
         }
         Some((entry, stale))
     }
 
     /// Stores `entry` to expire `max(entry.max_age, minimum_ttl)` seconds from now, evicting
     /// least recently used entries beyond the budget. Failures are logged, as next does.
-    pub async fn set(&self, key: &str, entry: &CacheEntry, minimum_ttl: u64) {
+    pub async fn set(&self, key: &str, entry: &Arc<CacheEntry>, minimum_ttl: u64) {
+        self.put(key, entry, expire_at(entry, minimum_ttl)).await;
+    }
+
+    /// Stores `entry` to expire at `expire_at` (ms since the epoch), as [`DiskCache::set`].
+    pub async fn put(&self, key: &str, entry: &Arc<CacheEntry>, expire_at: u64) {
         let max = self.budget().await;
         let evicted = match self.lru.lock() {
             Ok(mut lru) => lru.insert(key, entry.buffer.len() as u64, max),
@@ -288,7 +307,6 @@ impl DiskCache {
         for old in evicted {
             let _ = tokio::fs::remove_dir_all(self.dir.join(old)).await;
         }
-        let expire_at = entry.max_age.max(minimum_ttl).saturating_mul(1000) + now_ms();
         let name = format!(
             "{}.{}.{}.{}.{}",
             entry.max_age, expire_at, entry.etag, entry.upstream_etag, entry.extension
@@ -308,7 +326,7 @@ impl DiskCache {
         match write.await {
             Ok(()) => {
                 if let Ok(mut hot) = self.hot.lock() {
-                    hot.put(key, entry.clone(), expire_at);
+                    hot.put(key, Arc::clone(entry), expire_at);
                 }
             }
             Err(err) => {
@@ -329,14 +347,14 @@ impl DiskCache {
 mod tests {
     use super::*;
 
-    fn entry(n: usize) -> CacheEntry {
-        CacheEntry {
+    fn entry(n: usize) -> Arc<CacheEntry> {
+        Arc::new(CacheEntry {
             buffer: Bytes::from(vec![7u8; n]),
             extension: "webp".into(),
             etag: "abc".into(),
             upstream_etag: "def".into(),
             max_age: 60,
-        }
+        })
     }
 
     #[tokio::test]

@@ -7,12 +7,14 @@
 //! sources are fetched with next's limits (deadline, body size, redirects, no private addresses),
 //! and identical concurrent requests share one fetch and one transform.
 
+mod alloc;
 pub mod cache;
 pub mod config;
 pub mod detect;
 pub mod fetch;
 pub mod params;
 mod quantize;
+pub mod shared;
 pub mod transform;
 
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ pub use cache::{CacheEntry, DiskCache};
 pub use config::ImageConfig;
 pub use fetch::Upstream;
 pub use params::Params;
+pub use shared::{SharedCache, SharedConfig};
 
 /// Whether a source of `source_type` is served untransformed (animated, or one of next's
 /// `BYPASS_TYPES`).
@@ -213,6 +216,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Largest source accepted, in pixels (width × height from the header).
     pub max_input_pixels: u64,
+    /// Redis shared by the instances of a deployment (`--cache-url`); `None`: this instance's
+    /// caches only.
+    pub shared: Option<SharedConfig>,
 }
 
 impl Options {
@@ -224,19 +230,41 @@ impl Options {
             cache_dir,
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_input_pixels: config::DEFAULT_MAX_INPUT_PIXELS,
+            shared: None,
         }
     }
 }
 
-type Flight = Shared<BoxFuture<'static, Result<CacheEntry, ImageError>>>;
+type Flight = Shared<BoxFuture<'static, Result<Arc<CacheEntry>, ImageError>>>;
+
+/// A validated request, remembered by its query and `Accept` so a repeated request (every warm
+/// hit) skips validation and key hashing, with the response headers last built for it.
+struct Memo {
+    params: Params,
+    key: String,
+    /// Headers of the 200 for one entry (weak: the memory tier decides how long bytes live).
+    head: Mutex<Option<(std::sync::Weak<CacheEntry>, HeaderMap)>>,
+}
+
+/// Requests remembered at most; the table is emptied when full (a burst of distinct
+/// requests costs a re-validation, never memory).
+const MEMO_ENTRIES: usize = 2048;
 
 /// The image optimizer of one app.
 pub struct Optimizer {
     options: Options,
     cache: Option<DiskCache>,
+    shared: Option<SharedCache>,
     local: Arc<dyn LocalSource>,
-    permits: Arc<Semaphore>,
+    /// Requests past the cache (fetch + transform) at once: a queued request holds only its
+    /// parameters, so a burst of cold requests keeps at most this many sources in memory.
+    pipeline: Semaphore,
+    /// Decodes + encodes at once (CPU-bound, one per core by default).
+    permits: Semaphore,
     inflight: Mutex<HashMap<String, Flight>>,
+    memo: Mutex<HashMap<String, Arc<Memo>>>,
+    /// `content-security-policy`, parsed once.
+    csp: Option<HeaderValue>,
     transforms: AtomicU64,
 }
 
@@ -250,13 +278,30 @@ impl Optimizer {
             .cache_dir
             .clone()
             .and_then(|dir| DiskCache::new(dir, options.config.maximum_disk_cache_size));
-        let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let concurrency = options.concurrency.max(1);
+        alloc::return_large_buffers_to_the_os();
+        let csp = HeaderValue::from_str(&options.config.content_security_policy).ok();
+        let shared = options
+            .shared
+            .as_ref()
+            .and_then(|c| match SharedCache::new(c) {
+                Ok(s) => Some(s),
+                Err(err) => {
+                    tracing::error!("{err}; images are cached by this instance only");
+                    None
+                }
+            });
         Arc::new(Self {
             options,
             cache,
+            shared,
             local,
-            permits,
+            // Twice the transforms: the next sources are fetched while the current ones encode.
+            pipeline: Semaphore::new(concurrency * 2),
+            permits: Semaphore::new(concurrency),
             inflight: Mutex::new(HashMap::new()),
+            memo: Mutex::new(HashMap::new()),
+            csp,
             transforms: AtomicU64::new(0),
         })
     }
@@ -287,22 +332,41 @@ impl Optimizer {
         query: &str,
         headers: &HeaderMap,
     ) -> Response<Body> {
-        let header = |n: http::header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
-        let params = match params::validate(
-            query,
-            header(http::header::ACCEPT),
-            &self.options.config,
-            &self.options.base_path,
-        ) {
-            Ok(p) => p,
+        let memo = match self.memo(query, headers) {
+            Ok(m) => m,
             Err(message) => return plain(400, &message),
         };
-        let key = cache_key(&params);
-        let (entry, x_cache) = match self.entry(&key, &params).await {
+        let (entry, x_cache) = match self.entry(&memo.key, &memo.params).await {
             Ok(found) => found,
             Err(err) => return plain(err.status, &err.message),
         };
-        self.respond(method, headers, &params, &entry, x_cache)
+        self.respond(method, headers, &memo, &entry, x_cache)
+    }
+
+    /// The validated parameters and cache key for a query and `Accept`, remembered.
+    fn memo(&self, query: &str, headers: &HeaderMap) -> Result<Arc<Memo>, String> {
+        let accept = headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        // The negotiated type depends on `Accept` only through `formats`, which is fixed.
+        let id = format!("{}\n{query}", accept.unwrap_or(""));
+        if let Some(m) = self.memo.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(m);
+        }
+        let params =
+            params::validate(query, accept, &self.options.config, &self.options.base_path)?;
+        let memo = Arc::new(Memo {
+            key: cache_key(&params),
+            params,
+            head: Mutex::new(None),
+        });
+        if let Ok(mut map) = self.memo.lock() {
+            if map.len() >= MEMO_ENTRIES {
+                map.clear();
+            }
+            map.insert(id, Arc::clone(&memo));
+        }
+        Ok(memo)
     }
 
     /// The entry for a request and how it was found.
@@ -310,7 +374,7 @@ impl Optimizer {
         self: &Arc<Self>,
         key: &str,
         params: &Params,
-    ) -> Result<(CacheEntry, &'static str), ImageError> {
+    ) -> Result<(Arc<CacheEntry>, &'static str), ImageError> {
         if let Some(cache) = &self.cache
             && let Some((entry, stale)) = cache.get(key).await
         {
@@ -318,7 +382,21 @@ impl Optimizer {
                 return Ok((entry, "HIT"));
             }
             // Serve the stale entry; one background refresh per key.
-            drop(self.flight(key, params, Some(entry.clone())));
+            drop(self.flight(key, params, Some(Arc::clone(&entry))));
+            return Ok((entry, "STALE"));
+        }
+        if let Some(shared) = &self.shared
+            && let Some((entry, expire_at)) = shared.get(key).await
+        {
+            // Made by another instance: kept here too, and served as next would its own.
+            let entry = Arc::new(entry);
+            if let Some(cache) = &self.cache {
+                cache.put(key, &entry, expire_at).await;
+            }
+            if cache::now_ms() <= expire_at {
+                return Ok((entry, "HIT"));
+            }
+            drop(self.flight(key, params, Some(Arc::clone(&entry))));
             return Ok((entry, "STALE"));
         }
         let entry = self.flight(key, params, None).await?;
@@ -330,7 +408,7 @@ impl Optimizer {
         self: &Arc<Self>,
         key: &str,
         params: &Params,
-        previous: Option<CacheEntry>,
+        previous: Option<Arc<CacheEntry>>,
     ) -> Flight {
         let Ok(mut map) = self.inflight.lock() else {
             return futures_util::future::ready(Err(ImageError::internal()))
@@ -362,9 +440,12 @@ impl Optimizer {
         &self,
         key: &str,
         params: &Params,
-        previous: Option<CacheEntry>,
-    ) -> Result<CacheEntry, ImageError> {
+        previous: Option<Arc<CacheEntry>>,
+    ) -> Result<Arc<CacheEntry>, ImageError> {
         let cfg = &self.options.config;
+        let Ok(_pipeline) = self.pipeline.acquire().await else {
+            return Err(ImageError::internal());
+        };
         let upstream = if params.is_absolute {
             fetch::fetch_external(
                 &params.href,
@@ -379,9 +460,16 @@ impl Optimizer {
                 .await
         };
         let result = match upstream {
-            Ok(up) => self.optimize(up, params, previous.as_ref()).await,
+            Ok(up) => self
+                .optimize(up, params, previous.as_deref())
+                .await
+                .map(Arc::new),
             Err(e) => Err(e),
         };
+        if let (Some(shared), Ok(entry)) = (&self.shared, &result) {
+            let expire_at = cache::expire_at(entry, cfg.minimum_cache_ttl);
+            shared.set(key, entry, expire_at).await;
+        }
         match (&self.cache, result) {
             (Some(cache), Ok(entry)) => {
                 cache.set(key, &entry, cfg.minimum_cache_ttl).await;
@@ -389,9 +477,10 @@ impl Optimizer {
             }
             (Some(cache), Err(err)) => {
                 // next keeps the previous entry and retries it soon (3 to 30 s).
-                if let Some(mut prev) = previous {
+                if let Some(prev) = previous {
+                    let mut prev = CacheEntry::clone(&prev);
                     prev.max_age = prev.max_age.clamp(3, 30);
-                    cache.set(key, &prev, 0).await;
+                    cache.set(key, &Arc::new(prev), 0).await;
                 }
                 Err(err)
             }
@@ -503,52 +592,95 @@ impl Optimizer {
         &self,
         method: &Method,
         req: &HeaderMap,
-        params: &Params,
-        entry: &CacheEntry,
+        memo: &Memo,
+        entry: &Arc<CacheEntry>,
         x_cache: &'static str,
     ) -> Response<Body> {
-        let cfg = &self.options.config;
-        let mut res = Response::builder().header("vary", "Accept").header(
-            "cache-control",
-            if params.is_static {
-                "public, max-age=315360000, immutable".to_owned()
-            } else {
-                format!("public, max-age={}, must-revalidate", entry.max_age)
-            },
-        );
-        if !entry.etag.is_empty() {
-            res = res.header("etag", entry.etag.as_str());
+        let mut head = None;
+        if let Ok(built) = memo.head.lock()
+            && let Some((weak, headers)) = &*built
+            && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(entry))
+        {
+            head = Some(headers.clone());
         }
+        let mut head = match head {
+            Some(h) => h,
+            None => {
+                let built = self.head(&memo.params, entry);
+                if let Ok(mut slot) = memo.head.lock() {
+                    *slot = Some((Arc::downgrade(entry), built.clone()));
+                }
+                built
+            }
+        };
         if is_fresh(req, &entry.etag) {
-            return res
-                .status(StatusCode::NOT_MODIFIED)
-                .body(ferry_http::empty())
-                .unwrap_or_else(|_| plain(500, "Internal Server Error"));
+            // 304: the validators and caching headers only.
+            for name in [
+                http::header::CONTENT_TYPE,
+                http::header::CONTENT_DISPOSITION,
+                http::header::CONTENT_SECURITY_POLICY,
+                http::header::CONTENT_LENGTH,
+            ] {
+                head.remove(name);
+            }
+            head.remove("x-nextjs-cache");
+            let mut res = Response::new(ferry_http::empty());
+            *res.status_mut() = StatusCode::NOT_MODIFIED;
+            *res.headers_mut() = head;
+            return res;
+        }
+        head.insert("x-nextjs-cache", HeaderValue::from_static(x_cache));
+        let body = if method == Method::HEAD {
+            ferry_http::empty()
+        } else {
+            ferry_http::full(entry.buffer.clone())
+        };
+        let mut res = Response::new(body);
+        *res.headers_mut() = head;
+        res
+    }
+
+    /// The 200's headers for `entry`, in next's order (`x-nextjs-cache` goes before
+    /// `content-length` and is filled in per response).
+    fn head(&self, params: &Params, entry: &CacheEntry) -> HeaderMap {
+        let cfg = &self.options.config;
+        let mut h = HeaderMap::with_capacity(9);
+        h.insert(http::header::VARY, HeaderValue::from_static("Accept"));
+        let cache_control = if params.is_static {
+            HeaderValue::from_static("public, max-age=315360000, immutable")
+        } else {
+            HeaderValue::from_str(&format!(
+                "public, max-age={}, must-revalidate",
+                entry.max_age
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=0, must-revalidate"))
+        };
+        h.insert(http::header::CACHE_CONTROL, cache_control);
+        if !entry.etag.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&entry.etag)
+        {
+            h.insert(http::header::ETAG, v);
         }
         let content_type = detect::from_extension(&entry.extension);
         if let Some(ct) = content_type {
-            res = res.header("content-type", ct);
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         let disposition = content_disposition(
             &file_name(&params.href, content_type),
             &cfg.content_disposition_type,
         );
         if let Ok(v) = HeaderValue::from_bytes(&disposition) {
-            res = res.header("content-disposition", v);
+            h.insert(http::header::CONTENT_DISPOSITION, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&cfg.content_security_policy) {
-            res = res.header("content-security-policy", v);
+        if let Some(csp) = &self.csp {
+            h.insert(http::header::CONTENT_SECURITY_POLICY, csp.clone());
         }
-        res = res
-            .header("x-nextjs-cache", x_cache)
-            .header("content-length", entry.buffer.len());
-        let body = if method == Method::HEAD {
-            ferry_http::empty()
-        } else {
-            ferry_http::full(entry.buffer.clone())
-        };
-        res.body(body)
-            .unwrap_or_else(|_| plain(500, "Internal Server Error"))
+        h.insert("x-nextjs-cache", HeaderValue::from_static("MISS"));
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(entry.buffer.len()),
+        );
+        h
     }
 }
 

@@ -7,6 +7,7 @@
 use std::io::Cursor;
 
 use fast_image_resize as fr;
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use crate::detect;
@@ -90,19 +91,40 @@ pub fn optimize(
             limit: max_pixels,
         });
     }
-    let mut limits = Limits::default();
-    // 16-bit RGBA of the allowed pixels, plus decoder slack.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    decoder.set_limits(limits)?;
     let orientation = decoder.orientation().ok();
     let icc = decoder.icc_profile().ok().flatten();
-    let mut img = DynamicImage::from_decoder(decoder)?;
+    // `width` applies to the upright image: a quarter turn swaps the source's axes.
+    let upright = if orientation.is_some_and(swaps_axes) {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    let (dst_w, dst_h) = target_size(upright, width);
+    let shrink = jpeg_shrink_on_load(f64::from(upright.0) / f64::from(dst_w));
+    let scaled = if shrink > 1 && detect::content_type(input) == Some(detect::JPEG) {
+        decode_jpeg_scaled(input, shrink)
+    } else {
+        None
+    };
+    let mut img = match scaled {
+        Some(rgb) => {
+            // Only the header was read: the full-size decoder (and its copy of the source) goes.
+            drop(decoder);
+            DynamicImage::ImageRgb8(rgb)
+        }
+        None => {
+            let mut limits = Limits::default();
+            // 16-bit RGBA of the allowed pixels, plus decoder slack.
+            limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+            decoder.set_limits(limits)?;
+            DynamicImage::from_decoder(decoder)?
+        }
+    };
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
     let has_alpha = img.color().has_alpha() && content_type != detect::JPEG;
     let (src_w, src_h) = (img.width(), img.height());
-    let (dst_w, dst_h) = target_size((src_w, src_h), width);
     let (mut pixels, channels) = if has_alpha {
         (img.into_rgba8().into_raw(), 4)
     } else {
@@ -120,6 +142,65 @@ pub fn optimize(
         detect::PNG => encode_png(&pixels, channels, dst_w, dst_h),
         other => Err(TransformError::Unsupported(other.to_owned())),
     }
+}
+
+/// Whether an EXIF orientation turns the image a quarter (width and height swap).
+fn swaps_axes(o: Orientation) -> bool {
+    matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// sharp's JPEG shrink-on-load for a `shrink` factor (its default `fastShrinkOnLoad`): the
+/// largest of 8, 4 and 2 not above the factor, halved when the factor's integer part equals
+/// it (libjpeg's rounding); 1 for none. The Lanczos resize does the rest.
+pub fn jpeg_shrink_on_load(shrink: f64) -> u32 {
+    let mut s = if shrink >= 8.0 {
+        8
+    } else if shrink >= 4.0 {
+        4
+    } else if shrink >= 2.0 {
+        2
+    } else {
+        1
+    };
+    if s > 1 && shrink as u32 == s {
+        s /= 2;
+    }
+    s
+}
+
+/// A JPEG decoded at 1/`shrink` of its size by libjpeg's scaled IDCT, so neither the time nor
+/// the memory of a full-size decode is spent; `None` (use the full decoder) for colour spaces
+/// libjpeg cannot turn into RGB (CMYK, YCCK) or any libjpeg error.
+fn decode_jpeg_scaled(input: &[u8], shrink: u32) -> Option<image::RgbImage> {
+    use mozjpeg::ColorSpace as Cs;
+    let run = || -> std::io::Result<Option<image::RgbImage>> {
+        let mut d = mozjpeg::Decompress::new_mem(input)?;
+        if !matches!(
+            d.color_space(),
+            Cs::JCS_YCbCr | Cs::JCS_RGB | Cs::JCS_GRAYSCALE
+        ) {
+            return Ok(None);
+        }
+        // libjpeg scales by num/8: 1/2, 1/4, 1/8.
+        d.scale(u8::try_from(8 / shrink.clamp(1, 8)).unwrap_or(8));
+        let mut started = d.rgb()?;
+        let (w, h) = (started.width() as u32, started.height() as u32);
+        let pixels: Vec<u8> = started.read_scanlines()?;
+        // Every line is read; a complaint at the end changes no pixel.
+        let _ = started.finish();
+        Ok(image::RgbImage::from_raw(w, h, pixels))
+    };
+    // libjpeg reports fatal errors by unwinding out of its error handler.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .ok()?
+        .ok()
+        .flatten()
 }
 
 /// RGB8, alpha composited over black as libvips does when JPEG drops it.
@@ -307,6 +388,7 @@ fn pack_rows(indices: &[u8], width: usize, bits: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::GenericImageView as _;
 
     #[test]
     fn target_size_never_upscales() {
@@ -328,6 +410,67 @@ mod tests {
             optimize(cut, detect::WEBP, 32, 75, 1 << 20),
             Err(TransformError::Truncated)
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn shrink_on_load_follows_sharp() {
+        assert_eq!(jpeg_shrink_on_load(1.5), 1);
+        assert_eq!(jpeg_shrink_on_load(2.3), 1); // integer part 2: halved
+        assert_eq!(jpeg_shrink_on_load(3.5), 2);
+        assert_eq!(jpeg_shrink_on_load(4.2), 2);
+        assert_eq!(jpeg_shrink_on_load(7.0), 4);
+        assert_eq!(jpeg_shrink_on_load(10.5), 8);
+    }
+
+    /// Mean absolute difference per sample of two equally sized RGB images.
+    fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
+        let sum: u64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        sum as f64 / a.len().max(1) as f64
+    }
+
+    #[test]
+    fn scaled_jpeg_decode_matches_a_full_decode() -> Result<(), Box<dyn std::error::Error>> {
+        // A smooth gradient: DCT scaling and a Lanczos resize of the full image agree closely.
+        let img = image::RgbImage::from_fn(800, 600, |x, y| {
+            image::Rgb([(x * 255 / 800) as u8, (y * 255 / 600) as u8, 128])
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&img)?;
+        let scaled = decode_jpeg_scaled(&jpeg, 4).ok_or("no scaled decode")?;
+        assert_eq!(scaled.dimensions(), (200, 150));
+        let full = image::load_from_memory(&jpeg)?.into_rgb8();
+        let reference = resize(full.into_raw(), 3, (800, 600), (200, 150))?;
+        let diff = mean_diff(scaled.as_raw(), &reference);
+        assert!(diff < 2.0, "mean difference {diff}");
+        // Through the whole transform: the output has the requested size.
+        let out = optimize(&jpeg, detect::PNG, 150, 75, 1 << 24)?;
+        assert_eq!(image::load_from_memory(&out)?.dimensions(), (150, 113));
+        // CMYK and broken data fall back to the full decoder (None here).
+        assert!(decode_jpeg_scaled(&jpeg[..100], 2).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn quarter_turns_resize_the_upright_width() -> Result<(), Box<dyn std::error::Error>> {
+        let img = image::RgbImage::from_pixel(900, 600, image::Rgb([200, 30, 30]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg).encode_image(&img)?;
+        // EXIF orientation 6 (a quarter turn clockwise): upright, the image is 600x900.
+        let mut exif =
+            b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0".to_vec();
+        let len = u16::try_from(exif.len() + 2)?.to_be_bytes();
+        exif.splice(0..0, [0xff, 0xe1, len[0], len[1]]);
+        jpeg.splice(2..2, exif);
+        // 600 → 256 is a shrink of 2.3: full decode; 600 → 128 (4.7): 1/2 shrink-on-load.
+        for (width, expected) in [(256, (256, 384)), (128, (128, 192))] {
+            let out = optimize(&jpeg, detect::JPEG, width, 75, 1 << 24)?;
+            assert_eq!(image::load_from_memory(&out)?.dimensions(), expected);
+        }
         Ok(())
     }
 

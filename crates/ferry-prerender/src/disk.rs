@@ -44,6 +44,9 @@ pub struct DiskStore {
     root: PathBuf,
     entries_dir: PathBuf,
     memory: MemoryStore,
+    /// `memory_bytes == 0`: no entry is kept in memory, every read decodes its file (marks
+    /// still live in memory). For measuring the disk path; not a production setting.
+    no_memory_tier: bool,
     index: Mutex<Index>,
     max_bytes: u64,
     marks_lock: Mutex<()>,
@@ -116,6 +119,7 @@ impl DiskStore {
             root: root.to_owned(),
             entries_dir,
             memory: MemoryStore::bounded(memory_bytes),
+            no_memory_tier: memory_bytes == 0,
             index: Mutex::new(index),
             max_bytes,
             marks_lock: Mutex::new(()),
@@ -314,11 +318,23 @@ impl CacheStore for DiskStore {
     }
 
     fn set(&self, pathname: &str, entry: Arc<CachedEntry>) {
-        self.memory.set(pathname, entry.clone());
+        if !self.no_memory_tier {
+            self.memory.set(pathname, entry.clone());
+        }
         self.persist(pathname, &entry);
     }
 
     fn set_if_absent(&self, pathname: &str, entry: Arc<CachedEntry>) {
+        if self.no_memory_tier {
+            // Seeds go to disk: that is where every read looks.
+            if self
+                .read_entry(pathname)
+                .is_none_or(|disk| disk.created < entry.created)
+            {
+                self.persist(pathname, &entry);
+            }
+            return;
+        }
         if self
             .memory
             .get(pathname)
@@ -372,6 +388,9 @@ impl CacheStore for DiskStore {
                 _ => self.read_entry(pathname),
             }?;
             let entry = Arc::new(entry);
+            if self.no_memory_tier {
+                return Some(entry);
+            }
             self.memory.insert_if_newer(pathname, entry.clone());
             self.memory.get(pathname).or(Some(entry))
         })

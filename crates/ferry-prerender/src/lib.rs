@@ -54,8 +54,11 @@ pub use store::{BoxFuture, CacheStore, MemoryStore};
 /// `CACHE_ONE_YEAR_SECONDS`: next's `s-maxage` for entries that never revalidate.
 pub const CACHE_ONE_YEAR: u64 = 31_536_000;
 /// A regeneration that neither stored nor failed within this time is presumed lost: the next
-/// stale lookup may start another one.
+/// stale lookup may start another one (also the TTL of the shared regeneration lock).
 pub const DEFAULT_REGENERATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// After another instance was found regenerating a group, this instance asks again no sooner
+/// than this (its new entry normally arrives well before).
+const LOCK_RETRY: Duration = Duration::from_secs(1);
 /// Cookie that carries draft mode (`__prerender_bypass`).
 pub const DRAFT_MODE_COOKIE: &str = "__prerender_bypass";
 /// Header carrying the bypass token on revalidation requests.
@@ -297,6 +300,8 @@ pub struct Regeneration {
     pub group_pathnames: Vec<String>,
     /// Send as `x-prerender-revalidate` so the worker renders and does not serve from a cache.
     pub bypass_token: Option<String>,
+    /// The group's name for the regeneration lock shared by instances on one store.
+    pub lock_key: String,
 }
 
 /// The result of [`PrerenderCache::lookup`].
@@ -405,6 +410,8 @@ pub struct PrerenderCache {
     groups: RwLock<HashMap<GroupKey, Vec<String>>>,
     store: Arc<dyn CacheStore>,
     inflight: Mutex<HashMap<GroupKey, Instant>>,
+    /// Shared regeneration locks this instance holds (released with the group's claim).
+    locks_held: Mutex<std::collections::HashSet<String>>,
     regeneration_timeout: Duration,
     bypass_token: Option<String>,
     powered_by: bool,
@@ -449,6 +456,14 @@ fn clean_headers(headers: &mut HeaderMap) -> Vec<String> {
         headers.remove(*h);
     }
     tags
+}
+
+/// The regeneration lock name of a group (the same on every instance of one build).
+fn lock_key(group: &GroupKey) -> String {
+    match &group.base {
+        Some(base) => format!("{}:{base}", group.group_id),
+        None => group.group_id.to_string(),
+    }
 }
 
 /// Internal invalidation key of a path (cannot collide with a user tag: NUL is not allowed in
@@ -542,6 +557,7 @@ impl PrerenderCache {
             groups: RwLock::new(groups),
             store,
             inflight: Mutex::new(HashMap::new()),
+            locks_held: Mutex::new(std::collections::HashSet::new()),
             regeneration_timeout: DEFAULT_REGENERATION_TIMEOUT,
             bypass_token,
             powered_by: manifest.config.powered_by_header,
@@ -607,17 +623,23 @@ impl PrerenderCache {
     /// `/_next/data/<id>/legacy/static.json`). `None`: nothing cached, render it.
     pub fn lookup(&self, pathname: &str, now: SystemTime) -> Option<CacheHit> {
         let entry = self.store.get(pathname)?;
+        Some(self.hit(pathname, entry, now))
+    }
+
+    /// The freshness of `entry` (found for `pathname`) and, when it is not fresh, the group's
+    /// regeneration claim.
+    fn hit(&self, pathname: &str, entry: Arc<CachedEntry>, now: SystemTime) -> CacheHit {
         let state = self.state_of(&entry, now);
         let regeneration = match state {
             CacheState::Fresh => None,
             CacheState::Stale | CacheState::Expired => self.claim_regeneration(pathname),
         };
-        Some(CacheHit {
+        CacheHit {
             entry,
             state,
             needs_regeneration: regeneration.is_some(),
             regeneration,
-        })
+        }
     }
 
     /// [`lookup`](Self::lookup), looking behind the store's memory tier on a miss (disk, Redis,
@@ -626,8 +648,9 @@ impl PrerenderCache {
         if let Some(hit) = self.lookup(pathname, now) {
             return Some(hit);
         }
-        self.fetch(pathname).await?;
-        self.lookup(pathname, now)
+        // The fetched entry itself: a store without a memory tier does not keep it.
+        let entry = self.fetch(pathname).await?;
+        Some(self.hit(pathname, entry, now))
     }
 
     /// The entry for `pathname` from anywhere the store keeps it, else its seed reloaded from the
@@ -645,8 +668,8 @@ impl PrerenderCache {
                 return None;
             }
         };
-        self.store.set_if_absent(pathname, entry);
-        self.store.get(pathname)
+        self.store.set_if_absent(pathname, entry.clone());
+        self.store.get(pathname).or(Some(entry))
     }
 
     /// The store behind this cache.
@@ -685,13 +708,55 @@ impl PrerenderCache {
                 .bypass_token
                 .clone()
                 .or_else(|| self.bypass_token.clone()),
+            lock_key: lock_key(&route.group),
         })
     }
 
     fn release(&self, pathname: &str) {
         if let Some(route) = self.route(pathname) {
             lock(&self.inflight).remove(&route.group);
+            let key = lock_key(&route.group);
+            if lock(&self.locks_held).remove(&key) {
+                // Queued after this instance's entry writes: whoever takes the lock next sees
+                // the new entry.
+                self.store.unlock(&key);
+            }
         }
+    }
+
+    /// Before a background regeneration claimed by [`lookup`](Self::lookup): takes the group's
+    /// lock shared by every instance on the store. `false`: do not render, because another
+    /// instance is regenerating the group (this instance asks again after a second at the
+    /// earliest) or has just stored a fresh entry (adopted). Stores that no other instance
+    /// shares always answer `true`.
+    pub async fn begin_regeneration(&self, regen: &Regeneration) -> bool {
+        if !self
+            .store
+            .try_lock(&regen.lock_key, self.regeneration_timeout)
+            .await
+        {
+            self.retry_after(&regen.pathname, LOCK_RETRY);
+            return false;
+        }
+        lock(&self.locks_held).insert(regen.lock_key.clone());
+        // The previous holder may have stored its entry just before this lock was taken.
+        if let Some(entry) = self.store.refresh(&regen.pathname).await
+            && self.state_of(&entry, SystemTime::now()) == CacheState::Fresh
+        {
+            self.release(&regen.pathname);
+            return false;
+        }
+        true
+    }
+
+    /// Keeps the group's claim for `delay` more, then lets a stale lookup claim it again.
+    fn retry_after(&self, pathname: &str, delay: Duration) {
+        let Some(route) = self.route(pathname) else {
+            return;
+        };
+        let back = self.regeneration_timeout.saturating_sub(delay);
+        let now = Instant::now();
+        lock(&self.inflight).insert(route.group.clone(), now.checked_sub(back).unwrap_or(now));
     }
 
     /// Stores a regeneration result for a known prerender pathname and ends the group's

@@ -88,6 +88,8 @@ enum Write {
         at: SystemTime,
         expired: bool,
     },
+    /// Releases a regeneration lock (queued after the entry writes it follows).
+    Unlock(String),
 }
 
 /// Writes that failed while Redis was down, compacted: the latest per pathname, marks merged.
@@ -111,6 +113,8 @@ impl Pending {
             Write::Delete(p) => {
                 self.entries.insert(p, None);
             }
+            // Not kept: the lock expires by itself (its TTL).
+            Write::Unlock(_) => {}
             Write::Mark { keys, at, expired } => {
                 let map = if expired {
                     &mut self.expired
@@ -183,6 +187,12 @@ for i = 3, #ARGV do
   end
 end
 return 1
+";
+
+/// Deletes a lock only if this instance still holds it (it may have expired and been taken).
+const UNLOCK_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 fn padded(t: SystemTime) -> String {
@@ -265,6 +275,10 @@ impl Inner {
 
     fn entry_key(&self, pathname: &str) -> String {
         format!("{}e:{pathname}", self.prefix)
+    }
+
+    fn lock_key(&self, key: &str) -> String {
+        format!("{}lock:{key}", self.prefix)
     }
 
     async fn timed<T>(
@@ -360,6 +374,12 @@ impl Inner {
                 );
                 self.timed(d, conn.publish::<_, _, ()>(&self.channel, msg))
                     .await
+            }
+            Write::Unlock(key) => {
+                let script = redis::Script::new(UNLOCK_SCRIPT);
+                let mut inv = script.prepare_invoke();
+                inv.key(self.lock_key(key)).arg(&self.origin);
+                self.timed(d, inv.invoke_async::<()>(conn)).await
             }
         }
     }
@@ -692,6 +712,48 @@ impl CacheStore for RedisStore {
             );
             self.inner.memory.insert_if_newer(pathname, entry.clone());
             Some(entry)
+        })
+    }
+
+    fn try_lock<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(mut conn) = self.inner.connection() else {
+                return true;
+            };
+            // SET NX PX: one holder at a time, gone after `ttl` if the holder dies.
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let cmd = redis::cmd("SET")
+                .arg(self.inner.lock_key(key))
+                .arg(&self.inner.origin)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms)
+                .to_owned();
+            let set = cmd.query_async::<Option<String>>(&mut conn);
+            match self.inner.timed(self.inner.opts.command_timeout, set).await {
+                Ok(reply) => reply.is_some(),
+                Err(e) => {
+                    tracing::debug!("shared cache: regeneration lock {key}: {e}; regenerating");
+                    true
+                }
+            }
+        })
+    }
+
+    fn unlock(&self, key: &str) {
+        let _ = self.inner.writes.send(Write::Unlock(key.to_owned()));
+    }
+
+    fn refresh<'a>(&'a self, pathname: &'a str) -> BoxFuture<'a, Option<Arc<CachedEntry>>> {
+        Box::pin(async move {
+            if let Some(e) = self
+                .inner
+                .get_entry(pathname, self.inner.opts.command_timeout)
+                .await
+            {
+                self.inner.memory.insert_if_newer(pathname, Arc::new(e));
+            }
+            self.inner.memory.get(pathname)
         })
     }
 }

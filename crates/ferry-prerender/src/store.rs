@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::CachedEntry;
 
@@ -59,6 +59,24 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug + 'static {
     fn fetch<'a>(&'a self, pathname: &'a str) -> BoxFuture<'a, Option<Arc<CachedEntry>>> {
         let hit = self.get(pathname);
         Box::pin(async move { hit })
+    }
+    /// Takes the regeneration lock `key` shared by every instance on this store, for at most
+    /// `ttl` (so a crashed holder blocks nobody for longer); `false` when another instance holds
+    /// it. Stores no other instance shares grant it at once (the in-process claim is enough);
+    /// a shared store that cannot be reached grants it too (availability over deduplication).
+    fn try_lock<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, bool> {
+        let _ = (key, ttl);
+        Box::pin(async { true })
+    }
+    /// Releases a lock taken with [`try_lock`](CacheStore::try_lock), after the writes this
+    /// instance made before are visible to the others.
+    fn unlock(&self, key: &str) {
+        let _ = key;
+    }
+    /// The entry for `pathname` re-read from the shared backing store (another instance may have
+    /// written a newer one this instance has not heard of yet), kept in memory if newer.
+    fn refresh<'a>(&'a self, pathname: &'a str) -> BoxFuture<'a, Option<Arc<CachedEntry>>> {
+        self.fetch(pathname)
     }
 }
 

@@ -159,6 +159,35 @@ async fn disk_is_bounded_with_lru_eviction_and_memory_misses_read_disk() {
     assert!(store.disk_bytes() <= one * 2 + 10);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_without_a_memory_tier_reads_every_hit_from_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = SystemTime::now();
+    let store = DiskStore::open(dir.path(), 1 << 20, 0).expect("open");
+    // A seed is written to disk (nothing else would hold it).
+    store.set_if_absent("/seed", entry("/seed", "seed", t));
+    store.set("/p", entry("/p", "one", t));
+    for p in ["/seed", "/p"] {
+        assert!(store.get(p).is_none(), "{p}: no memory tier");
+    }
+    let read = |p: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .fetch(p)
+                .await
+                .map(|e| String::from_utf8_lossy(&e.body).into_owned())
+        }
+    };
+    assert_eq!(read("/seed").await.as_deref(), Some("seed"));
+    assert_eq!(read("/p").await.as_deref(), Some("one"));
+    // A newer write is what the next read sees; an older seed does not clobber it.
+    store.set("/p", entry("/p", "two", t + Duration::from_secs(1)));
+    store.set_if_absent("/p", entry("/p", "old seed", t));
+    assert_eq!(read("/p").await.as_deref(), Some("two"));
+    assert!(store.get("/p").is_none(), "still nothing in memory");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis
 // ---------------------------------------------------------------------------------------------

@@ -31,7 +31,10 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::matcher::RegexMatch;
-use crate::prefilter::{DOT, braced_quantifier, escape_outside_class, translate_class};
+use crate::prefilter::{
+    DOT, braced_quantifier, escape_outside_class, has_top_level_alternation, skip_group,
+    translate_class,
+};
 
 /// Backtracking steps one regex execution may take before it counts as not matching. Next's own
 /// lookahead matchers on the longest accepted path (8 KB of short segments) need under 100k;
@@ -76,6 +79,9 @@ struct Plain {
     pattern: Box<str>,
     /// The named groups: (group index, name).
     names: Vec<(usize, Arc<str>)>,
+    /// Every match starts at the text's start (`^…` without a top-level `|`): searches are
+    /// anchored, so the engine tries one start position instead of scanning for one.
+    anchored: bool,
 }
 
 /// Capture slots kept on the stack (16 groups); more use the heap.
@@ -83,7 +89,7 @@ const STACK_SLOTS: usize = 32;
 
 impl Plain {
     /// Compiles a translated pattern, or `None` when the `regex` crate refuses it (lookarounds).
-    fn new(pattern: &str) -> Option<Self> {
+    fn new(pattern: &str, anchored: bool) -> Option<Self> {
         let re = regex_automata::meta::Regex::builder()
             .configure(
                 regex_automata::meta::Config::new()
@@ -102,7 +108,18 @@ impl Plain {
             re,
             pattern: pattern.into(),
             names,
+            anchored,
         })
+    }
+
+    /// The search input for `hay`.
+    fn input<'h>(&self, hay: &'h str) -> regex_automata::Input<'h> {
+        let input = regex_automata::Input::new(hay);
+        if self.anchored {
+            input.anchored(regex_automata::Anchored::Yes)
+        } else {
+            input
+        }
     }
 
     /// The match of `hay` with its groups sliced from `text` (same offsets).
@@ -117,8 +134,7 @@ impl Plain {
             heap = vec![None; len];
             &mut heap[..]
         };
-        self.re
-            .search_slots(&regex_automata::Input::new(hay), slots)?;
+        self.re.search_slots(&self.input(hay), slots)?;
         let group = |i: usize| match (slots.get(2 * i), slots.get(2 * i + 1)) {
             (Some(Some(a)), Some(Some(b))) => text.get(a.get()..b.get()).map(str::to_string),
             _ => None,
@@ -175,7 +191,9 @@ impl Bounded {
             pattern
         };
         // The `regex` crate refuses lookarounds: what it accepts needs no step budget.
-        let re = match Plain::new(&pattern) {
+        let chars: Vec<char> = js_source.chars().collect();
+        let anchored = chars.first() == Some(&'^') && !has_top_level_alternation(&chars);
+        let re = match Plain::new(&pattern, anchored) {
             Some(plain) => Some(Engine::Plain(plain)),
             None => fancy_regex::RegexBuilder::new(&pattern)
                 .backtrack_limit(BACKTRACK_LIMIT)
@@ -215,7 +233,7 @@ impl Bounded {
         }
         let hay = self.haystack(text);
         match self.re.as_ref()? {
-            Engine::Plain(p) => Some(p.re.is_match(&*hay)),
+            Engine::Plain(p) => Some(p.re.is_match(p.input(&hay))),
             Engine::Fancy(re) => Some(re.is_match(&hay).unwrap_or_else(|_| {
                 EXCEEDED.with(|e| e.set(true));
                 false
@@ -307,10 +325,27 @@ struct ClosedGroup {
     captures: usize,
 }
 
-/// Translates a JavaScript (non-unicode-mode) regex into an equivalent `fancy-regex` pattern:
-/// `(pattern, captures exact)`, or `None` when some construct has no exact equivalent
-/// (backreferences, `\s` in a class, `[^]`, quantified lookarounds ...).
+/// What [`translate`] produces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Translation {
+    /// The same language and groups, lookarounds kept (for fancy-regex or the `regex` crate).
+    Exact,
+    /// A superset language for the `regex` crate: lookarounds and `\b` / `\B` dropped (that
+    /// only removes constraints), every group non-capturing (see `prefilter.rs`).
+    Superset,
+}
+
+/// [`translate`] exactly.
 fn translate_exact(src: &str) -> Option<(String, bool)> {
+    translate(src, Translation::Exact)
+}
+
+/// Translates a JavaScript (non-unicode-mode) regex into a `regex` / `fancy-regex` pattern:
+/// `(pattern, captures exact)`, or `None` when some construct has no equivalent
+/// (backreferences, `\s` in a class, `[^]`, quantified lookarounds ...). `.`, `\d`, `\w`,
+/// `\s` and classes are spelled out as JavaScript means them in both modes.
+pub(crate) fn translate(src: &str, mode: Translation) -> Option<(String, bool)> {
+    let superset = mode == Translation::Superset;
     let chars: Vec<char> = src.chars().collect();
     let mut out = String::with_capacity(src.len() + 16);
     let mut stack: Vec<OpenGroup> = Vec::new();
@@ -326,6 +361,8 @@ fn translate_exact(src: &str) -> Option<(String, bool)> {
             '\\' => {
                 let e = *chars.get(i + 1)?;
                 match e {
+                    // A dropped assertion: the superset only loses a constraint.
+                    'b' | 'B' if superset => {}
                     // JavaScript's WhiteSpace and LineTerminator code points.
                     's' => out.push_str(JS_SPACE),
                     'S' => out.push_str(&JS_SPACE.replacen('[', "[^", 1)),
@@ -362,9 +399,22 @@ fn translate_exact(src: &str) -> Option<(String, bool)> {
                 quantifiable = true;
             }
             '(' => {
+                let look = chars.get(i + 1) == Some(&'?')
+                    && match chars.get(i + 2) {
+                        Some('=' | '!') => true,
+                        Some('<') => matches!(chars.get(i + 3), Some('=' | '!')),
+                        _ => false,
+                    };
+                if superset && look {
+                    // Dropped whole; a quantifier after it is refused below.
+                    i = skip_group(&chars, i)?;
+                    quantifiable = false;
+                    continue;
+                }
                 let in_look = stack.iter().any(|g| g.kind == GroupKind::Look);
                 let (kind, text, len) = if chars.get(i + 1) != Some(&'?') {
-                    (GroupKind::Capture, "(".to_string(), 1)
+                    let text = if superset { "(?:" } else { "(" };
+                    (GroupKind::Capture, text.to_string(), 1)
                 } else {
                     match (chars.get(i + 2), chars.get(i + 3)) {
                         (Some(':'), _) => (GroupKind::NonCapture, "(?:".to_string(), 3),
@@ -385,7 +435,12 @@ fn translate_exact(src: &str) -> Option<(String, bool)> {
                             if !valid {
                                 return None;
                             }
-                            (GroupKind::Capture, format!("(?P<{name}>"), close + 1 - i)
+                            let text = if superset {
+                                "(?:".to_string()
+                            } else {
+                                format!("(?P<{name}>")
+                            };
+                            (GroupKind::Capture, text, close + 1 - i)
                         }
                         _ => return None,
                     }
@@ -452,7 +507,7 @@ fn translate_exact(src: &str) -> Option<(String, bool)> {
                 if !quantifiable {
                     return None;
                 }
-                if let Some(g) = just_closed.filter(|g| g.captures > 0) {
+                if let Some(g) = just_closed.filter(|g| g.captures > 0 && !superset) {
                     if max_gt1 {
                         exact = false;
                     } else if min0 {

@@ -1,6 +1,8 @@
 //! A header list with the semantics of the WHATWG `Headers` class, which `@next/routing` uses
 //! for request headers and the resolved (response) headers.
 
+use std::borrow::Cow;
+
 /// An ordered list of headers behaving like JavaScript's `Headers`: names are lowercased, values
 /// trimmed of HTTP whitespace, `get` joins repeated values with `", "`, `set` replaces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,7 +34,10 @@ impl HeaderList {
 
     /// Builds a list from `(name, value)` pairs, appending each (like `new Headers(pairs)`).
     pub fn from_pairs<'a, I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
-        let mut h = Self::new();
+        let pairs = pairs.into_iter();
+        let mut h = Self {
+            entries: Vec::with_capacity(pairs.size_hint().0),
+        };
         for (k, v) in pairs {
             h.append(k, v);
         }
@@ -47,19 +52,31 @@ impl HeaderList {
 
     /// Replaces every value of `name` with `value` (`Headers.set`), keeping the first position.
     pub fn set(&mut self, name: &str, value: &str) {
-        let name = name.to_ascii_lowercase();
-        let value = trim_http_ws(value).to_string();
-        match self.entries.iter().position(|(k, _)| *k == name) {
+        let value = trim_http_ws(value);
+        match self
+            .entries
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
             Some(i) => {
-                self.entries[i].1 = value;
-                let mut idx = 0;
-                self.entries.retain(|(k, _)| {
-                    let keep = idx <= i || *k != name;
-                    idx += 1;
-                    keep
-                });
+                let slot = &mut self.entries[i].1;
+                slot.clear();
+                slot.push_str(value);
+                if self.entries[i + 1..]
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case(name))
+                {
+                    let mut idx = 0;
+                    self.entries.retain(|(k, _)| {
+                        let keep = idx <= i || !k.eq_ignore_ascii_case(name);
+                        idx += 1;
+                        keep
+                    });
+                }
             }
-            None => self.entries.push((name, value)),
+            None => self
+                .entries
+                .push((name.to_ascii_lowercase(), value.to_string())),
         }
     }
 
@@ -80,24 +97,30 @@ impl HeaderList {
     /// `cookie` whose values undici (Node's `Headers`) joins with `"; "`, as Node's HTTP parser
     /// does for `req.headers.cookie`.
     pub fn get(&self, name: &str) -> Option<String> {
+        self.get_str(name).map(Cow::into_owned)
+    }
+
+    /// [`HeaderList::get`], borrowing the value when `name` has only one.
+    pub(crate) fn get_str(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut found = self
+            .entries
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name));
+        let (_, first) = found.next()?;
+        let Some((_, second)) = found.next() else {
+            return Some(Cow::Borrowed(first));
+        };
         let sep = if name.eq_ignore_ascii_case("cookie") {
             "; "
         } else {
             ", "
         };
-        let mut out: Option<String> = None;
-        for (k, v) in &self.entries {
-            if k.eq_ignore_ascii_case(name) {
-                match &mut out {
-                    Some(o) => {
-                        o.push_str(sep);
-                        o.push_str(v);
-                    }
-                    None => out = Some(v.clone()),
-                }
-            }
+        let mut out = format!("{first}{sep}{second}");
+        for (_, v) in found {
+            out.push_str(sep);
+            out.push_str(v);
         }
-        out
+        Some(Cow::Owned(out))
     }
 
     /// The raw entries in insertion order (names lowercased, one entry per appended value).
@@ -118,6 +141,31 @@ impl HeaderList {
     /// Iteration as `Headers.forEach` does it: names sorted, values of a name combined with
     /// `", "`, except `set-cookie` whose values come one by one.
     pub fn sorted_combined(&self) -> Vec<(String, String)> {
+        if self.names_unique() {
+            let mut out = self.entries.clone();
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            return out;
+        }
+        self.combined_slow()
+    }
+
+    /// [`HeaderList::sorted_combined`], consuming the list (no copies when every name is
+    /// unique, the usual case).
+    pub fn into_sorted_combined(mut self) -> Vec<(String, String)> {
+        if self.names_unique() {
+            self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            return self.entries;
+        }
+        self.combined_slow()
+    }
+
+    /// Whether no name appears twice (then sorting the entries is the whole iteration).
+    fn names_unique(&self) -> bool {
+        let e = &self.entries;
+        (1..e.len()).all(|i| e[..i].iter().all(|(k, _)| *k != e[i].0))
+    }
+
+    fn combined_slow(&self) -> Vec<(String, String)> {
         let mut names: Vec<&str> = self.entries.iter().map(|(k, _)| k.as_str()).collect();
         names.sort_unstable();
         names.dedup();

@@ -37,7 +37,7 @@ mod prefilter;
 mod urls;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use ferry_manifest::{I18nConfig, Manifest, RscConfig};
 use url::Url;
@@ -134,6 +134,9 @@ pub struct Output {
     /// [`Router::with_next_start_data_urls`]); next-server names the page in
     /// `x-nextjs-matched-path`.
     pub next_data_page: bool,
+    /// Keys of [`Output::query`] next start holds as an array although they have one value (a
+    /// repeated param a rewrite added to the query: `path: ["x"]`).
+    pub query_arrays: Vec<String>,
 }
 
 /// The final outcome of routing.
@@ -172,6 +175,10 @@ pub enum Resolution {
         request_headers: Vec<(String, String)>,
         /// A status set by a rule, if any.
         status: Option<u16>,
+        /// `next start` only: the `fallback: false` page (its output pathname) the request
+        /// reached and that declines the path; router-server.js then routes the request a
+        /// second time (see [`Router::no_fallback_retry`]).
+        declined: Option<String>,
     },
     /// The request cannot be routed (path too long, unparsable destination built from the
     /// request); answer with `status`.
@@ -196,8 +203,9 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct RoutingState {
     url: Url,
-    /// The URL middleware sees (`_next/data` form for data requests).
-    middleware_url: Url,
+    /// The URL middleware sees (`_next/data` form for data requests); `None`: `url` as it was
+    /// when [`Router::start`] returned (no copy made for the usual request).
+    middleware_url: Option<Url>,
     request_headers: HeaderList,
     response_headers: HeaderList,
     /// Response headers that came from middleware (next start keeps them on redirects).
@@ -209,12 +217,37 @@ pub struct RoutingState {
     locale_api: bool,
     /// next start: the request's pathname, to tell whether a rewrite changed it.
     request_path: String,
+    /// next start: pages an earlier pass invoked and that declined (router-server.js
+    /// `invokedOutputs`), skipped by the dynamic routes.
+    declined: Vec<String>,
 }
 
 impl RoutingState {
+    /// The state after `beforeMiddleware` (no middleware answer yet, no next-start extras).
+    fn new(
+        url: Url,
+        middleware_url: Option<Url>,
+        request_headers: HeaderList,
+        response_headers: HeaderList,
+        status: Option<u16>,
+    ) -> Self {
+        Self {
+            url,
+            middleware_url,
+            request_headers,
+            response_headers,
+            middleware_headers: HeaderList::new(),
+            status,
+            is_next_data: false,
+            locale_api: false,
+            request_path: String::new(),
+            declined: Vec::new(),
+        }
+    }
+
     /// The URL to invoke middleware with (path + query, the `_next/data` form for data requests).
     pub fn middleware_url(&self) -> &str {
-        self.middleware_url.as_str()
+        self.middleware_url.as_ref().unwrap_or(&self.url).as_str()
     }
     /// The request headers to give middleware.
     pub fn request_headers(&self) -> &HeaderList {
@@ -304,7 +337,7 @@ pub struct Router {
     on_match: RouteList,
     fallback: RouteList,
     middleware: Vec<MiddlewareMatcherC>,
-    pathnames: HashSet<String>,
+    pathnames: memo::PathSet,
     base_path: String,
     build_id: String,
     i18n: Option<I18nConfig>,
@@ -323,13 +356,23 @@ pub struct Router {
     /// Function pathnames (next start invokes them with the request's trailing slash; a
     /// prerender or file is named without it).
     function_paths: HashSet<String>,
+    /// `dynamicRoutes` destinations of `fallback: false` pages (see `next_start.rs`).
+    no_fallback: HashSet<String>,
     /// Prerendered paths of dynamic pages-router routes (`/en-US/blog/hello` of `/blog/[slug]`):
     /// next start's filesystem check only knows page files (filesystem.js `pageFiles`, the
     /// pages-manifest keys), so it finds these through the dynamic routes, after `afterFiles`.
     dynamic_page_prerenders: HashSet<String>,
     rsc: RscConfig,
     /// Static files whose resolution depends only on their path (see `memo.rs`).
-    path_only: HashMap<String, Output>,
+    path_only: memo::PathMap<Output>,
+}
+
+/// Where a rewrite goes (see `Router::rewrite_target`).
+enum Rewritten {
+    /// An absolute URL on another server (serialized).
+    External(String),
+    /// The same origin, a new path and query.
+    Internal(Url),
 }
 
 /// Outcome of `processRoutes`.
@@ -507,8 +550,9 @@ impl Router {
                 .map(|f| f.pathname.clone())
                 .collect(),
             dynamic_page_prerenders: dynamic_page_prerenders(manifest),
+            no_fallback: next_start::no_fallback_destinations(&r.dynamic_routes),
             rsc: r.rsc.clone(),
-            path_only: HashMap::new(),
+            path_only: memo::PathMap::default(),
         };
         router.path_only = router.path_only_outputs(manifest);
         Ok(router)
@@ -693,7 +737,6 @@ impl Router {
         if self.next_start {
             return self.start_next_start(req, url, request_headers);
         }
-        let mut response_headers = HeaderList::new();
         let is_next_data = self.should_normalize_next_data && self.is_next_data_path(url.path());
         let mut f = url;
         if is_next_data {
@@ -712,72 +755,21 @@ impl Router {
                 }
             }
         }
-        let mut status = None;
-        let end = self.process_routes(
-            &self.before_middleware,
-            None,
-            f,
-            &request_headers,
-            &mut response_headers,
-            &mut status,
-        );
-        let f = match end {
-            PhaseEnd::Redirect { location, status } => {
-                return Step::Done(self.redirect(status, Some(location), response_headers));
-            }
-            PhaseEnd::External(u) => {
-                return Step::Done(Resolution::ExternalRewrite {
-                    url: u,
-                    headers: response_headers.sorted_combined(),
-                    request_headers: request_headers.raw().to_vec(),
-                    status,
-                });
-            }
-            PhaseEnd::Rejected(reason) => {
-                return Step::Done(Resolution::Rejected {
-                    status: 500,
-                    reason,
-                });
-            }
-            PhaseEnd::Stopped => {
-                // @next/routing checks the locale redirect first.
-                if let Some(loc) = locale_redirect {
-                    return Step::Done(self.locale_redirect(loc, response_headers));
-                }
-                let location = response_headers.get("location");
-                return Step::Done(self.redirect(
-                    status.unwrap_or(307),
-                    location,
-                    response_headers,
-                ));
-            }
-            PhaseEnd::Continue(u) => u,
-        };
-        if let Some(loc) = locale_redirect {
-            return Step::Done(self.locale_redirect(loc, response_headers));
-        }
-        let mut middleware_url = if is_next_data && self.should_normalize_next_data {
-            self.denormalize_next_data(&f)
+        let (f, response_headers, status) =
+            match self.before_middleware(f, None, &request_headers, locale_redirect) {
+                Ok(phase) => phase,
+                Err(r) => return Step::Done(*r),
+            };
+        let middleware_url = if is_next_data && self.should_normalize_next_data {
+            Some(self.denormalize_next_data(&f))
         } else {
-            f.clone()
+            None
         };
-        if let Some(init) = req.init_origin.as_deref()
-            && let Ok(mut u) = Url::parse(init)
-        {
-            u.set_path(middleware_url.path());
-            u.set_query(middleware_url.query());
-            middleware_url = u;
-        }
+        let middleware_url =
+            with_init_origin(req, middleware_url.as_ref().unwrap_or(&f)).or(middleware_url);
         Step::Continue(RoutingState {
-            url: f,
-            middleware_url,
-            request_headers,
-            response_headers,
-            middleware_headers: HeaderList::new(),
-            status,
             is_next_data,
-            locale_api: false,
-            request_path: String::new(),
+            ..RoutingState::new(f, middleware_url, request_headers, response_headers, status)
         })
     }
 
@@ -888,64 +880,70 @@ impl Router {
                 is_next_data = bp.is_empty() || had_base_path;
             }
         }
-        let mut response_headers = HeaderList::new();
-        let mut status = None;
-        let end = self.process_routes(
-            &self.before_middleware,
-            Some(&self.before_middleware_meta),
-            f,
-            &request_headers,
-            &mut response_headers,
-            &mut status,
-        );
-        let f = match end {
-            PhaseEnd::Redirect { location, status } => {
-                return Step::Done(self.redirect(status, Some(location), response_headers));
-            }
-            PhaseEnd::External(u) => {
-                return Step::Done(Resolution::ExternalRewrite {
-                    url: u,
-                    headers: response_headers.sorted_combined(),
-                    request_headers: request_headers.raw().to_vec(),
-                    status,
-                });
-            }
-            PhaseEnd::Rejected(reason) => {
-                return Step::Done(Resolution::Rejected {
-                    status: 500,
-                    reason,
-                });
-            }
-            PhaseEnd::Stopped => {
-                let location = response_headers.get("location");
-                return Step::Done(self.redirect(
-                    status.unwrap_or(307),
-                    location,
-                    response_headers,
-                ));
-            }
-            PhaseEnd::Continue(u) => u,
-        };
+        let meta = Some(&self.before_middleware_meta[..]);
+        let (f, response_headers, status) =
+            match self.before_middleware(f, meta, &request_headers, None) {
+                Ok(phase) => phase,
+                Err(r) => return Step::Done(*r),
+            };
         // next-server invokes the middleware with the request's own URL (`initURL`).
-        let mut middleware_url = if is_next_data { url.clone() } else { f.clone() };
-        if let Some(init) = req.init_origin.as_deref()
-            && let Ok(mut u) = Url::parse(init)
-        {
-            u.set_path(middleware_url.path());
-            u.set_query(middleware_url.query());
-            middleware_url = u;
-        }
+        let middleware_url = is_next_data.then(|| url.clone());
+        let middleware_url =
+            with_init_origin(req, middleware_url.as_ref().unwrap_or(&f)).or(middleware_url);
         Step::Continue(RoutingState {
-            url: f,
-            middleware_url,
-            request_headers,
-            response_headers,
-            middleware_headers: HeaderList::new(),
-            status,
             is_next_data,
             locale_api,
             request_path: url.path().to_string(),
+            ..RoutingState::new(f, middleware_url, request_headers, response_headers, status)
         })
+    }
+
+    /// The `beforeMiddleware` phase on `f`: the URL to go on with, the response headers and
+    /// status so far, or the answer (a redirect, external rewrite or rejection; a pending
+    /// `locale_redirect` wins over a rule that stopped routing, as in `@next/routing`).
+    fn before_middleware(
+        &self,
+        f: Url,
+        meta: Option<&[RouteMeta]>,
+        request_headers: &HeaderList,
+        mut locale_redirect: Option<String>,
+    ) -> Result<(Url, HeaderList, Option<u16>), Box<Resolution>> {
+        let mut headers = HeaderList::new();
+        let mut status = None;
+        let end = self.process_routes(
+            &self.before_middleware,
+            meta,
+            f,
+            request_headers,
+            &mut headers,
+            &mut status,
+        );
+        Err(Box::new(match end {
+            PhaseEnd::Continue(u) => match locale_redirect {
+                Some(loc) => self.locale_redirect(loc, headers),
+                None => return Ok((u, headers, status)),
+            },
+            PhaseEnd::Redirect { location, status } => {
+                self.redirect(status, Some(location), headers)
+            }
+            PhaseEnd::External(url) => Resolution::ExternalRewrite {
+                url,
+                headers: headers.into_sorted_combined(),
+                request_headers: request_headers.raw().to_vec(),
+                status,
+            },
+            PhaseEnd::Rejected(reason) => Resolution::Rejected {
+                status: 500,
+                reason,
+            },
+            PhaseEnd::Stopped => match locale_redirect.take() {
+                Some(loc) => self.locale_redirect(loc, headers),
+                None => {
+                    let location = headers.get("location");
+                    self.redirect(status.unwrap_or(307), location, headers)
+                }
+            },
+        }))
     }
 
     /// next start's `getItem` (filesystem.js) over the known pathnames: the basePath is
@@ -1179,16 +1177,8 @@ impl Router {
             let Some(m) = self.rule_match(route, meta, match_url, req_headers) else {
                 continue;
             };
-            if let Some(h) = &m.headers {
-                if let Some(bad) = invalid_header(h) {
-                    return PhaseEnd::Rejected(bad);
-                }
-                for (k, v) in h.iter() {
-                    res_headers.set(k, v);
-                }
-            }
-            if route.status.is_some() {
-                *status = route.status;
+            if let Err(bad) = apply_rule_headers(route, &m, res_headers, status) {
+                return PhaseEnd::Rejected(bad);
             }
             if is_redirect_status(route.status)
                 && m.headers.as_deref().is_some_and(has_redirect_headers)
@@ -1220,22 +1210,10 @@ impl Router {
                 return PhaseEnd::Stopped;
             }
             if let Some(dest) = &m.destination {
-                let prepared =
-                    meta.and_then(|mt| self.next_start_rewrite(route, mt, match_url, req_headers));
-                if is_external(dest) {
-                    let target = prepared.map_or_else(
-                        || dest.to_string(),
-                        |p| urls::with_dest_query(&p.path, &p.query),
-                    );
-                    return match Url::parse(&target) {
-                        Ok(u) => PhaseEnd::External(u.to_string()),
-                        Err(e) => PhaseEnd::Rejected(format!("external rewrite {target}: {e}")),
-                    };
-                }
-                // An internal destination only changes the path and query, never the origin.
-                url = match prepared {
-                    Some(p) => urls::assign_destination(&url, &p.path, &p.query),
-                    None => urls::apply_internal_destination(&url, dest),
+                url = match self.rewrite_target(route, meta, &url, match_url, req_headers, dest) {
+                    Ok(Rewritten::Internal(u)) => u,
+                    Ok(Rewritten::External(u)) => return PhaseEnd::External(u),
+                    Err(e) => return PhaseEnd::Rejected(e),
                 };
                 candidates = routes.candidates(url.path());
             }
@@ -1258,12 +1236,7 @@ impl Router {
             .find(|(k, _)| k.eq_ignore_ascii_case("location"))
             .map(|(_, v)| v.as_str())
             .filter(|l| !l.is_empty())?;
-        let regex = js_match(&route.re, url.path())?;
-        let caps: matcher::Captures =
-            matcher::next_start_match_has(&meta.has, &meta.missing, url, req_headers)?
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k, v)))
-                .collect();
+        let (regex, caps) = next_start_captures(route, meta, url, req_headers)?;
         let template = next_start::redirect_template(template, &regex.groups, &meta.params);
         Some(replace_destination(&template, Some(&regex), &caps))
     }
@@ -1282,34 +1255,8 @@ impl Router {
         else {
             return route.match_route(url, req_headers);
         };
-        let regex = js_match(&route.re, url.path())?;
-        let caps: matcher::Captures =
-            matcher::next_start_match_has(&meta.has, &meta.missing, url, req_headers)?
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k, v)))
-                .collect();
-        let destination = route
-            .destination
-            .as_deref()
-            .map(|d| Cow::Owned(replace_destination(d, Some(&regex), &caps)));
-        let headers = (!route.headers.is_empty()).then(|| {
-            Cow::Owned(
-                route
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            replace_destination(k, Some(&regex), &caps),
-                            replace_destination(v, Some(&regex), &caps),
-                        )
-                    })
-                    .collect(),
-            )
-        });
-        Some(RouteMatch {
-            destination,
-            headers,
-        })
+        let (regex, caps) = next_start_captures(route, meta, url, req_headers)?;
+        Some(route.interpolated(&regex, &caps))
     }
 
     /// A rewrite's destination as next start builds it (see [`next_start::prepare_rewrite`]);
@@ -1334,6 +1281,34 @@ impl Router {
             meta.user_query,
             has,
         ))
+    }
+
+    /// Where a rewrite rule sends `url` (matched as `match_url`): an absolute external URL, or
+    /// `url` with the destination's path and query (never another origin).
+    fn rewrite_target(
+        &self,
+        route: &CompiledRoute,
+        meta: Option<&RouteMeta>,
+        url: &Url,
+        match_url: &Url,
+        req_headers: &HeaderList,
+        dest: &str,
+    ) -> Result<Rewritten, String> {
+        let prepared =
+            meta.and_then(|mt| self.next_start_rewrite(route, mt, match_url, req_headers));
+        if is_external(dest) {
+            let target = prepared.map_or_else(
+                || dest.to_string(),
+                |p| urls::with_dest_query(&p.path, &p.query),
+            );
+            return Url::parse(&target)
+                .map(|u| Rewritten::External(u.to_string()))
+                .map_err(|e| format!("external rewrite {target}: {e}"));
+        }
+        Ok(Rewritten::Internal(match prepared {
+            Some(p) => urls::assign_destination(url, &p.path, &p.query),
+            None => urls::apply_internal_destination(url, dest),
+        }))
     }
 
     /// `applyDestination` (or `new URL(dest)` for an external one).
@@ -1453,6 +1428,15 @@ impl Router {
         } else {
             self.next_start_item(f.path())
         };
+        // A page named only by its decoded spelling answers with the 404 page (next_start.rs).
+        if fs.is_none()
+            && self.next_start
+            && !data
+            && !self.locale_api_blocked(&state, &f)
+            && let Some(page) = self.decoded_page_not_found(f.path(), f.host_str())
+        {
+            return self.output(&state, &f, &page, f.path(), Vec::new());
+        }
         // next start looks for a dynamic route's prerendered path only after `afterFiles`: a
         // rewrite there that changes the URL wins (resolve-routes.js `check_fs` knows page files).
         let mut after_files_done = false;
@@ -1496,9 +1480,10 @@ impl Router {
                     Some(found) if found == fs || is_dynamic_template(fs) => found,
                     Some(_) => continue,
                 };
-                return self.output(&state, &d.url, target, f.path(), route_params(&d.matched));
+                let params = route_params(d.matched);
+                return self.output_final(&mut state, &d.url, target, f.path(), params);
             }
-            return self.output(&state, &f, fs, f.path(), Vec::new());
+            return self.output_final(&mut state, &f, fs, f.path(), Vec::new());
         }
         if data {
             f = self.normalize_next_data(&f);
@@ -1511,7 +1496,7 @@ impl Router {
                 && !self.middleware.is_empty()
                 && let Some(fs) = page
             {
-                let mut out = self.output(&state, &f, fs, f.path(), Vec::new());
+                let mut out = self.output_final(&mut state, &f, fs, f.path(), Vec::new());
                 if let Resolution::Output(o) = &mut out {
                     o.next_data_page = true;
                 }
@@ -1530,7 +1515,7 @@ impl Router {
             return r;
         }
         // dynamicRoutes
-        if let Some(r) = self.check_dynamic_routes(&state, &f) {
+        if let Some(r) = self.check_dynamic_routes(&mut state, &f) {
             return r;
         }
         // fallback
@@ -1539,9 +1524,10 @@ impl Router {
             return r;
         }
         Resolution::NotFound {
-            headers: state.response_headers.sorted_combined(),
-            request_headers: state.request_headers.raw().to_vec(),
+            headers: state.response_headers.into_sorted_combined(),
+            request_headers: state.request_headers.into_raw(),
             status: state.status,
+            declined: None,
         }
     }
 
@@ -1565,19 +1551,13 @@ impl Router {
             let Some(m) = self.rule_match(route, Some(meta), f, &state.request_headers) else {
                 continue;
             };
-            if let Some(h) = &m.headers {
-                if let Some(reason) = invalid_header(h) {
-                    return Some(Resolution::Rejected {
-                        status: 500,
-                        reason,
-                    });
-                }
-                for (k, v) in h.iter() {
-                    state.response_headers.set(k, v);
-                }
-            }
-            if route.status.is_some() {
-                state.status = route.status;
+            if let Err(reason) =
+                apply_rule_headers(route, &m, &mut state.response_headers, &mut state.status)
+            {
+                return Some(Resolution::Rejected {
+                    status: 500,
+                    reason,
+                });
             }
             let Some(dest) = &m.destination else {
                 continue;
@@ -1597,23 +1577,15 @@ impl Router {
                     },
                 });
             }
-            let prepared = self.next_start_rewrite(route, meta, f, &state.request_headers);
-            if is_external(dest) {
-                let target = prepared.map_or_else(
-                    || dest.to_string(),
-                    |p| urls::with_dest_query(&p.path, &p.query),
-                );
-                return Some(match Url::parse(&target) {
-                    Ok(u) => self.external(state, u.to_string()),
-                    Err(e) => Resolution::Rejected {
+            *f = match self.rewrite_target(route, Some(meta), f, f, &state.request_headers, dest) {
+                Ok(Rewritten::Internal(u)) => u,
+                Ok(Rewritten::External(u)) => return Some(self.external(state, u)),
+                Err(reason) => {
+                    return Some(Resolution::Rejected {
                         status: 500,
-                        reason: format!("external rewrite {target}: {e}"),
-                    },
-                });
-            }
-            *f = match prepared {
-                Some(p) => urls::assign_destination(f, &p.path, &p.query),
-                None => urls::apply_internal_destination(f, dest),
+                        reason,
+                    });
+                }
             };
             candidates = routes.candidates(f.path());
             // checkDynamicRoutes
@@ -1636,7 +1608,7 @@ impl Router {
                 self.pathnames.get(s.path()).map(String::as_str)
             };
             if let Some(found) = found {
-                return Some(self.output(state, &s, found, s.path(), Vec::new()));
+                return Some(self.output_final(state, &s, found, s.path(), Vec::new()));
             }
         }
         None
@@ -1654,22 +1626,22 @@ impl Router {
     }
 
     /// `checkDynamicRoutes`: the first dynamic route whose destination is a known pathname.
-    fn check_dynamic_routes(&self, state: &RoutingState, url: &Url) -> Option<Resolution> {
+    fn check_dynamic_routes(&self, state: &mut RoutingState, url: &Url) -> Option<Resolution> {
         if self.locale_api_blocked(state, url) {
             return None;
         }
         for route in self.dynamic_route_list().matching(url.path()) {
             let Some(d) = self.dynamic_destination(route, state, url) else {
+                // next start matches a `fallback: false` page's route without the cookie the
+                // adapter's rule asks for (next_start.rs).
+                if let Some(r) = self.no_fallback_match(route, state, url) {
+                    return Some(r);
+                }
                 continue;
             };
             if let Some(found) = self.match_pathname_locale_fallback(&d.path) {
-                return Some(self.output(
-                    state,
-                    &d.url,
-                    found,
-                    url.path(),
-                    route_params(&d.matched),
-                ));
+                let params = route_params(d.matched);
+                return Some(self.output_final(state, &d.url, found, url.path(), params));
             }
         }
         None
@@ -1694,7 +1666,7 @@ impl Router {
             .unwrap_or_else(|| url.path().to_string());
         let url = dest
             .as_deref()
-            .map(|d| urls::merge_destination_query(url, d))
+            .map(|d| merge_destination_query(url, d))
             .unwrap_or_else(|| url.clone());
         Some(DynamicDestination { matched, path, url })
     }
@@ -1761,7 +1733,9 @@ impl Router {
         r
     }
 
-    /// Builds an [`Output`] with `onMatch` headers applied (`withResolvedInvocationTarget`).
+    /// Builds an [`Output`] with `onMatch` headers applied (`withResolvedInvocationTarget`),
+    /// leaving `state` as it is (a copy of it goes into the output: the routing phases'
+    /// outputs use [`Router::output_final`]).
     fn output(
         &self,
         state: &RoutingState,
@@ -1770,7 +1744,52 @@ impl Router {
         invocation_path: &str,
         route_matches: Vec<(String, String)>,
     ) -> Resolution {
-        let mut headers = state.response_headers.clone();
+        let mut copy = state.clone();
+        self.output_final(&mut copy, url, pathname, invocation_path, route_matches)
+    }
+
+    /// [`Router::output`] for a state routing is done with: its header lists move into the
+    /// output instead of being copied.
+    fn output_final(
+        &self,
+        state: &mut RoutingState,
+        url: &Url,
+        pathname: &str,
+        invocation_path: &str,
+        route_matches: Vec<(String, String)>,
+    ) -> Resolution {
+        let headers = std::mem::take(&mut state.response_headers);
+        let parts = self.output_parts(
+            state,
+            headers,
+            url,
+            pathname,
+            invocation_path,
+            route_matches,
+        );
+        match parts {
+            Ok(o) => Resolution::Output(Output {
+                request_headers: std::mem::take(&mut state.request_headers).into_raw(),
+                ..o
+            }),
+            Err(reason) => Resolution::Rejected {
+                status: 500,
+                reason,
+            },
+        }
+    }
+
+    /// The [`Output`] of [`Router::output`] with `headers` as the response headers so far and
+    /// no request headers yet; `Err` (why) when an `onMatch` rule produced an invalid header.
+    fn output_parts(
+        &self,
+        state: &RoutingState,
+        mut headers: HeaderList,
+        url: &Url,
+        pathname: &str,
+        invocation_path: &str,
+        route_matches: Vec<(String, String)>,
+    ) -> Result<Output, String> {
         // next start (resolve-routes.js) applies `onMatchHeaders` to the pathname it matched,
         // which for a `_next/data` request is the page's, never `/_next/data/…` (so its
         // `/_next/data/(.*)` deployment-id rule never fires there). `next start` wins.
@@ -1783,51 +1802,48 @@ impl Router {
         };
         for (r, meta) in self.on_match.iter().zip(&self.meta.on_match) {
             if let Some(m) = self.rule_match(r, Some(meta), on_match_url, &state.request_headers) {
-                let h = m.headers.unwrap_or_default();
-                if let Some(reason) = invalid_header(&h) {
-                    return Resolution::Rejected {
-                        status: 500,
-                        reason,
-                    };
-                }
-                for (k, v) in h.iter() {
-                    headers.set(k, v);
-                }
+                // `onMatch` applies headers only (a status there does not count).
+                let mut unused_status = None;
+                apply_rule_headers(r, &m, &mut headers, &mut unused_status)?;
             }
         }
-        Resolution::Output(Output {
+        Ok(Output {
             pathname: pathname.to_string(),
             invocation_path: invocation_path.to_string(),
             query: urls::query_pairs(url),
             route_matches,
-            headers: headers.sorted_combined(),
-            request_headers: state.request_headers.raw().to_vec(),
+            headers: headers.into_sorted_combined(),
+            request_headers: Vec::new(),
             status: state.status,
             rsc: self.rsc_request(&state.request_headers, pathname),
             next_data_page: false,
+            query_arrays: urls::query_arrays(url),
         })
     }
 
     /// RSC request detection (a `next start` behaviour `@next/routing` leaves to the platform):
     /// which `.rsc` / segment output answers an `rsc: 1` request for `pathname`.
     fn rsc_request(&self, h: &HeaderList, pathname: &str) -> Option<RscRequest> {
-        if h.get(&self.rsc.header).as_deref() != Some("1") {
+        if h.get_str(&self.rsc.header).as_deref() != Some("1") {
             return None;
         }
-        let prefetch = h.get(&self.rsc.prefetch_header).as_deref() == Some("1");
+        let prefetch = h.get_str(&self.rsc.prefetch_header).as_deref() == Some("1");
         let segment = h.get(&self.rsc.prefetch_segment_header);
+        let bp = self.base_path.as_str();
         let stem = if pathname == "/"
-            || pathname == format!("{}/", self.base_path)
-            || (!self.base_path.is_empty() && pathname == self.base_path)
+            || pathname.strip_prefix(bp) == Some("/")
+            || (!bp.is_empty() && pathname == bp)
         {
-            format!("{}/index", self.base_path)
+            Cow::Owned(format!("{}/index", self.base_path))
         } else {
-            pathname.trim_end_matches('/').to_string()
+            Cow::Borrowed(pathname.trim_end_matches('/'))
         };
         let rsc_pathname = if pathname.ends_with(&self.rsc.suffix) {
             Some(pathname.to_string())
         } else {
-            let p = format!("{stem}{}", self.rsc.suffix);
+            let mut p = String::with_capacity(stem.len() + self.rsc.suffix.len());
+            p.push_str(&stem);
+            p.push_str(&self.rsc.suffix);
             self.pathnames.contains(&p).then_some(p)
         };
         let segment_pathname = segment.as_ref().and_then(|s| {
@@ -1851,6 +1867,83 @@ impl Router {
 /// router's internals, `/404` (rendered as the 404 it is) and `/index` (the index page is `/`).
 fn next_start_unroutable(page: &str) -> bool {
     matches!(page, "/_app" | "/_document" | "/_error" | "/404" | "/index")
+}
+
+/// `u`'s path and query on `next start`'s own origin ([`RequestInfo::init_origin`]), if set.
+fn with_init_origin(req: &RequestInfo, u: &Url) -> Option<Url> {
+    let mut n = Url::parse(req.init_origin.as_deref()?).ok()?;
+    n.set_path(u.path());
+    n.set_query(u.query());
+    Some(n)
+}
+
+/// A rule's regex match and next start's `matchHas` params (the defined ones) on `url`, or
+/// `None` when either fails.
+fn next_start_captures(
+    route: &CompiledRoute,
+    meta: &RouteMeta,
+    url: &Url,
+    req_headers: &HeaderList,
+) -> Option<(matcher::RegexMatch, matcher::Captures)> {
+    let regex = js_match(&route.re, url.path())?;
+    let caps = matcher::next_start_match_has(&meta.has, &meta.missing, url, req_headers)?
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    Some((regex, caps))
+}
+
+/// `mergeDestinationQueryIntoUrl` ([`urls::merge_destination_query`]). A dynamic route's
+/// destination query (`nxtPslug=hello`) usually meets a URL without a query and is already
+/// what `URLSearchParams` would serialize (unique keys, each pair `k=v` of bytes it leaves
+/// as they are): then it is the new query as it stands, with no parse / serialize round trip.
+fn merge_destination_query(u: &Url, dest: &str) -> Url {
+    let q = dest.split('?').nth(1).unwrap_or_default();
+    let verbatim = |q: &str| {
+        let serialized_as_is =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
+        let mut keys: Vec<&str> = Vec::new();
+        q.split('&').all(|pair| {
+            let Some((k, v)) = pair.split_once('=') else {
+                return false;
+            };
+            let ok = !keys.contains(&k)
+                && k.bytes().all(serialized_as_is)
+                && v.bytes().all(serialized_as_is);
+            keys.push(k);
+            ok
+        })
+    };
+    if u.query().is_none() && !q.is_empty() && verbatim(q) {
+        let mut n = u.clone();
+        n.set_query(Some(q));
+        return n;
+    }
+    urls::merge_destination_query(u, dest)
+}
+
+/// A matched rule's headers (`Headers.set` each) and status, applied; `Err` when a header is one
+/// `Headers.set` refuses (see [`invalid_header`]).
+fn apply_rule_headers(
+    route: &CompiledRoute,
+    m: &RouteMatch<'_>,
+    res_headers: &mut HeaderList,
+    status: &mut Option<u16>,
+) -> Result<(), String> {
+    if let Some(h) = &m.headers {
+        // The rule's own (uninterpolated) headers were checked when it was compiled.
+        let checked = matches!(h, Cow::Borrowed(_)) && route.headers_valid;
+        if !checked && let Some(bad) = invalid_header(h) {
+            return Err(bad);
+        }
+        for (k, v) in h.iter() {
+            res_headers.set(k, v);
+        }
+    }
+    if route.status.is_some() {
+        *status = route.status;
+    }
+    Ok(())
 }
 
 /// A header a rule produced (after `$param` interpolation) that JavaScript's `Headers.set`
@@ -2451,13 +2544,18 @@ mod tests {
             "/docs/_error/",
             "/docs/fr/404/",
             "/docs/index/",
-            "/docs/st%61tic/",
         ] {
             assert!(
                 matches!(ns_get(path, None, &[]), Resolution::NotFound { .. }),
                 "{path}"
             );
         }
+        // A page's decoded spelling (`/st%61tic`) answers with the 404 page: see
+        // tests/next_start_regressions.rs.
+        assert_eq!(
+            output(ns_get("/docs/st%61tic/", None, &[])).pathname,
+            "/docs/en-US/404"
+        );
     }
 
     #[test]

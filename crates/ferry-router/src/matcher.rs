@@ -11,7 +11,9 @@ use url::Url;
 
 use crate::bounded::{Bounded, Verdict};
 use crate::headers::HeaderList;
-use crate::prefilter::{Candidates, Prefilter, RuleSet, literal_prefix};
+use crate::prefilter::{
+    Candidates, Prefilter, RuleSet, contains_literal, literal_prefix, required_literals,
+};
 
 /// Longest string a regex is run against. Regexes backtrack; bounding the input bounds the time
 /// a hostile request can spend in them. Longer values never match.
@@ -34,6 +36,11 @@ pub(crate) struct JsRegex {
     bounded: Bounded,
     /// Every match starts with this (see [`literal_prefix`]).
     prefix: Box<str>,
+    /// Every match contains this (see [`required_literals`]; empty when the prefix says as
+    /// much).
+    required: Box<str>,
+    /// Every match ends the text with this (see [`required_literals`]).
+    suffix: Box<str>,
     case_insensitive: bool,
 }
 
@@ -43,15 +50,21 @@ impl JsRegex {
         if text.len() > MAX_REGEX_INPUT {
             return false;
         }
-        let (t, p) = (text.as_bytes(), self.prefix.as_bytes());
-        let prefixed = t.len() >= p.len()
-            && if self.case_insensitive {
-                t[..p.len()].eq_ignore_ascii_case(p)
+        let (t, ci) = (text.as_bytes(), self.case_insensitive);
+        let (p, s) = (self.prefix.as_bytes(), self.suffix.as_bytes());
+        let same = |a: &[u8], b: &[u8]| {
+            if ci {
+                a.eq_ignore_ascii_case(b)
             } else {
-                &t[..p.len()] == p
-            };
+                a == b
+            }
+        };
+        let literals = t.len() >= p.len().max(s.len())
+            && same(&t[..p.len()], p)
+            && same(&t[t.len() - s.len()..], s)
+            && contains_literal(text, &self.required, ci);
         // A `regex`-crate engine is exact and as fast as the prefilter: skip the second scan.
-        prefixed && (self.bounded.is_plain() || self.prefilter.may_match(text))
+        literals && (self.bounded.is_plain() || self.prefilter.may_match(text))
     }
 }
 
@@ -103,11 +116,18 @@ impl JsRegex {
 
 /// Compiles a route regex with `@next/routing`'s flags (case-insensitive unless configured).
 pub(crate) fn compile(source: &str, case_sensitive: bool) -> Result<JsRegex, regress::Error> {
+    let prefix = literal_prefix(source);
+    let mut literals = required_literals(source);
+    if prefix.contains(&literals.required) {
+        literals.required.clear();
+    }
     Ok(JsRegex {
         re: Regex::with_flags(source, if case_sensitive { "" } else { "i" })?,
         prefilter: Prefilter::new(source, !case_sensitive),
         bounded: Bounded::new(source, !case_sensitive),
-        prefix: literal_prefix(source).into_boxed_str(),
+        prefix: prefix.into_boxed_str(),
+        required: literals.required.into_boxed_str(),
+        suffix: literals.suffix.into_boxed_str(),
         case_insensitive: !case_sensitive,
     })
 }
@@ -361,6 +381,9 @@ pub(crate) struct CompiledRoute {
     pub status: Option<u16>,
     /// The destination or a header interpolates (`$…`): only then are captures built.
     interpolates: bool,
+    /// Every header of the rule as written is one `Headers.set` accepts (checked once, for
+    /// the matches that use the rule's own headers).
+    pub headers_valid: bool,
 }
 
 /// A successful `matchRoute`.
@@ -381,6 +404,9 @@ impl CompiledRoute {
             || headers
                 .iter()
                 .any(|(k, v)| k.contains('$') || v.contains('$'));
+        let headers_valid = headers
+            .iter()
+            .all(|(k, v)| crate::headers::valid_header(k, v));
         Ok(Self {
             re: compile(&r.source_regex, case_sensitive)?,
             has: conditions(r.has.as_deref()),
@@ -389,6 +415,7 @@ impl CompiledRoute {
             headers,
             status: r.status.filter(|s| *s != 0),
             interpolates,
+            headers_valid,
         })
     }
 
@@ -416,27 +443,24 @@ impl CompiledRoute {
         if !check_missing(&self.missing, url, headers) {
             return None;
         }
-        let destination = self
-            .destination
-            .as_ref()
-            .map(|d| Cow::Owned(replace_destination(d, Some(&regex), &captures)));
-        let headers = self.has_headers().then(|| {
-            Cow::Owned(
-                self.headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            replace_destination(k, Some(&regex), &captures),
-                            replace_destination(v, Some(&regex), &captures),
-                        )
-                    })
-                    .collect(),
-            )
-        });
-        Some(RouteMatch {
-            destination,
-            headers,
-        })
+        Some(self.interpolated(&regex, &captures))
+    }
+
+    /// The rule's destination and headers with `regex`'s groups and the `has` captures
+    /// substituted (`replaceDestination`).
+    pub fn interpolated(&self, regex: &RegexMatch, captures: &Captures) -> RouteMatch<'_> {
+        let replace = |s: &str| replace_destination(s, Some(regex), captures);
+        RouteMatch {
+            destination: self.destination.as_deref().map(|d| Cow::Owned(replace(d))),
+            headers: self.has_headers().then(|| {
+                Cow::Owned(
+                    self.headers
+                        .iter()
+                        .map(|(k, v)| (replace(k), replace(v)))
+                        .collect(),
+                )
+            }),
+        }
     }
 
     /// `matchDynamicRoute` plus its has/missing check, on a pathname.
@@ -528,18 +552,23 @@ pub(crate) fn conditions(list: Option<&[RouteHas]>) -> Vec<Condition> {
 }
 
 /// `routeMatches` of a dynamic route match: defined numbered groups, then named groups.
-pub(crate) fn route_params(m: &RegexMatch) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (i, g) in m.groups.iter().enumerate().skip(1) {
+pub(crate) fn route_params(m: RegexMatch) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(m.groups.len() + m.named.len());
+    for (i, g) in m.groups.into_iter().enumerate().skip(1) {
         if let Some(g) = g {
-            out.push((i.to_string(), g.clone()));
+            // Group numbers are small: no formatting machinery for them.
+            let key = match i {
+                1..=9 => char::from(b'0' + i as u8).to_string(),
+                _ => i.to_string(),
+            };
+            out.push((key, g));
         }
     }
-    for (k, v) in &m.named {
+    for (k, v) in m.named {
         // `Object.assign` copies undefined too; JSON (and our map) drops it.
-        out.retain(|(ok, _)| **ok != **k);
+        out.retain(|(ok, _)| **ok != *k);
         if let Some(v) = v {
-            out.push((k.to_string(), v.clone()));
+            out.push((k.to_string(), v));
         }
     }
     out

@@ -9,13 +9,52 @@
 //! query are the request's only other inputs: the caller uses these outputs only for requests
 //! without either ([`Router::path_only_output`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use ferry_manifest::Manifest;
 use url::Url;
 
 use crate::matcher::{CompiledRoute, js_is_match};
 use crate::{HeaderList, Output, RequestInfo, Resolution, Router, urls};
+
+/// The build's path tables (pathnames, path-only outputs): keys fixed when the router is built.
+pub(crate) type PathSet = HashSet<String, BuildHasherDefault<PathHasher>>;
+/// [`PathSet`] with a value per path.
+pub(crate) type PathMap<V> = HashMap<String, V, BuildHasherDefault<PathHasher>>;
+
+/// A fast hash for short paths (8 bytes a step, a 64-bit finalizer so hashbrown's top and low
+/// bits both vary). The tables' keys are the build's own, so SipHash's resistance to chosen
+/// keys buys nothing here, and it was a good part of a lookup.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PathHasher(u64);
+
+impl Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut h = self.0 ^ (bytes.len() as u64).wrapping_mul(K);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        }
+        let mut tail = 0u64;
+        for (i, b) in chunks.remainder().iter().enumerate() {
+            tail |= u64::from(*b) << (8 * i);
+        }
+        self.0 = (h ^ tail).wrapping_mul(K).rotate_left(29);
+    }
+
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+        h ^ (h >> 33)
+    }
+}
 
 impl Router {
     /// The output every `GET`/`HEAD` request for `path` resolves to when it has no query and no
@@ -55,9 +94,9 @@ impl Router {
     }
 
     /// Resolves every static file of `manifest` whose routing depends only on its path.
-    pub(crate) fn path_only_outputs(&self, manifest: &Manifest) -> HashMap<String, Output> {
+    pub(crate) fn path_only_outputs(&self, manifest: &Manifest) -> PathMap<Output> {
         if self.i18n.is_some() {
-            return HashMap::new();
+            return PathMap::default();
         }
         manifest
             .static_files

@@ -127,7 +127,10 @@ pub(crate) fn apply(
     if refresh {
         r.push(("x-middleware-refresh".into(), Val::One("1".into())));
     }
-    let base = state.middleware_url.clone();
+    let base = state
+        .middleware_url
+        .clone()
+        .unwrap_or_else(|| state.url.clone());
     let mut rewrite: Option<Url> = None;
     let mut redirect: Option<(Url, u16)> = None;
     let mut body_sent = false;

@@ -3,9 +3,14 @@
 //! follows (`server/lib/router-server.js`, `server/lib/router-utils/resolve-routes.js`,
 //! `filesystem.js`, `shared/lib/i18n/*`, `shared/lib/router/utils/prepare-destination.js`).
 
-use ferry_manifest::{HasKind, I18nConfig, RouteHas};
+use std::collections::HashSet;
 
-use crate::matcher::{Captures, NsParams, RegexMatch, replace_destination};
+use ferry_manifest::{HasKind, I18nConfig, RouteHas};
+use url::Url;
+
+use crate::matcher::{
+    Captures, CompiledRoute, NsParams, RegexMatch, js_match, replace_destination,
+};
 
 use crate::i18n::{detect_domain_locale, normalize_locale_path};
 use crate::urls::decode_uri_component;
@@ -588,8 +593,10 @@ pub(crate) struct PreparedRewrite {
     /// The destination path (an absolute URL without query for an external rewrite).
     pub path: String,
     /// `destQuery`: the user's query compiled with the params, then the params it appends, by
+    /// key in order (several values: an array; `true`: an array even with one value, a repeated
+    /// param's segments).
     /// key in order (several values: an array).
-    pub query: Vec<(String, Vec<String>)>,
+    pub query: Vec<(String, Vec<String>, bool)>,
 }
 
 /// `prepareDestination({ appendParamsToQuery: true, ... })` over the adapter's converted
@@ -639,7 +646,7 @@ pub(crate) fn prepare_rewrite(
         Some(regex),
         &caps,
     );
-    let mut query: Vec<(String, Vec<String>)> = Vec::new();
+    let mut query: Vec<(String, Vec<String>, bool)> = Vec::new();
     for pair in query_t
         .split('&')
         .filter(|p| !p.is_empty())
@@ -650,9 +657,9 @@ pub(crate) fn prepare_rewrite(
         };
         let v = redirect_template(&format!("?{v}"), &regex.groups, params);
         let v = replace_destination(&v[1..], Some(regex), &caps);
-        match query.iter_mut().find(|(qk, _)| *qk == k) {
+        match query.iter_mut().find(|(qk, _, _)| *qk == k) {
             Some(slot) => slot.1.push(v),
-            None => query.push((k.into_owned(), vec![v])),
+            None => query.push((k.into_owned(), vec![v], false)),
         }
     }
     let in_path = placeholder_names(path_t, params);
@@ -661,17 +668,408 @@ pub(crate) fn prepare_rewrite(
         .any(|(k, _)| k != INTERNAL_LOCALE && in_path.contains(k));
     if append {
         for (k, v) in values {
-            if k == INTERNAL_LOCALE || query.iter().any(|(qk, _)| *qk == k) {
+            if k == INTERNAL_LOCALE || query.iter().any(|(qk, _, _)| *qk == k) {
                 continue;
             }
             match v {
-                ParamValue::One(v) => query.push((k, vec![v])),
-                ParamValue::Many(v) => query.push((k, v)),
+                ParamValue::One(v) => query.push((k, vec![v], false)),
+                ParamValue::Many(v) => query.push((k, v, true)),
                 ParamValue::Undefined => {}
             }
         }
     }
     PreparedRewrite { path, query }
+}
+
+impl crate::Router {
+    /// next start's `getItem` (filesystem.js) also tries the decoded spelling of a path, so
+    /// `/st%61tic` finds the page `/static`; the page is invoked, but next-server's render
+    /// (base-server.js `renderToResponseImpl`) matches no page at `/st%61tic` and answers the
+    /// 404 page itself, without the private Cache-Control of the router's own 404. Returns the
+    /// output that answers like that: the pages router's 404 page in the request's locale (the
+    /// path's, else the host's default). `None` when the path does not name a page only by its
+    /// decoded spelling, or the app has no pages-router 404 page.
+    pub(crate) fn decoded_page_not_found(&self, path: &str, host: Option<&str>) -> Option<String> {
+        let bp = self.base_path.as_str();
+        // Pages-router apps only: with the app router, `/_not-found` renders 404s (and its
+        // prerendered dynamic paths are no page files either); that case is not modelled.
+        if !has_prefix(path, bp) || self.pathnames.contains(&format!("{bp}/_not-found")) {
+            return None;
+        }
+        let mut item = remove_prefix(path, bp).into_owned();
+        if item.is_empty() {
+            item = "/".into();
+        }
+        if item != "/" && item.ends_with('/') {
+            item.pop();
+        }
+        let decoded = decode_uri_component(&item).filter(|d| *d != item)?;
+        // Page files only: not the files of `public/` and `.next/static`, not the prerendered
+        // paths of dynamic pages or data JSON (getItem knows `/blog/[slug]`, not `/blog/hello`).
+        let page = |p: &str| {
+            self.pathnames.contains(p)
+                && !self.asset_paths.contains(p)
+                && !self.dynamic_page_prerenders.contains(p)
+                && !p.contains("/_next/")
+        };
+        let full = |p: &str| {
+            if p == "/" {
+                if bp.is_empty() {
+                    "/".to_string()
+                } else {
+                    bp.to_string()
+                }
+            } else {
+                format!("{bp}{p}")
+            }
+        };
+        let (raw_locale, found) = match &self.i18n {
+            None => (None, page(&full(&decoded))),
+            Some(i18n) => {
+                // The locale as the request spells it (getItem's handleLocale runs on the raw
+                // path), the page part decoded.
+                let (_, raw_locale) = normalize_locale_path(&item, &i18n.locales);
+                let (lp, locale) = normalize_locale_path(&decoded, &i18n.locales);
+                // `/404` is a page file too (the page renders the 404 either way).
+                if lp != "/404" && crate::next_start_unroutable(&lp) {
+                    return None;
+                }
+                let found = page(&full(&decoded))
+                    || locale.is_some_and(|l| {
+                        let canonical = if lp == "/" {
+                            format!("{bp}/{l}")
+                        } else {
+                            format!("{bp}/{l}{lp}")
+                        };
+                        page(&canonical) || page(&full(&lp))
+                    });
+                (raw_locale, found)
+            }
+        };
+        if !found
+            || (self.i18n.is_none() && decoded != "/404" && crate::next_start_unroutable(&decoded))
+        {
+            return None;
+        }
+        let candidates = match &self.i18n {
+            Some(i18n) => {
+                let host = hostname(host);
+                let locale = raw_locale.unwrap_or_else(|| default_locale(i18n, host.as_deref()));
+                vec![format!("{bp}/{locale}/404"), format!("{bp}/404")]
+            }
+            None => vec![format!("{bp}/404")],
+        };
+        candidates.into_iter().find(|p| self.pathnames.contains(p))
+    }
+}
+
+/// The cookie the adapter's `dynamicRoutes` rule of a `fallback: false` page requires (only
+/// draft mode reaches such a page at a path it did not prerender there).
+const PRERENDER_BYPASS_COOKIE: &str = "__prerender_bypass";
+
+/// The `dynamicRoutes` destinations of `fallback: false` pages: rules whose only condition is
+/// the prerender-bypass cookie.
+pub(crate) fn no_fallback_destinations(routes: &[ferry_manifest::Route]) -> HashSet<String> {
+    routes
+        .iter()
+        .filter(|r| {
+            r.missing.as_deref().is_none_or(<[RouteHas]>::is_empty)
+                && r.has.as_deref().is_some_and(|h| {
+                    h.len() == 1
+                        && h[0].kind == HasKind::Cookie
+                        && h[0].key.as_deref() == Some(PRERENDER_BYPASS_COOKIE)
+                })
+        })
+        .filter_map(|r| r.destination.clone())
+        .collect()
+}
+
+impl crate::RoutingState {
+    /// The pages earlier passes invoked and that declined (see [`crate::Router::no_fallback_retry`]):
+    /// this pass skips their dynamic routes, as router-server.js does with `invokedOutputs`.
+    pub fn set_declined(&mut self, pages: Vec<String>) {
+        self.declined = pages;
+    }
+}
+
+impl crate::Router {
+    /// How many routing passes router-server.js makes at most (`handleIndex > 5` throws).
+    pub const MAX_PASSES: usize = 5;
+
+    /// next start's dynamic routes (filesystem.js) know `fallback: false` pages without the
+    /// prerender-bypass cookie the adapter's rule requires: the page is invoked, serves a path it
+    /// prerendered and declines any other (`NoFallbackError`). For `route`, when it is such a
+    /// rule and its regex matches: the prerendered output, or `NotFound` naming the declined page
+    /// (router-server.js then routes the request again, see [`crate::Router::no_fallback_retry`]).
+    pub(crate) fn no_fallback_match(
+        &self,
+        route: &CompiledRoute,
+        state: &crate::RoutingState,
+        url: &Url,
+    ) -> Option<crate::Resolution> {
+        if !self.next_start || self.no_fallback.is_empty() {
+            return None;
+        }
+        let dest = route.destination.as_deref()?;
+        if !self.no_fallback.contains(dest) {
+            return None;
+        }
+        let m = js_match(&route.re, url.path())?;
+        let dest = replace_destination(dest, Some(&m), &Captures::new());
+        let page = self
+            .match_pathname_locale_fallback(dest.split('?').next().unwrap_or_default())?
+            .to_string();
+        if state.declined.contains(&page) {
+            return None;
+        }
+        // The page serves what it prerendered, its params decoded (`/posts/%31` is `/posts/1`).
+        let decoded = decode_uri_component(url.path());
+        if let Some(found) = self
+            .next_start_item(url.path())
+            .or_else(|| decoded.and_then(|d| self.next_start_item(&d)))
+        {
+            // Named without the trailing slash next start drops (as the filesystem check does).
+            let path = url.path();
+            let invocation = path
+                .strip_suffix('/')
+                .filter(|p| !p.is_empty())
+                .unwrap_or(path);
+            return Some(self.output(state, url, found, invocation, Vec::new()));
+        }
+        // next start applies the `onMatch` headers when routing ends on the page.
+        match self.output(state, url, &page, url.path(), Vec::new()) {
+            crate::Resolution::Output(o) => Some(crate::Resolution::NotFound {
+                headers: o.headers,
+                request_headers: o.request_headers,
+                status: o.status,
+                declined: Some(page),
+            }),
+            other => Some(other),
+        }
+    }
+
+    /// The request router-server.js routes after a page declined it (`NoFallbackError`:
+    /// `handleRequest(handleIndex + 1)` on the same `req`): its URL as next-server left it
+    /// (base-server.js `handleRequestImpl` and the route module's `prepare` strip the basePath,
+    /// turn a `_next/data` URL into its page path and strip a locale the path names), with the
+    /// request headers routing set (`request_headers` of the first pass, e.g. `x-nextjs-data`).
+    pub fn no_fallback_retry(
+        &self,
+        req: &crate::RequestInfo,
+        request_headers: &[(String, String)],
+    ) -> crate::RequestInfo {
+        crate::RequestInfo {
+            path: self.declined_request_path(&req.path),
+            headers: request_headers.to_vec(),
+            ..req.clone()
+        }
+    }
+
+    /// The pathname next start's router resolves `req` from (resolve-routes.js: the default
+    /// locale added to a path that names none, with the basePath when the request had it).
+    pub fn next_start_pathname(&self, req: &crate::RequestInfo) -> String {
+        let Some(i18n) = &self.i18n else {
+            return req.path.clone();
+        };
+        let bp = self.base_path.as_str();
+        let had_base_path = has_prefix(&req.path, bp);
+        let normalized = if had_base_path {
+            remove_prefix(&req.path, bp).into_owned()
+        } else {
+            req.path.clone()
+        };
+        let (np, detected) = normalize_locale_path(&normalized, &i18n.locales);
+        if detected.is_some() || np.starts_with("/_next/") {
+            return req.path.clone();
+        }
+        let host = hostname(req.host.as_deref());
+        let locale = default_locale(i18n, host.as_deref());
+        let p = if np == "/" {
+            format!("/{locale}")
+        } else {
+            format!("/{locale}{np}")
+        };
+        let p = add_prefix(&p, if had_base_path { bp } else { "" });
+        if req.path.ends_with('/') {
+            maybe_add_trailing_slash(p, self.trailing_slash)
+        } else {
+            p
+        }
+    }
+
+    /// Whether next start's filesystem check finds a page at `path` only by its decoded spelling
+    /// (see `decoded_page_not_found`): the page is invoked and renders a 404, or for a
+    /// `_next/data` request of an app with middleware answers `{}` (base-server.js
+    /// `renderToResponseImpl`).
+    pub fn names_page_by_decoded_spelling(&self, path: &str, host: Option<&str>) -> bool {
+        self.decoded_page_not_found(path, host).is_some()
+    }
+
+    /// The configured locale `pathname` names after the basePath, if any.
+    pub fn path_locale(&self, pathname: &str) -> Option<String> {
+        let i18n = self.i18n.as_ref()?;
+        let rest = remove_prefix(pathname, &self.base_path);
+        normalize_locale_path(&rest, &i18n.locales)
+            .1
+            .map(str::to_string)
+    }
+
+    /// `req.url`'s path once next-server and the pages route module handled it (see
+    /// [`crate::Router::no_fallback_retry`]).
+    fn declined_request_path(&self, raw: &str) -> String {
+        let bp = self.base_path.as_str();
+        // base-server.js: `parseUrl(req.url.replace(/^\/+/, '/'))`, getNextPathnameInfo.
+        let trimmed = raw.trim_start_matches('/');
+        let path = format!("/{trimmed}");
+        let mut url = if !bp.is_empty() && has_prefix(&path, bp) {
+            remove_prefix(&path, bp).into_owned()
+        } else {
+            path
+        };
+        if let Some(i18n) = &self.i18n {
+            let data_page = url
+                .strip_prefix("/_next/data/")
+                .filter(|r| r.ends_with(".json"))
+                .and_then(|r| r.split_once('/').map(|(_, p)| format!("/{p}")));
+            match data_page {
+                // A data URL keeps its path here (getNextPathnameInfo without `parseData`).
+                Some(_) => {}
+                None => {
+                    let (p, locale) = normalize_locale_path(&url, &i18n.locales);
+                    if locale.is_some() {
+                        url = p;
+                    }
+                }
+            }
+        }
+        // route-module.js `prepare`: the basePath again, `normalizeDataPath`, the locale.
+        let mut out = if bp.is_empty() {
+            url
+        } else {
+            remove_prefix(&url, bp).into_owned()
+        };
+        let mut pathname = out.clone();
+        if has_prefix(&pathname, "/_next/data") {
+            let rest = &pathname["/_next/data".len()..];
+            // `.replace(/\/_next\/data\/[^/]{1,}/, '')`
+            let rest = match rest.strip_prefix('/') {
+                Some(r) if !r.is_empty() && !r.starts_with('/') => {
+                    let end = r.find('/').unwrap_or(r.len());
+                    &r[end..]
+                }
+                _ => rest,
+            };
+            let rest = rest.strip_suffix(".json").unwrap_or(rest);
+            pathname = if rest == "/index" {
+                "/".into()
+            } else {
+                rest.to_string()
+            };
+        }
+        if let Some(i18n) = &self.i18n {
+            let (p, locale) = normalize_locale_path(&pathname, &i18n.locales);
+            if locale.is_some() {
+                out = p;
+            }
+        }
+        out
+    }
+
+    /// Every pass router-server.js makes without middleware: [`crate::Router::resolve`], then
+    /// again while a page declines the path (see [`crate::Router::no_fallback_retry`]). The
+    /// headers of every pass are kept (next start sets them on the one response), later passes
+    /// winning.
+    pub fn resolve_all_passes(&self, req: &crate::RequestInfo) -> crate::Resolution {
+        let mut req = req.clone();
+        let mut declined: Vec<String> = Vec::new();
+        let mut earlier: Vec<(String, String)> = Vec::new();
+        loop {
+            let r = match self.start(&req) {
+                crate::Step::Done(r) => r,
+                crate::Step::Continue(mut state) => {
+                    state.set_declined(declined.clone());
+                    self.finish(state)
+                }
+            };
+            match r {
+                crate::Resolution::NotFound {
+                    headers,
+                    request_headers,
+                    declined: Some(page),
+                    ..
+                } if declined.len() + 1 < Self::MAX_PASSES => {
+                    crate::Resolution::merge_headers(&mut earlier, headers);
+                    declined.push(page);
+                    req = self.no_fallback_retry(&req, &request_headers);
+                }
+                r => return r.with_earlier_headers(earlier),
+            }
+        }
+    }
+}
+
+impl crate::Resolution {
+    /// Sets `later` over `earlier` by name (next start's `res.setHeader` per routing pass).
+    pub fn merge_headers(earlier: &mut Vec<(String, String)>, later: Vec<(String, String)>) {
+        for (k, v) in later {
+            earlier.retain(|(ek, _)| !ek.eq_ignore_ascii_case(&k));
+            earlier.push((k, v));
+        }
+    }
+
+    /// This resolution with the headers earlier routing passes set under its own (see
+    /// [`crate::Router::no_fallback_retry`]).
+    pub fn with_earlier_headers(self, earlier: Vec<(String, String)>) -> Self {
+        if earlier.is_empty() {
+            return self;
+        }
+        let under = |own: Vec<(String, String)>| {
+            let mut all = earlier.clone();
+            Self::merge_headers(&mut all, own);
+            all
+        };
+        use crate::Resolution as R;
+        match self {
+            R::Redirect {
+                status,
+                location,
+                headers,
+                next_start_headers,
+            } => R::Redirect {
+                status,
+                location,
+                headers: under(headers),
+                next_start_headers: under(next_start_headers),
+            },
+            R::ExternalRewrite {
+                url,
+                headers,
+                request_headers,
+                status,
+            } => R::ExternalRewrite {
+                url,
+                headers: under(headers),
+                request_headers,
+                status,
+            },
+            R::Output(mut o) => {
+                o.headers = under(std::mem::take(&mut o.headers));
+                R::Output(o)
+            }
+            R::NotFound {
+                headers,
+                request_headers,
+                status,
+                declined,
+            } => R::NotFound {
+                headers: under(headers),
+                request_headers,
+                status,
+                declined,
+            },
+            r @ R::Rejected { .. } => r,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 //! most requests. Each route regex is also translated into a `regex` crate pattern whose language
 //! is a SUPERSET of the JavaScript one: lookarounds are dropped (that only removes constraints),
 //! case-insensitivity uses full Unicode simple case folding (a superset of JavaScript's
-//! non-unicode canonicalization), `.`, `\d` and `\w` are spelled out exactly. So "the prefilter
-//! does not match" is exact and skips regress; "it matches" still runs regress for the real
-//! answer and the captures. Anything the translator is not sure about (backreferences, `\s`,
-//! `\b`, unicode escapes, `[^]`, ...) gets no prefilter and always runs regress.
+//! non-unicode canonicalization), `.`, `\d`, `\w` and `\s` are spelled out exactly, `\b` / `\B`
+//! are dropped like lookarounds. So "the prefilter does not match" is exact and skips regress;
+//! "it matches" still runs regress for the real answer and the captures. The translation is
+//! `bounded.rs`'s exact one in its superset mode; what it cannot translate (backreferences,
+//! `\s` in a class, `[^]`, a quantified lookaround, ...) gets no prefilter and always runs
+//! regress.
 //!
 //! Two cheaper rejects live here too: [`literal_prefix`] (the literal an `^`-anchored regex starts
 //! with, compared before any automaton) and [`RuleSet`] (one multi-pattern scan per routing phase
@@ -83,24 +85,203 @@ pub(crate) fn literal_prefix(src: &str) -> String {
     out
 }
 
-/// Whether the pattern has a `|` outside every group (then `^` anchors one branch only).
-fn has_top_level_alternation(chars: &[char]) -> bool {
-    let mut depth = 0usize;
-    let mut in_class = false;
+/// ASCII literals every match of a JavaScript regex contains, read off its top-level sequence:
+/// `required`, the longest run of literal characters the match must contain somewhere
+/// (`/blog/` for `^[/]?/blog/(?<slug>[^/]+?)…`, which has no [`literal_prefix`]), and `suffix`,
+/// the literal run right before a final `$` (every match of `^(?:\/(…))\/$` ends the input
+/// with `/`). Empty when there is none; both are compared ASCII-case-insensitively under the
+/// `i` flag (exact for the same reason as [`literal_prefix`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct RequiredLiterals {
+    pub required: String,
+    pub suffix: String,
+}
+
+/// One top-level item of a pattern for [`required_literals`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Item {
+    /// A literal ASCII character matched exactly once.
+    Lit(u8),
+    /// Anything else (a class, group, escape set, quantified item, anchor).
+    Other,
+    /// `$`.
+    End,
+}
+
+/// See [`RequiredLiterals`].
+pub(crate) fn required_literals(src: &str) -> RequiredLiterals {
+    let chars: Vec<char> = src.chars().collect();
+    if has_top_level_alternation(&chars) {
+        return RequiredLiterals::default();
+    }
+    let Some(items) = top_level_items(&chars) else {
+        return RequiredLiterals::default();
+    };
+    let run = |items: &[Item]| -> String {
+        items
+            .iter()
+            .map(|it| match it {
+                Item::Lit(b) => char::from(*b),
+                _ => '\0',
+            })
+            .collect()
+    };
+    let mut required: &[Item] = &[];
+    for r in items.split(|it| !matches!(it, Item::Lit(_))) {
+        if r.len() > required.len() {
+            required = r;
+        }
+    }
+    let suffix = match items.split_last() {
+        Some((Item::End, before)) => {
+            let n = before
+                .iter()
+                .rev()
+                .take_while(|it| matches!(it, Item::Lit(_)))
+                .count();
+            &before[before.len() - n..]
+        }
+        _ => &[],
+    };
+    RequiredLiterals {
+        required: run(required),
+        suffix: run(suffix),
+    }
+}
+
+/// The pattern's top-level items, or `None` for an escape whose length is not certain
+/// (`\x`, `\u`, `\c`, backreferences: nothing is claimed then).
+fn top_level_items(chars: &[char]) -> Option<Vec<Item>> {
+    let mut items = Vec::new();
     let mut i = 0;
     while i < chars.len() {
-        match chars[i] {
-            '\\' => i += 1,
-            '[' if !in_class => in_class = true,
-            ']' if in_class => in_class = false,
-            '(' if !in_class => depth += 1,
-            ')' if !in_class => depth = depth.saturating_sub(1),
-            '|' if !in_class && depth == 0 => return true,
-            _ => {}
+        let c = chars[i];
+        match c {
+            '\\' => {
+                let e = *chars.get(i + 1)?;
+                if e.is_ascii_punctuation() {
+                    items.push(Item::Lit(e as u8));
+                } else if "dDwWsSbBnrtfv".contains(e) {
+                    items.push(Item::Other);
+                } else {
+                    return None;
+                }
+                i += 2;
+            }
+            '[' => {
+                items.push(Item::Other);
+                i = class_end(chars, i)?;
+            }
+            '(' => {
+                items.push(Item::Other);
+                i = skip_group(chars, i)?;
+            }
+            '*' | '+' | '?' => {
+                // The quantified item is not required as a literal (and `??` / `*?` are lazy).
+                if let Some(last) = items.last_mut() {
+                    *last = Item::Other;
+                }
+                i += 1;
+                if chars.get(i) == Some(&'?') {
+                    i += 1;
+                }
+            }
+            '{' => match braced_quantifier(chars, i) {
+                Some(end) => {
+                    if let Some(last) = items.last_mut() {
+                        *last = Item::Other;
+                    }
+                    i = end;
+                    if chars.get(i) == Some(&'?') {
+                        i += 1;
+                    }
+                }
+                None => {
+                    items.push(Item::Other);
+                    i += 1;
+                }
+            },
+            '$' => {
+                items.push(Item::End);
+                i += 1;
+            }
+            c if c.is_ascii_graphic() && !"^.()[]{}|".contains(c) => {
+                items.push(Item::Lit(c as u8));
+                i += 1;
+            }
+            _ => {
+                items.push(Item::Other);
+                i += 1;
+            }
         }
-        i += 1;
+    }
+    Some(items)
+}
+
+/// Whether `text` contains `lit` (ASCII), ignoring ASCII case when `ci`.
+pub(crate) fn contains_literal(text: &str, lit: &str, ci: bool) -> bool {
+    let (t, l) = (text.as_bytes(), lit.as_bytes());
+    if l.is_empty() {
+        return true;
+    }
+    if t.len() < l.len() {
+        return false;
+    }
+    let same = |i: usize| {
+        let w = &t[i..i + l.len()];
+        if ci {
+            w.eq_ignore_ascii_case(l)
+        } else {
+            w == l
+        }
+    };
+    // Scan for a byte of the literal that case cannot change (one other than `/` if there is
+    // one: fewer hits), then check the literal around it. Paths are short: a plain byte loop
+    // beats `str::find`'s per-call setup here.
+    let anchor = l
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic() && *b != b'/')
+        .or_else(|| l.iter().position(|b| !b.is_ascii_alphabetic()));
+    let Some(at) = anchor else {
+        return (0..=t.len() - l.len()).any(same);
+    };
+    let needle = l[at];
+    t[at..=t.len() - l.len() + at]
+        .iter()
+        .enumerate()
+        .any(|(start, &b)| b == needle && same(start))
+}
+
+/// Whether the pattern has a `|` outside every group (then `^` anchors one branch only).
+pub(crate) fn has_top_level_alternation(chars: &[char]) -> bool {
+    let mut i = 0;
+    while i < chars.len() {
+        i = match chars[i] {
+            '\\' => i + 2,
+            '[' => class_end(chars, i).unwrap_or(chars.len()),
+            // An unclosed group holds the rest: nothing after it is at the top level.
+            '(' => skip_group(chars, i).unwrap_or(chars.len()),
+            '|' => return true,
+            _ => i + 1,
+        };
     }
     false
+}
+
+/// The index after the character class that starts at `chars[start] == '['`. JavaScript ends
+/// it at the first unescaped `]` after an optional `^` (`[]` is the empty class).
+fn class_end(chars: &[char], start: usize) -> Option<usize> {
+    let mut j = start + 1;
+    if chars.get(j) == Some(&'^') {
+        j += 1;
+    }
+    loop {
+        match chars.get(j)? {
+            '\\' => j += 2,
+            ']' => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
 }
 
 /// One scan for a whole routing phase: a multi-pattern automaton over every rule's exact or
@@ -183,112 +364,10 @@ impl RuleSet {
 /// JavaScript's `.` outside the `s` flag: anything but line terminators.
 pub(crate) const DOT: &str = r"[^\n\r\x{2028}\x{2029}]";
 
-/// Translates a JavaScript (non-unicode-mode) regex into a superset `regex` pattern, or `None`.
+/// Translates a JavaScript (non-unicode-mode) regex into a superset `regex` pattern, or `None`
+/// (the exact translator of `bounded.rs`, lookarounds and word boundaries dropped).
 fn translate(src: &str) -> Option<String> {
-    let chars: Vec<char> = src.chars().collect();
-    let mut out = String::with_capacity(src.len() + 16);
-    let mut i = 0;
-    // Whether the previous token can take a quantifier (a dropped lookaround cannot).
-    let mut quantifiable = false;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '\\' => {
-                let next = *chars.get(i + 1)?;
-                out.push_str(&escape_outside_class(next)?);
-                i += 2;
-                quantifiable = true;
-            }
-            '[' => {
-                let (class, end) = translate_class(&chars, i)?;
-                out.push_str(&class);
-                i = end;
-                quantifiable = true;
-            }
-            '(' => {
-                if chars.get(i + 1) == Some(&'?') {
-                    match (chars.get(i + 2), chars.get(i + 3)) {
-                        (Some(':'), _) => {
-                            out.push_str("(?:");
-                            i += 3;
-                        }
-                        (Some('='), _) | (Some('!'), _) => {
-                            i = skip_group(&chars, i)?;
-                            quantifiable = false;
-                            continue;
-                        }
-                        (Some('<'), Some('=')) | (Some('<'), Some('!')) => {
-                            i = skip_group(&chars, i)?;
-                            quantifiable = false;
-                            continue;
-                        }
-                        (Some('<'), _) => {
-                            // Named group: the name does not matter for matching.
-                            let close = chars[i..].iter().position(|&ch| ch == '>')? + i;
-                            out.push_str("(?:");
-                            i = close + 1;
-                        }
-                        _ => return None,
-                    }
-                } else {
-                    out.push_str("(?:");
-                    i += 1;
-                }
-                quantifiable = false;
-            }
-            ')' => {
-                out.push(')');
-                i += 1;
-                quantifiable = true;
-            }
-            '.' => {
-                out.push_str(DOT);
-                i += 1;
-                quantifiable = true;
-            }
-            '*' | '+' | '?' => {
-                if !quantifiable {
-                    return None;
-                }
-                out.push(c);
-                i += 1;
-                if chars.get(i) == Some(&'?') {
-                    out.push('?');
-                    i += 1;
-                }
-                quantifiable = false;
-            }
-            '{' => match braced_quantifier(&chars, i) {
-                Some(end) if quantifiable => {
-                    out.extend(&chars[i..end]);
-                    i = end;
-                    if chars.get(i) == Some(&'?') {
-                        out.push('?');
-                        i += 1;
-                    }
-                    quantifiable = false;
-                }
-                Some(_) => return None,
-                None => {
-                    // Annex B: a `{` that starts no quantifier is a literal.
-                    out.push_str(r"\{");
-                    i += 1;
-                    quantifiable = true;
-                }
-            },
-            '^' | '$' | '|' => {
-                out.push(c);
-                i += 1;
-                quantifiable = false;
-            }
-            _ => {
-                out.push_str(&regex::escape(&c.to_string()));
-                i += 1;
-                quantifiable = true;
-            }
-        }
-    }
-    Some(out)
+    crate::bounded::translate(src, crate::bounded::Translation::Superset).map(|(p, _)| p)
 }
 
 /// `\x` outside a class.
@@ -417,25 +496,26 @@ pub(crate) fn braced_quantifier(chars: &[char], i: usize) -> Option<usize> {
 }
 
 /// The index after the group that starts at `chars[start] == '('`.
-fn skip_group(chars: &[char], start: usize) -> Option<usize> {
+pub(crate) fn skip_group(chars: &[char], start: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = start;
-    let mut in_class = false;
     while i < chars.len() {
-        match chars[i] {
-            '\\' => i += 1,
-            '[' if !in_class => in_class = true,
-            ']' if in_class => in_class = false,
-            '(' if !in_class => depth += 1,
-            ')' if !in_class => {
+        i = match chars[i] {
+            '\\' => i + 2,
+            '[' => class_end(chars, i)?,
+            '(' => {
+                depth += 1;
+                i + 1
+            }
+            ')' => {
                 depth -= 1;
                 if depth == 0 {
                     return Some(i + 1);
                 }
+                i + 1
             }
-            _ => {}
-        }
-        i += 1;
+            _ => i + 1,
+        };
     }
     None
 }
@@ -556,16 +636,86 @@ mod tests {
     }
 
     #[test]
+    fn required_literals_of_next_patterns() {
+        let lits = |p: &str| {
+            let r = required_literals(p);
+            (r.required, r.suffix)
+        };
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            lits(r"^[/]?/blog/(?<nxtPslug>[^/]+?)(\.rsc|\.segments/.+\.segment\.rsc|)(?:/)?$"),
+            s("/blog/", "")
+        );
+        assert_eq!(
+            lits(r"^(?:\/((?:[^\/]+?)(?:\/(?:[^\/]+?))*))\/$"),
+            s("/", "/")
+        );
+        assert_eq!(
+            lits(r"^(?:\/(_next\/data\/[^/]{1,}))?\/proxy-redirect(\.json|\.rsc)?[\/#\?]?$"),
+            s("/proxy-redirect", "")
+        );
+        assert_eq!(
+            lits(r"/_next/static/(?:[^/]+/pages|pages|chunks)/.+"),
+            s("/_next/static/", "")
+        );
+        assert_eq!(lits(r"^\/ab?c\.txt$"), s("c.txt", "c.txt"));
+        assert_eq!(lits(r"^\/a{2}bc$"), s("bc", "bc"));
+        assert_eq!(lits(r"^\/x\$$"), s("/x$", "/x$"));
+        // Unsure escapes and top-level alternations claim nothing.
+        assert_eq!(lits(r"^\/\u0041bc$"), s("", ""));
+        assert_eq!(lits(r"^(a)\1xyz$"), s("", ""));
+        assert_eq!(lits(r"^abc|^def$"), s("", ""));
+        // Every JavaScript match contains the literals (case-insensitively).
+        for p in PATTERNS {
+            let r = required_literals(p);
+            let js = regress::Regex::with_flags(p, "i").expect("js regex");
+            for input in INPUTS {
+                if js.find(input).is_some() {
+                    let t = input.as_bytes();
+                    assert!(
+                        contains_literal(input, &r.required, true),
+                        "{p}: {input:?} lacks {:?}",
+                        r.required
+                    );
+                    assert!(
+                        t.len() >= r.suffix.len()
+                            && t[t.len() - r.suffix.len()..]
+                                .eq_ignore_ascii_case(r.suffix.as_bytes()),
+                        "{p}: {input:?} does not end with {:?}",
+                        r.suffix
+                    );
+                }
+            }
+        }
+        assert!(contains_literal("/x/BLOG/y", "/blog/", true));
+        assert!(!contains_literal("/x/BLOG/y", "/blog/", false));
+        assert!(!contains_literal("/bl", "/blog/", true));
+        assert!(contains_literal("/é/a_b", "a_b", false));
+        assert!(!contains_literal("/é/a_", "a_b", false));
+        assert!(contains_literal("xxABC", "abc", true));
+        assert!(!contains_literal("xxAB", "abc", true));
+        assert!(contains_literal("/a/b/c", "/c", false));
+    }
+
+    #[test]
     fn unsure_constructs_get_no_prefilter() {
-        for p in [
-            r"^(a)\1$",
-            r"^\s+$",
-            r"\bword",
-            r"^[^]$",
-            r"^\u0041$",
-            r"(?=a)*",
-        ] {
+        for p in [r"^(a)\1$", r"^[^]$", r"(?=a)*", r"^[\s]$", r"\b+"] {
             assert!(!Prefilter::new(p, false).is_active(), "{p}");
+        }
+    }
+
+    #[test]
+    fn escapes_and_boundaries_get_a_superset_prefilter() {
+        for (p, yes, no) in [
+            (r"^\s+$", " \u{a0}\u{2028}", "a"),
+            (r"\bword\B", "a word1", "wor"),
+            (r"^\u0041(?=b)$", "A", "B"),
+            (r"^(?<n>x)(?<!y)\x41$", "xA", "xB"),
+        ] {
+            let pre = Prefilter::new(p, false);
+            assert!(pre.is_active(), "{p}");
+            assert!(pre.may_match(yes), "{p} rejects {yes:?}");
+            assert!(!pre.may_match(no), "{p} accepts {no:?}");
         }
     }
 }

@@ -133,8 +133,12 @@ pub(crate) fn merge_request_query(location: &str, u: &Url) -> String {
 }
 
 /// A destination path (or absolute URL) with next start's `destQuery` serialized after it.
-pub(crate) fn with_dest_query(path: &str, query: &[(String, Vec<String>)]) -> String {
-    let serialized = serialize_grouped(query);
+pub(crate) fn with_dest_query(path: &str, query: &[(String, Vec<String>, bool)]) -> String {
+    let grouped: Vec<(String, Vec<String>)> = query
+        .iter()
+        .map(|(k, vs, _)| (k.clone(), vs.clone()))
+        .collect();
+    let serialized = serialize_grouped(&grouped);
     if serialized.is_empty() {
         path.to_string()
     } else {
@@ -154,10 +158,24 @@ fn serialize_grouped(query: &[(String, Vec<String>)]) -> String {
 
 /// next start's internal rewrite (resolve-routes.js): `parsedUrl.pathname = destination`,
 /// `Object.assign(parsedUrl.query, destQuery)`: a key the request has keeps its place and takes
-/// the destination's values (all of them: an array), new keys follow in order.
-pub(crate) fn assign_destination(u: &Url, path: &str, query: &[(String, Vec<String>)]) -> Url {
+/// the destination's values (all of them: an array), new keys follow in order. The keys whose
+/// one value next start holds as an array are kept with the URL (see [`query_arrays`]).
+pub(crate) fn assign_destination(
+    u: &Url,
+    path: &str,
+    query: &[(String, Vec<String>, bool)],
+) -> Url {
     let mut n = u.clone();
     n.set_path(path);
+    let mut arrays = query_arrays(u);
+    arrays.retain(|a| !query.iter().any(|(k, _, _)| k == a));
+    arrays.extend(
+        query
+            .iter()
+            .filter(|(_, _, array)| *array)
+            .map(|(k, _, _)| k.clone()),
+    );
+    set_query_arrays(&mut n, &arrays);
     let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
     for (k, v) in u.query_pairs().into_owned() {
         match grouped.iter_mut().find(|(gk, _)| *gk == k) {
@@ -165,7 +183,7 @@ pub(crate) fn assign_destination(u: &Url, path: &str, query: &[(String, Vec<Stri
             None => grouped.push((k, vec![v])),
         }
     }
-    for (k, vs) in query {
+    for (k, vs, _) in query {
         match grouped.iter_mut().find(|(gk, _)| gk == k) {
             Some(slot) => slot.1 = vs.clone(),
             None => grouped.push((k.clone(), vs.clone())),
@@ -186,6 +204,34 @@ pub(crate) fn relative_url(target: &str, base: &Url) -> String {
     } else {
         n.to_string()
     }
+}
+
+/// Where the routed URL keeps the query keys next start holds as arrays although they have
+/// one value (a repeated param a rewrite appended: `path: ["x"]`): its fragment, which requests
+/// never carry and routing never reads, so the flag travels with the URL through every phase.
+const ARRAYS_FRAGMENT: &str = "ferry-query-arrays&";
+
+/// The query keys whose single value next start holds as an array (see [`assign_destination`]).
+pub(crate) fn query_arrays(u: &Url) -> Vec<String> {
+    let Some(list) = u.fragment().and_then(|f| f.strip_prefix(ARRAYS_FRAGMENT)) else {
+        return Vec::new();
+    };
+    url::form_urlencoded::parse(list.as_bytes())
+        .map(|(_, k)| k.into_owned())
+        .collect()
+}
+
+fn set_query_arrays(u: &mut Url, keys: &[String]) {
+    if keys.is_empty() {
+        if u.fragment().is_some_and(|f| f.starts_with(ARRAYS_FRAGMENT)) {
+            u.set_fragment(None);
+        }
+        return;
+    }
+    let list = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(keys.iter().map(|k| ("k", k)))
+        .finish();
+    u.set_fragment(Some(&format!("{ARRAYS_FRAGMENT}{list}")));
 }
 
 /// The query as `URLSearchParams` entries (decoded).

@@ -1258,3 +1258,81 @@ fn headers_rule_producing_an_invalid_header_is_rejected() {
     ));
     assert!(matches!(got[3], ferry_router::Resolution::Output(_)));
 }
+
+/// gen378 (the 300,000-case run, seed 7): i18n with a domain that has a port
+/// (`example.nl:8080`), a beforeFiles rewrite to `/?x=:slug` (`/<locale>/` once localized), and
+/// `/ra/fr/x?q&page=b` with a `user-agent`. `@next/routing` looks `/en-US/` up as it is and finds
+/// nothing; next start's filesystem check (filesystem.js getItem) drops the trailing slash and
+/// finds the index page, which `next start` 16.4.6 serves (checked on the routing-app fixture,
+/// whose corpus now has the same rule: `/docs/ra/fr/x/`). The host was incidental: the
+/// difference is the destination's `/`, which the `trailing-slash` class now covers.
+#[test]
+fn gen378_rewrite_to_a_slash_destination_finds_the_page_in_next_start_mode() {
+    let mut spec = minimal_spec(
+        json!({
+            "i18n": {
+                "locales": ["en-US", "pt-BR", "fr-CA"],
+                "defaultLocale": "en-US",
+                "localeDetection": false,
+                "domains": [
+                    {"domain": "example.fr", "defaultLocale": "en-US", "http": true},
+                    {"domain": "example.nl:8080", "defaultLocale": "en-US"},
+                ],
+            },
+            "rewrites": {
+                "beforeFiles": [{
+                    "source": "/ra/:lang(en|fr)/:slug",
+                    "has": [{"type": "header", "key": "user-agent", "value": "(?<hv>.*)"}],
+                    "destination": "/?x=:slug&lit=1",
+                }],
+                "afterFiles": [],
+                "fallback": [],
+            },
+        }),
+        &["/", "/about"],
+    );
+    spec["pathnames"] = json!([
+        "/",
+        "/404",
+        "/about",
+        "/en-US",
+        "/en-US/about",
+        "/pt-BR",
+        "/pt-BR/about",
+        "/fr-CA",
+        "/fr-CA/about"
+    ]);
+    let cases: Vec<Case> = ["example.nl:8080", "example.fr", "localhost:3000"]
+        .iter()
+        .map(|host| common::case("/ra/fr/x", Some("q&page=b"), &[("user-agent", "a")], host))
+        .collect();
+    // @next/routing (and Ferry's default mode): nothing at `/en-US/`.
+    let got = assert_spec_matches("gen378", spec.clone(), &cases);
+    assert!(
+        got.iter()
+            .all(|r| matches!(r, ferry_router::Resolution::NotFound { .. }))
+    );
+    // next start mode: the index page, and a documented class for the difference.
+    let mut oracle = Oracle::start();
+    let a = oracle.ask(&json!({"build": "gen378-ns", "spec": spec}));
+    let fx: Fixture = serde_json::from_value(a["table"].clone()).expect("table shape");
+    let ns = next_start_router(&fx);
+    let info = TableInfo::of(&fx);
+    for c in &cases {
+        let (plain, _, _) =
+            common::run_rust(&Router::new(&manifest(&fx)).expect("router builds"), c);
+        match ns.resolve(&c.req) {
+            ferry_router::Resolution::Output(o) => {
+                assert_eq!(o.pathname, "/en-US", "{:?}", c.req.host);
+                assert!(o.query.contains(&("x".to_string(), "x".to_string())));
+            }
+            other => panic!("{:?}: {other:?}", c.req.host),
+        }
+        assert_eq!(
+            check_next_start(&ns, &info, "gen378", c, &plain),
+            Ok(Some("trailing-slash")),
+            "{:?}",
+            c.req.host
+        );
+    }
+}

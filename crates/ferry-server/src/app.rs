@@ -61,6 +61,8 @@ pub struct App {
     pub control_token: String,
     /// The `/_next/image` optimizer, made on first use (see `pipeline/image.rs`).
     pub(crate) image_optimizer: OnceLock<Arc<ferry_image::Optimizer>>,
+    /// `--cache-url` when it is Redis: the image optimizer shares its cache there too.
+    pub(crate) image_cache_url: Option<String>,
     in_flight: AtomicUsize,
     idle: Notify,
 }
@@ -184,6 +186,12 @@ impl App {
             workers,
             local_addr: OnceLock::from(local_addr),
             image_optimizer: OnceLock::new(),
+            image_cache_url: config
+                .cache_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| u.starts_with("redis://") || u.starts_with("rediss://"))
+                .map(str::to_owned),
             // The CLI's default (all interfaces) stands for "no -H", which next start reports as
             // localhost.
             init_hostname: match config.host.as_str() {
@@ -260,7 +268,10 @@ async fn open_store(
         Some(d) if !d.is_empty() => format!("{}.{d}", manifest.build_id),
         _ => manifest.build_id.clone(),
     };
-    let memory_bytes = MEMORY_TIER_BYTES.min(config.cache_max_size);
+    let memory_bytes = config
+        .cache_memory_size
+        .unwrap_or(MEMORY_TIER_BYTES)
+        .min(config.cache_max_size);
     match config.cache_url.as_deref().map(str::trim) {
         None | Some("") | Some("disk") => {
             // Directory names from the namespace: keep it to a safe alphabet.

@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub cache_url: Option<String>,
     /// Bound of the disk cache in bytes (the memory tier holds at most 256 MiB of it).
     pub cache_max_size: u64,
+    /// Bound of the memory tier in front of the disk / Redis store (`None`: 256 MiB, or
+    /// `cache_max_size` if smaller); `Some(0)` turns it off for the disk store (every hit reads
+    /// its file: for measurements).
+    pub cache_memory_size: Option<u64>,
 }
 
 /// The default `cache_max_size`: 1 GiB.

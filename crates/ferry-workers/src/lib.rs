@@ -8,6 +8,7 @@
 mod error;
 mod invocation;
 mod pool;
+pub mod sched;
 
 pub use error::WorkerError;
 pub use invocation::{

@@ -282,6 +282,66 @@ async fn streamed_response_arrives_before_the_handler_finishes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_headers_still_stream_and_keep_the_body_whole() {
+    bounded(async {
+        let pool = WorkerPool::start(config("app")).await.expect("start");
+        // The bridge corks `flushHeaders()` until the event loop turns: a small response
+        // arrives whole, and the same connection serves the next one.
+        for _ in 0..3 {
+            let resp = pool.dispatch(get("/flush")).await.expect("dispatch");
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()["content-type"], "text/plain");
+            assert_eq!(text(resp).await, "first\nsecond\n");
+        }
+
+        // A head flushed with nothing written after it still leaves at once.
+        let start = Instant::now();
+        let resp = pool
+            .dispatch(get("/flush?head-only&gap=800"))
+            .await
+            .expect("dispatch");
+        let headers_at = start.elapsed();
+        assert_eq!(text(resp).await, "late\n");
+        let end_at = start.elapsed();
+        assert!(
+            headers_at + Duration::from_millis(600) < end_at,
+            "flushed headers were held back: headers {headers_at:?}, end {end_at:?}"
+        );
+
+        // The first chunk written after the flush is not held until the end.
+        let start = Instant::now();
+        let resp = pool
+            .dispatch(get("/flush?gap=800"))
+            .await
+            .expect("dispatch");
+        let mut body = resp.into_body();
+        let first = body
+            .frame()
+            .await
+            .expect("frame")
+            .expect("ok")
+            .into_data()
+            .expect("data");
+        let first_at = start.elapsed();
+        assert_eq!(first, "first\n");
+        let mut rest = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("frame").into_data() {
+                rest.extend_from_slice(&data);
+            }
+        }
+        assert_eq!(rest, b"second\n");
+        let end_at = start.elapsed();
+        assert!(
+            first_at + Duration::from_millis(600) < end_at,
+            "first bytes were not streamed: first {first_at:?}, end {end_at:?}"
+        );
+        pool.shutdown(Duration::from_secs(5)).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_worker_gives_502_and_is_replaced() {
     bounded(async {
         let pool = WorkerPool::start(config("app")).await.expect("start");

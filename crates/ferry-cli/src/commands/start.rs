@@ -31,7 +31,13 @@ pub fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         node: args.node,
         cache_url: args.cache_url.filter(|u| !u.trim().is_empty()),
         cache_max_size: args.cache_max_size,
+        cache_memory_size: args.cache_memory_size,
     };
+    // Before the runtime starts: its threads and the Node.js workers inherit the policy (see
+    // ferry_workers::sched: no preemption ping-pong between Ferry and a worker on one core).
+    if let Err(err) = ferry_workers::sched::apply_batch_policy() {
+        tracing::debug!("SCHED_BATCH not applied: {err}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

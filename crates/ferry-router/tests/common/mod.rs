@@ -434,20 +434,62 @@ pub fn case_json(table: &str, c: &Case) -> Value {
 }
 
 pub fn run_rust(router: &Router, c: &Case) -> (Norm, Option<bool>, bool) {
-    match router.start(&c.req) {
-        Step::Done(r) => (norm_rust(r), None, true),
-        Step::Continue(mut st) => {
-            let invoked = router.middleware_matches(&st);
-            if invoked && let Some((status, headers)) = &c.mw {
-                {
+    let (n, invoked, early, _) = run_rust_passes(router, c);
+    (n, invoked, early)
+}
+
+/// [`run_rust`], routing again while a `fallback: false` page declines the path (next start
+/// mode, as the server does: the middleware answers the same way each pass); also returns how
+/// many passes it took.
+pub fn run_rust_passes(router: &Router, c: &Case) -> (Norm, Option<bool>, bool, usize) {
+    let mut req = c.req.clone();
+    let mut declined: Vec<String> = Vec::new();
+    let mut earlier: Vec<(String, String)> = Vec::new();
+    loop {
+        let passes = declined.len() + 1;
+        let (r, invoked, early) = match router.start(&req) {
+            Step::Done(r) => (r, None, passes == 1),
+            Step::Continue(mut st) => {
+                st.set_declined(declined.clone());
+                let invoked = router.middleware_matches(&st);
+                let mut done = None;
+                if invoked && let Some((status, headers)) = &c.mw {
                     match router.apply_middleware(&mut st, *status, headers) {
-                        MiddlewareEffect::Respond => return (Norm::Respond, Some(true), false),
-                        MiddlewareEffect::Done(r) => return (norm_rust(*r), Some(true), false),
+                        MiddlewareEffect::Respond => {
+                            return (Norm::Respond, Some(true), false, passes);
+                        }
+                        MiddlewareEffect::Done(r) => done = Some(*r),
                         MiddlewareEffect::Continue => {}
                     }
                 }
+                let r = done.unwrap_or_else(|| router.finish(st));
+                (r, Some(invoked), false)
             }
-            (norm_rust(router.finish(st)), Some(invoked), false)
+        };
+        match r {
+            Resolution::NotFound {
+                headers,
+                request_headers,
+                declined: Some(page),
+                ..
+            } if passes < Router::MAX_PASSES => {
+                Resolution::merge_headers(&mut earlier, headers);
+                declined.push(page);
+                req = router.no_fallback_retry(&req, &request_headers);
+            }
+            r => {
+                let invoked = if passes == 1 {
+                    invoked
+                } else {
+                    invoked.or(Some(false))
+                };
+                return (
+                    norm_rust(r.with_earlier_headers(earlier)),
+                    invoked,
+                    early,
+                    passes,
+                );
+            }
         }
     }
 }
@@ -565,6 +607,8 @@ pub struct TableInfo {
     pub conditions: Vec<ferry_manifest::RouteHas>,
     /// Rewrites whose destination path interpolates a param: (sourceRegex, case-insensitive).
     pub param_rewrites: Vec<String>,
+    /// Rewrites whose destination path ends in `/` (`/?x=1`): their sourceRegex.
+    pub slash_rewrites: Vec<String>,
 }
 
 impl TableInfo {
@@ -613,6 +657,20 @@ impl TableInfo {
                 })
                 .map(|r| r.source_regex.clone())
                 .collect(),
+            slash_rewrites: fx
+                .routing
+                .before_files
+                .iter()
+                .chain(&fx.routing.after_files)
+                .chain(&fx.routing.fallback)
+                .filter(|r| {
+                    r.destination.as_deref().is_some_and(|d| {
+                        let p = d.split(['?', '#']).next().unwrap_or_default();
+                        p.len() > 1 && p.ends_with('/')
+                    })
+                })
+                .map(|r| r.source_regex.clone())
+                .collect(),
         }
     }
 }
@@ -655,7 +713,7 @@ pub const NEXT_START_CLASSES: &[(&str, &str)] = &[
     ),
     (
         "trailing-slash",
-        "a path ending in `/`: next start's filesystem check drops one trailing slash (filesystem.js getItem) and keeps it when adding the locale",
+        "a path ending in `/` (the request's, or a rewrite destination's such as `/?x=1`): next start's filesystem check drops one trailing slash (filesystem.js getItem) and keeps it when adding the locale",
     ),
     (
         "filesystem-name",
@@ -684,6 +742,10 @@ pub const NEXT_START_CLASSES: &[(&str, &str)] = &[
     (
         "has-value",
         "a `has` / `missing` item whose value the request's matches only as a substring, or a cookie read differently (percent-encoded or repeated), or a repeated query key: next start's matchHas anchors the value (`new RegExp(`^${value}$`)`), reads cookies with the `cookie` package (first wins, decoded) and a query array by its last value, and a host item without named groups that holds gives a `host` param (prepare-destination.js matchHas)",
+    ),
+    (
+        "fallback-false-retry",
+        "a `fallback: false` page's route matches without the prerender-bypass cookie: next start invokes the page, which declines a path it did not prerender (NoFallbackError), and router-server.js routes the request again from the URL next-server left (basePath, `_next/data` prefix and locale stripped; the page skipped), keeping the first pass's headers; @next/routing never matches the page without the cookie",
     ),
     (
         "rewrite-destination",
@@ -893,14 +955,37 @@ pub fn next_start_classes(t: &TableInfo, c: &Case, ns: &Norm, plain: &Norm) -> V
     let base_root = matches!(ns, Norm::Output { pathname, invocation_path, .. }
         if !bp.is_empty() && pathname == bp
             || invocation_path.len() > 1 && invocation_path.ends_with('/'));
-    if path.len() > 1 && path.ends_with('/') || base_root {
+    // A rewrite to a path ending in `/` (`/?x=1` is `/<locale>/` with i18n): next start's
+    // filesystem check drops that slash too.
+    let mut localized = vec![path.to_string()];
+    if let Some(i18n) = &t.i18n {
+        for l in &i18n.locales {
+            localized.push(format!(
+                "{bp}/{l}{}",
+                if stripped == "/" { "" } else { stripped }
+            ));
+        }
+    }
+    let slash_rewrite = t.slash_rewrites.iter().any(|re| {
+        regress::Regex::with_flags(re, "i")
+            .is_ok_and(|re| localized.iter().any(|p| re.find(p).is_some()))
+    });
+    if path.len() > 1 && path.ends_with('/') || base_root || slash_rewrite {
         out.push("trailing-slash");
     }
     let special = ["/index", "/_error", "/404", "/_app", "/_document"];
     // Also where a rewrite (or middleware) led.
     let rewritten_to_special = matches!(plain, Norm::Output { pathname, .. }
         if special.iter().any(|s| pathname.ends_with(s)));
-    if special.iter().any(|s| path.contains(s)) || path.contains('%') || rewritten_to_special {
+    // A percent-encoded path, the request's or the one a middleware rewrite leads to.
+    let mw_encoded = c.mw.iter().flat_map(|(_, hs)| hs).any(|(k, v)| {
+        k == "x-middleware-rewrite" && v.split('?').next().unwrap_or_default().contains('%')
+    });
+    if special.iter().any(|s| path.contains(s))
+        || path.contains('%')
+        || mw_encoded
+        || rewritten_to_special
+    {
         out.push("filesystem-name");
     }
     let redirect = |n: &Norm| matches!(n, Norm::Redirect { .. });
@@ -950,7 +1035,19 @@ pub fn next_start_classes(t: &TableInfo, c: &Case, ns: &Norm, plain: &Norm) -> V
                 status: sb,
                 ..
             },
-        ) => pa == pb && ia == ib && ha == hb && sa == sb,
+        ) => {
+            // Up to an absent param's `/` (chained rewrites included: the later rule's source
+            // never sees the request's path).
+            let slashes = |p: &str| {
+                let mut p = p.to_string();
+                while p.contains("//") {
+                    p = p.replace("//", "/");
+                }
+                p.trim_end_matches('/').to_string()
+            };
+            let same_path = ia == ib || !t.param_rewrites.is_empty() && slashes(ia) == slashes(ib);
+            pa == pb && same_path && ha == hb && sa == sb
+        }
         _ => false,
     };
     // A rewrite whose destination path interpolates a param that did not take part: next start
@@ -1019,11 +1116,15 @@ pub fn check_next_start(
     c: &Case,
     plain: &Norm,
 ) -> Result<Option<&'static str>, String> {
-    let (ns, _, _) = run_rust(ns_router, c);
+    let (ns, _, _, passes) = run_rust_passes(ns_router, c);
     if ns == *plain {
         return Ok(None);
     }
-    match next_start_classes(t, c, &ns, plain).first() {
+    let mut classes = next_start_classes(t, c, &ns, plain);
+    if passes > 1 {
+        classes.insert(0, "fallback-false-retry");
+    }
+    match classes.first() {
         Some(class) => Ok(Some(class)),
         None => Err(format!(
             "[{table}] next-start mode differs outside every documented class: {:?} q={:?} h={:?} host={:?} mw={:?}\n  next start mode: {ns:?}\n  @next/routing:   {plain:?}",

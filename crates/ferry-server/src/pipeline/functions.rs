@@ -182,11 +182,18 @@ pub fn add_routing_meta(
     meta: &mut InvocationMeta,
 ) {
     // As ordered pairs: the meta's JSON objects do not keep key order; the bridge builds the
-    // `query` object (and the page's `query` prop shows keys in this order).
+    // `query` object (and the page's `query` prop shows keys in this order). A third element
+    // marks a key next start holds as an array even with one value.
     let pairs: Vec<serde_json::Value> = output
         .query
         .iter()
-        .map(|(k, v)| serde_json::json!([k, v]))
+        .map(|(k, v)| {
+            if output.query_arrays.contains(k) {
+                serde_json::json!([k, v, true])
+            } else {
+                serde_json::json!([k, v])
+            }
+        })
         .collect();
     meta.extra.insert("ferryQuery".into(), pairs.into());
     if app.manifest.config.i18n.is_some() {

@@ -13,6 +13,9 @@
 //! rewrite pointing back at `/_next/image` cannot loop (next-server refuses the same with an
 //! invariant error).
 //!
+//! With a Redis `--cache-url`, optimized images are shared between instances
+//! ([`ferry_image::SharedCache`]): one instance's transform is a hit on the others.
+//!
 //! Apps whose `images.formats` asks for a type Ferry cannot encode (AVIF) keep next's own
 //! optimizer in a worker (`next/dist/server/image-optimizer`, the IMAGE section of
 //! `js/bridge/bridge.cjs`).
@@ -20,7 +23,7 @@
 use std::sync::Arc;
 
 use ferry_http::Body;
-use ferry_image::{ImageConfig, LoopbackSource, Optimizer, Options};
+use ferry_image::{ImageConfig, LoopbackSource, Optimizer, Options, SharedConfig};
 use ferry_router::Resolution;
 use ferry_workers::{EntryKind, Invocation};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
@@ -58,7 +61,16 @@ pub async fn serve<'r>(
     if !is_image_path(&app.manifest.config.base_path, path) {
         return None;
     }
-    let config = ImageConfig::from_json(&app.manifest.config.images);
+    // Once the optimizer exists, its parsed config answers (a warm hit parses no JSON).
+    let made = app.image_optimizer.get().cloned();
+    let parsed;
+    let config = match &made {
+        Some(o) => o.config(),
+        None => {
+            parsed = ImageConfig::from_json(&app.manifest.config.images);
+            &parsed
+        }
+    };
     if !config.optimizer_enabled() {
         return None;
     }
@@ -70,18 +82,20 @@ pub async fn serve<'r>(
             headers,
         ));
     }
-    let request_headers = route::header_map(request_headers);
-    if !Optimizer::supports_formats(&config) {
-        return serve_in_worker(app, ctx, request_headers)
+    if !Optimizer::supports_formats(config) {
+        return serve_in_worker(app, ctx, route::header_map(request_headers))
             .await
             .map(|res| (res, headers.as_slice()));
     }
-    let optimizer = optimizer(app, config)?;
+    let optimizer = match made {
+        Some(o) => o,
+        None => optimizer(app, config.clone())?,
+    };
     let res = optimizer
         .handle(
             &ctx.parts.method,
             ctx.parts.uri.query().unwrap_or(""),
-            &request_headers,
+            &optimizer_headers(request_headers),
         )
         .await;
     Some((res, headers))
@@ -127,7 +141,7 @@ fn optimizer(app: &Arc<App>, config: ImageConfig) -> Option<Arc<Optimizer>> {
             return None;
         }
     };
-    let options = Options::new(
+    let mut options = Options::new(
         config,
         &app.manifest.config.base_path,
         Some(
@@ -136,11 +150,41 @@ fn optimizer(app: &Arc<App>, config: ImageConfig) -> Option<Arc<Optimizer>> {
                 .join("images"),
         ),
     );
+    // With Redis, the instances of one deployment share optimized images (keys under the
+    // same namespace as the prerender store's).
+    options.shared = app.image_cache_url.as_ref().map(|url| SharedConfig {
+        url: url.clone(),
+        prefix: match &app.manifest.deployment_id {
+            Some(d) if !d.is_empty() => format!("ferry:{}.{d}:image:", app.manifest.build_id),
+            _ => format!("ferry:{}:image:", app.manifest.build_id),
+        },
+    });
     // Two first requests racing: one optimizer wins, the other is dropped unused.
     let optimizer = app
         .image_optimizer
         .get_or_init(|| Optimizer::new(options, Arc::new(source)));
     Some(Arc::clone(optimizer))
+}
+
+/// The request headers [`Optimizer::handle`] reads (`Accept` and the conditional ones), so a
+/// warm hit converts no others.
+fn optimizer_headers(pairs: &[(String, String)]) -> http::HeaderMap {
+    const READ: [http::header::HeaderName; 4] = [
+        http::header::ACCEPT,
+        http::header::IF_NONE_MATCH,
+        http::header::IF_MODIFIED_SINCE,
+        http::header::CACHE_CONTROL,
+    ];
+    let mut map = http::HeaderMap::new();
+    for (name, value) in pairs {
+        let Some(known) = READ.iter().find(|n| name.eq_ignore_ascii_case(n.as_str())) else {
+            continue;
+        };
+        if let Ok(v) = route::latin1_header(value) {
+            map.append(known.clone(), v);
+        }
+    }
+    map
 }
 
 /// `<basePath>/_next/image`, with next's trailing-slash tolerance.

@@ -227,7 +227,7 @@ async fn revalidate_now(app: &Arc<App>, ctx: &RequestCtx, key: &str) -> Response
     // Another request may be regenerating the group already: wait for it, bounded.
     let deadline = tokio::time::Instant::now() + REVALIDATE_WAIT;
     loop {
-        let Some(hit) = app.prerenders.lookup(key, SystemTime::now()) else {
+        let Some(hit) = app.prerenders.lookup_or_fetch(key, SystemTime::now()).await else {
             break;
         };
         if let Some(regen) = hit.regeneration {
@@ -239,7 +239,7 @@ async fn revalidate_now(app: &Arc<App>, ctx: &RequestCtx, key: &str) -> Response
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    match app.prerenders.lookup(key, SystemTime::now()) {
+    match app.prerenders.lookup_or_fetch(key, SystemTime::now()).await {
         Some(fresh) => app.prerenders.respond_with_label(
             &fresh.entry,
             "REVALIDATED",
@@ -352,8 +352,12 @@ fn output_suffix(pathname: &str) -> &str {
         .map_or("", |base| &pathname[base.len()..])
 }
 
-/// Renders every pathname of the group through the worker and stores the results together.
+/// Renders every pathname of the group through the worker and stores the results together,
+/// unless another instance on the shared store is regenerating it (or just did).
 pub async fn regenerate(app: Arc<App>, regen: Regeneration) {
+    if !app.prerenders.begin_regeneration(&regen).await {
+        return;
+    }
     render_group(app, regen, None).await;
 }
 
@@ -368,11 +372,21 @@ async fn render_group(app: Arc<App>, regen: Regeneration, query: Option<String>)
         app.prerenders.regeneration_failed(&regen.pathname);
         return;
     };
+    // The group's variants (HTML, RSC, segments, data JSON) render concurrently: next start gets
+    // them all from one render, so a regeneration here should take about one render's time too,
+    // not one per variant (a stale page would otherwise stay stale N times longer).
+    let token = regen.bypass_token.as_deref();
+    let renders = regen.group_pathnames.iter().map(|pathname| {
+        let (app, function, query) = (&app, &function, query.as_deref());
+        async move {
+            let rendered = render(app, function, pathname, token, query).await;
+            (pathname.clone(), rendered)
+        }
+    });
     let mut results = Vec::with_capacity(regen.group_pathnames.len());
-    for pathname in &regen.group_pathnames {
-        let token = regen.bypass_token.as_deref();
-        match render(&app, &function, pathname, token, query.as_deref()).await {
-            Ok(rendered) => results.push((pathname.clone(), rendered)),
+    for (pathname, rendered) in futures_util::future::join_all(renders).await {
+        match rendered {
+            Ok(rendered) => results.push((pathname, rendered)),
             Err(err) => {
                 tracing::warn!("regenerating {pathname} failed: {err}");
                 app.prerenders.regeneration_failed(&regen.pathname);
@@ -472,6 +486,7 @@ mod tests {
             pathname: pathname.into(),
             invocation_path: invocation.into(),
             query: vec![],
+            query_arrays: vec![],
             route_matches: vec![],
             headers: vec![],
             request_headers: vec![],

@@ -77,16 +77,213 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| b as char).collect()
 }
 
-/// Runs every routing phase, with the middleware when it matches.
+/// Runs every routing phase, with the middleware when it matches; again (as next start's
+/// router-server does) while a `fallback: false` page declines the path.
 pub async fn route(app: &Arc<App>, ctx: &RequestCtx, body: Body) -> Routed {
     if let Some(resolution) = path_only(app, ctx) {
         return Routed::Resolved(resolution, body);
     }
-    let info = request_info(app, ctx);
-    let mut state = match app.router.start(&info) {
+    let mut info = request_info(app, ctx);
+    let mut declined: Vec<String> = Vec::new();
+    let mut earlier: Vec<(String, String)> = Vec::new();
+    let mut body = body;
+    loop {
+        let routed = route_pass(app, ctx, &info, &declined, body).await;
+        match routed {
+            Routed::Resolved(
+                Resolution::NotFound {
+                    headers,
+                    request_headers,
+                    declined: Some(page),
+                    ..
+                },
+                rest,
+            ) if declined.len() + 1 < ferry_router::Router::MAX_PASSES => {
+                // router-server.js `handleRequest(handleIndex + 1)`: the response keeps what
+                // this pass set (its routing headers; the page's `x-nextjs-matched-path`).
+                Resolution::merge_headers(&mut earlier, headers);
+                if is_data_request(&request_headers) {
+                    Resolution::merge_headers(
+                        &mut earlier,
+                        vec![(
+                            "x-nextjs-matched-path".to_owned(),
+                            strip_base_path(app, &page).to_owned(),
+                        )],
+                    );
+                }
+                declined.push(page);
+                info = app.router.no_fallback_retry(&info, &request_headers);
+                body = rest;
+            }
+            Routed::Resolved(resolution, rest) if !declined.is_empty() => {
+                return retried(
+                    app,
+                    ctx,
+                    &info,
+                    resolution.with_earlier_headers(earlier),
+                    rest,
+                )
+                .await;
+            }
+            Routed::Respond(res, headers) if !declined.is_empty() => {
+                let mut all = earlier;
+                Resolution::merge_headers(&mut all, headers);
+                return Routed::Respond(res, all);
+            }
+            Routed::Resolved(
+                Resolution::NotFound {
+                    headers,
+                    request_headers,
+                    status,
+                    declined: None,
+                },
+                rest,
+            ) => {
+                if let Some(res) = decoded_data_page(app, &info, &request_headers) {
+                    return Routed::Respond(res, headers);
+                }
+                return Routed::Resolved(
+                    Resolution::NotFound {
+                        headers,
+                        request_headers,
+                        status,
+                        declined: None,
+                    },
+                    rest,
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A `_next/data` request (marked, with middleware) for a page named only by its decoded
+/// spelling (`/_next/data/<id>/en-US/st%61tic.json`): next start invokes the page, whose render
+/// matches no page at that spelling and, for a data request, answers `{}` with 200 naming the
+/// path it tried (base-server.js `renderToResponseImpl`), without Cache-Control.
+fn decoded_data_page(
+    app: &App,
+    info: &RequestInfo,
+    request_headers: &[(String, String)],
+) -> Option<Response<Body>> {
+    if app.middleware.is_none() || !is_data_request(request_headers) {
+        return None;
+    }
+    let base = app.manifest.config.base_path.as_str();
+    let rest = info
+        .path
+        .strip_prefix(base)
+        .filter(|r| r.starts_with('/'))?;
+    let page = rest
+        .strip_prefix(&format!("/_next/data/{}/", app.manifest.build_id))?
+        .strip_suffix(".json")?;
+    let page = if page == "index" {
+        "/".to_owned()
+    } else {
+        format!("/{page}")
+    };
+    let page_info = RequestInfo {
+        path: format!("{base}{page}"),
+        ..info.clone()
+    };
+    let pathname = app.router.next_start_pathname(&page_info);
+    if !app
+        .router
+        .names_page_by_decoded_spelling(&pathname, info.host.as_deref())
+    {
+        return None;
+    }
+    let matched = strip_base_path(app, &pathname);
+    let matched = matched
+        .strip_suffix('/')
+        .filter(|m| !m.is_empty())
+        .unwrap_or(matched);
+    let mut res = Response::new(ferry_http::full("{}"));
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(matched) {
+        h.insert("x-nextjs-matched-path", v);
+    }
+    Some(res)
+}
+
+/// Whether routing marked the request a `_next/data` request (`x-nextjs-data`).
+fn is_data_request(request_headers: &[(String, String)]) -> bool {
+    request_headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("x-nextjs-data"))
+}
+
+/// An output pathname without the app's basePath.
+fn strip_base_path<'a>(app: &App, pathname: &'a str) -> &'a str {
+    let base = app.manifest.config.base_path.as_str();
+    pathname
+        .strip_prefix(base)
+        .filter(|r| !base.is_empty() && r.starts_with('/'))
+        .unwrap_or(pathname)
+}
+
+/// The outcome of a later routing pass. A miss is answered here: router-server renders the 404
+/// for the URL that pass routed (the page declined the request's own), so the 404 page is the
+/// one of that URL's locale and a marked data request's `{}` names that pass's pathname.
+async fn retried(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    info: &RequestInfo,
+    resolution: Resolution,
+    body: Body,
+) -> Routed {
+    let Resolution::NotFound {
+        headers,
+        request_headers,
+        ..
+    } = resolution
+    else {
+        return Routed::Resolved(resolution, body);
+    };
+    let pathname = app.router.next_start_pathname(info);
+    let data = is_data_request(&request_headers)
+        && app.middleware.is_some()
+        && !app.functions.contains_key("/_not-found");
+    if data {
+        let mut res = Response::new(ferry_http::full("{}"));
+        *res.status_mut() = http::StatusCode::NOT_FOUND;
+        let h = res.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static(ferry_static::CACHE_PRIVATE),
+        );
+        if let Ok(v) = HeaderValue::from_str(&pathname) {
+            h.insert("x-nextjs-matched-path", v);
+        }
+        return Routed::Respond(res, headers);
+    }
+    let locale = app.router.path_locale(&pathname);
+    let res = super::not_found::respond_in(app, ctx, &request_headers, locale.as_deref()).await;
+    Routed::Respond(res, headers)
+}
+
+/// One routing pass (router-server.js `resolveRoutes`), skipping the pages earlier passes
+/// invoked and that declined.
+async fn route_pass(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    info: &RequestInfo,
+    declined: &[String],
+    body: Body,
+) -> Routed {
+    let mut state = match app.router.start(info) {
         Step::Done(resolution) => return Routed::Resolved(resolution, body),
         Step::Continue(state) => state,
     };
+    state.set_declined(declined.to_vec());
     let Some(middleware) = app
         .middleware
         .as_ref()

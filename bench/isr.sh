@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# ISR cache hits, Ferry per cache tier vs `next start`, on examples/showcase, same build, same core.
+#
+# Usage:
+#   bench/isr.sh
+# Environment:
+#   BENCH_DURATION=10     seconds per wrk run
+#   BENCH_RUNS=3          wrk runs per case and server (the median is reported)
+#   BENCH_CONNECTIONS=32  wrk connections (one wrk thread)
+#   BENCH_PORT_BASE=45100 ports BASE+1..BASE+5 are used on 127.0.0.1
+#   FERRY_BIN=path        ferry binary (default target/release/ferry, built with cargo if missing)
+#   REDIS_SERVER=path     redis-server (default /usr/bin/redis-server; the Redis row reads n/a
+#                         without it)
+#   BENCH_KEEP=1          keep the work directory (build, logs)
+#   BENCH_SERVERS="next memory disk redis"  the servers to measure (a subset skips the others)
+#
+# What it does: copies examples/showcase, builds it ONCE with `ferry build`, then runs one server
+# at a time, pinned with `taskset -c 0` (wrk pinned with `taskset -c 1`, as bench/run.sh does):
+#   - `next start` (its own file-system + in-memory ISR cache);
+#   - `ferry start --workers 1` (default disk store: hits come from the memory tier);
+#   - `ferry start --workers 1 --cache-memory-size 0` (no memory tier: every hit reads and
+#     decodes the entry's file from the disk store; the page cache keeps the file hot);
+#   - `ferry start --workers 1 --cache-url redis://…` (a redis-server, also on core 0: hits come
+#     from the memory tier in front of Redis, which is how the Redis store serves hits).
+# Cases: `/isr` HTML and its RSC payload (`/isr?_rsc=` with `rsc: 1`). The showcase's /isr
+# revalidates every 5 s, so a run serves `HIT` and `STALE` answers (both from the cache) and
+# regenerates in the background every 5 s, on every server alike.
+# Prints medians as a markdown table (also written to bench/results/isr-latest.md). Every
+# process it starts is stopped on exit, including Ctrl-C.
+set -euo pipefail
+[[ "${BENCH_TRACE:-0}" == 1 ]] && set -x
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${BENCH_DURATION:-10}"
+RUNS="${BENCH_RUNS:-3}"
+CONNS="${BENCH_CONNECTIONS:-32}"
+PORT_BASE="${BENCH_PORT_BASE:-45100}"
+NEXT_PORT=$((PORT_BASE + 1))
+MEM_PORT=$((PORT_BASE + 2))
+DISK_PORT=$((PORT_BASE + 3))
+REDIS_FERRY_PORT=$((PORT_BASE + 4))
+REDIS_PORT=$((PORT_BASE + 5))
+REDIS_SERVER="${REDIS_SERVER:-/usr/bin/redis-server}"
+RESULTS_DIR="$ROOT/bench/results"
+OUT="$RESULTS_DIR/isr-latest.md"
+
+log() { printf '[bench-isr] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- process bookkeeping: every process runs in its own session; we kill whole groups ------------
+STARTED_PGIDS=()
+WORK=""
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  local pgid
+  for pgid in "${STARTED_PGIDS[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
+  sleep 0.5
+  for pgid in "${STARTED_PGIDS[@]}"; do kill -KILL -- "-$pgid" 2>/dev/null || true; done
+  if [[ -n "$WORK" && -d "$WORK" ]]; then
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
+
+# start_bg LOGFILE CMD...: runs CMD in the app directory, pinned to core 0, in a new session;
+# sets BG_PID (its pgid).
+start_bg() {
+  local logfile=$1; shift
+  (cd "${APP:-/}" && exec setsid taskset -c 0 "$@") >"$logfile" 2>&1 &
+  BG_PID=$!
+  STARTED_PGIDS+=("$BG_PID")
+}
+alive() { local st; st="$(ps -o stat= -p "$1" 2>/dev/null)" && [[ -n "$st" && "$st" != Z* ]]; }
+# stop_bg PID: stops one group started by start_bg and forgets it.
+stop_bg() {
+  local pid=$1 i
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local kept=() p
+  for p in "${STARTED_PGIDS[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
+  STARTED_PGIDS=("${kept[@]}")
+}
+# wait_200 URL TIMEOUT_S PID: waits for a 200; fails if PID died or on timeout.
+wait_200() {
+  local url=$1 timeout=$2 pid=$3 deadline
+  deadline=$(( $(date +%s) + timeout ))
+  while (( $(date +%s) < deadline )); do
+    alive "$pid" || return 1
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url" || true)" == 200 ]] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+for tool in wrk taskset setsid curl node ps; do command -v "$tool" >/dev/null || die "$tool not found"; done
+
+# --- ferry binary and one build ------------------------------------------------------------------
+FERRY="${FERRY_BIN:-$ROOT/target/release/ferry}"
+if [[ ! -x "$FERRY" && -z "${FERRY_BIN:-}" ]]; then
+  log "building target/release/ferry"
+  (cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2)
+fi
+[[ -x "$FERRY" ]] || die "no ferry binary at $FERRY"
+"$FERRY" start --help 2>/dev/null | grep -q -- --cache-memory-size \
+  || die "$FERRY has no --cache-memory-size (rebuild it: cargo build --release -p ferry-cli)"
+
+WORK="$(mktemp -d /tmp/ferry-bench-isr.XXXXXX)"
+APP="$WORK/app"
+SRC="$ROOT/examples/showcase"
+if [[ ! -f "$SRC/node_modules/next/package.json" ]]; then bash "$ROOT/scripts/npm-install.sh" "$SRC" >&2; fi
+log "copying the showcase to $APP and building it with ferry build"
+cp -a --reflink=auto "$(readlink -f "$SRC")" "$APP"
+rm -rf "$APP/.ferry" "$APP/.ferry-cache"
+find "$APP/.next" -mindepth 1 -maxdepth 1 ! -name cache -exec rm -rf {} + 2>/dev/null || true
+(cd "$APP" && "$FERRY" build "$APP" >"$WORK/build.log" 2>&1) || die "ferry build failed: $(tail -20 "$WORK/build.log")"
+
+# --- measurement ---------------------------------------------------------------------------------
+# run_wrk URL [HEADER]: sets WRK_RPS ("123.45", suffixed "*" if wrk saw non-2xx/3xx or errors).
+run_wrk() {
+  local url=$1 header=${2:-} out="$WORK/wrk.out"
+  local args=(-t1 "-c$CONNS" "-d${DURATION}s")
+  [[ -n "$header" ]] && args+=(-H "$header")
+  setsid taskset -c 1 wrk "${args[@]}" "$url" >"$out" 2>&1 &
+  local pid=$!
+  STARTED_PGIDS+=("$pid")
+  wait "$pid" || true
+  local kept=() p
+  for p in "${STARTED_PGIDS[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
+  STARTED_PGIDS=("${kept[@]}")
+  local rps flag=""
+  rps="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
+  grep -qE 'Non-2xx or 3xx responses|Socket errors' "$out" && flag="*"
+  WRK_RPS="${rps:-0}${flag}"
+}
+median() { tr ' ' '\n' | sed -e '/^$/d' -e 's/\*$//' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+fmt_rps() { [[ "$1" == n/a ]] && echo n/a || awk -v v="$1" 'BEGIN { if (v >= 1000) printf "%.1fk", v / 1000; else printf "%.0f", v }'; }
+ratio() { [[ "$1" == n/a || "$2" == n/a ]] && echo n/a || awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a / b; else print "n/a" }'; }
+# cache_header URL [HEADER]: the x-nextjs-cache value of one answer.
+cache_header() {
+  curl -s -o /dev/null -D - ${2:+-H "$2"} "$1" | awk -F': *' 'tolower($1) == "x-nextjs-cache" { gsub(/\r/, "", $2); print $2 }'
+}
+
+# name | path | header
+CASES=(
+  "\`/isr\` HTML|/isr|"
+  "\`/isr\` RSC (\`rsc: 1\`)|/isr?_rsc=|rsc: 1"
+)
+read -r -a SERVERS <<<"${BENCH_SERVERS:-next memory disk redis}"
+declare -A RESULT SEEN
+REDIS_PID=""
+
+# bench_server NAME PORT: warms and measures every case on one running server.
+bench_server() {
+  local name=$1 port=$2 spec case_name path header run
+  for spec in "${CASES[@]}"; do
+    IFS='|' read -r case_name path header <<<"$spec"
+    for _ in $(seq 20); do curl -s -o /dev/null ${header:+-H "$header"} "http://127.0.0.1:$port$path" || true; done
+    SEEN["$case_name|$name"]="$(cache_header "http://127.0.0.1:$port$path" "$header")"
+    for run in $(seq "$RUNS"); do
+      log "$name: $case_name, run $run/$RUNS"
+      run_wrk "http://127.0.0.1:$port$path" "$header"
+      RESULT["$case_name|$name"]+="$WRK_RPS "
+    done
+  done
+}
+
+for server in "${SERVERS[@]}"; do
+  port=""
+  case $server in
+    next)
+      port=$NEXT_PORT
+      start_bg "$WORK/next.log" env NEXT_TELEMETRY_DISABLED=1 node "$APP/node_modules/next/dist/bin/next" start -p "$port" -H 127.0.0.1 ;;
+    memory)
+      port=$MEM_PORT
+      rm -rf "$APP/.ferry-cache"
+      start_bg "$WORK/ferry-memory.log" "$FERRY" start "$APP" -p "$port" -H 127.0.0.1 --workers 1 ;;
+    disk)
+      port=$DISK_PORT
+      rm -rf "$APP/.ferry-cache"
+      start_bg "$WORK/ferry-disk.log" "$FERRY" start "$APP" -p "$port" -H 127.0.0.1 --workers 1 --cache-memory-size 0 ;;
+    redis)
+      if [[ ! -x "$REDIS_SERVER" ]]; then log "no $REDIS_SERVER: Redis = n/a"; continue; fi
+      start_bg "$WORK/redis.log" "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
+      REDIS_PID=$BG_PID
+      for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.05; done
+      port=$REDIS_FERRY_PORT
+      start_bg "$WORK/ferry-redis.log" "$FERRY" start "$APP" -p "$port" -H 127.0.0.1 --workers 1 --cache-url "redis://127.0.0.1:$REDIS_PORT/" ;;
+  esac
+  pid=$BG_PID
+  if ! wait_200 "http://127.0.0.1:$port/isr" 90 "$pid"; then
+    log "$server did not serve /isr (its column reads n/a): $(tail -5 "$WORK"/*"$server"*.log 2>/dev/null)"
+    stop_bg "$pid"
+    if [[ -n "$REDIS_PID" ]]; then stop_bg "$REDIS_PID"; REDIS_PID=""; fi
+    continue
+  fi
+  bench_server "$server" "$port"
+  stop_bg "$pid"
+  if [[ -n "$REDIS_PID" ]]; then stop_bg "$REDIS_PID"; REDIS_PID=""; fi
+done
+
+# --- report --------------------------------------------------------------------------------------
+mkdir -p "$RESULTS_DIR"
+{
+  echo "ISR hits, req/s (median of $RUNS × ${DURATION}s, wrk -t1 -c$CONNS pinned to core 1; each server alone on core 0, \`--workers 1\`)"
+  echo
+  echo "| request | next start | Ferry memory tier | Ferry disk only | Ferry + Redis | memory / next | disk / next | Redis / next |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for spec in "${CASES[@]}"; do
+    IFS='|' read -r case_name _ _ <<<"$spec"
+    declare -A M=([next]=n/a [memory]=n/a [disk]=n/a [redis]=n/a)
+    for s in "${SERVERS[@]}"; do
+      raw="${RESULT["$case_name|$s"]:-}"
+      if [[ -z "$raw" ]]; then M[$s]=n/a; else M[$s]="$(echo "$raw" | median)"; fi
+    done
+    echo "| $case_name | $(fmt_rps "${M[next]}") | $(fmt_rps "${M[memory]}") | $(fmt_rps "${M[disk]}") | $(fmt_rps "${M[redis]}") | $(ratio "${M[memory]}" "${M[next]}") | $(ratio "${M[disk]}" "${M[next]}") | $(ratio "${M[redis]}" "${M[next]}") |"
+  done
+  echo
+  echo "x-nextjs-cache after warm-up:"
+  for spec in "${CASES[@]}"; do
+    IFS='|' read -r case_name _ _ <<<"$spec"
+    line="- $case_name:"
+    for s in "${SERVERS[@]}"; do line+=" $s=${SEEN["$case_name|$s"]:-n/a}"; done
+    echo "$line"
+  done
+  echo
+  echo "Raw runs (req/s; * = wrk saw errors or non-2xx/3xx):"
+  for key in "${!RESULT[@]}"; do echo "- $key: ${RESULT[$key]}"; done | sort
+  echo
+  echo "Machine: $(nproc) cores, $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ); ferry $("$FERRY" --version 2>/dev/null || echo '?')."
+} | tee "$OUT"

@@ -1,0 +1,523 @@
+//! Revalidation differential: `tests/fixtures/cache-app`, built once with `ferry build`, served by
+//! `next start` (the reference, from `<app>/.next`) and by `ferry start` (from a copy of the bundle
+//! outside the app), both with every runtime render slowed to [`RENDER_DELAY`]. Both servers run
+//! the same request script at the same time; per step the test compares the status,
+//! `x-nextjs-cache`, `Cache-Control` and whether the content changed since the previous answer for
+//! that resource (the fixture's pages show the time they were rendered), not bytes.
+//!
+//! Resources (all revalidate every 2 s): the app page `/reval` (HTML and RSC), the pages-router
+//! page `/legacy-isr` and its `/_next/data/<build id>/legacy-isr.json`, and the route handler
+//! `/api/reval-route`. Time-based scenario per resource: fresh (`HIT`), after expiry (`STALE`,
+//! old content), during the regeneration (`STALE`, old content), regenerated (`HIT`, new content).
+//! On demand: `revalidatePath` and `revalidateTag(tag, { expire: 0 })` from a route handler (next
+//! start renders before answering: `MISS`), `revalidateTag(tag, 'max')` (stale-while-revalidate),
+//! and `res.revalidate` in a pages API route (regenerated before the API answers).
+//!
+//! Run: `cargo test -p ferry-cli --test differential_revalidation -- --nocapture`
+//! (`FERRY_DIFF_KEEP=1` keeps the work directory with both servers' logs).
+
+mod support;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use support::{RawRequest, RawResponse, ServerProcess};
+
+/// Every runtime render of the fixture's ISR resources takes this long
+/// (`FERRY_TEST_RENDER_DELAY_MS`): long enough to observe a request during a regeneration.
+const RENDER_DELAY: Duration = Duration::from_millis(1000);
+/// The fixture's ISR resources revalidate every 2 s.
+const REVALIDATE: Duration = Duration::from_secs(2);
+/// Sleeping this long past `REVALIDATE` makes a fresh entry stale on both sides.
+const PAST_EXPIRY: Duration = Duration::from_millis(REVALIDATE.as_millis() as u64 + 500);
+/// Upper bound for one request (a blocking render takes RENDER_DELAY).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for a regeneration to be stored (polling for `HIT`).
+const REGENERATION_TIMEOUT: Duration = Duration::from_secs(20);
+/// An on-demand invalidation must show within this time.
+const INVALIDATION_BOUND: Duration = Duration::from_secs(3);
+/// Upper bound for a server to answer its first request.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One ISR resource: how to request it.
+#[derive(Debug, Clone, Copy)]
+struct Resource {
+    name: &'static str,
+    /// Request target; `{build_id}` is replaced.
+    target: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+}
+
+const PAGE: Resource = Resource {
+    name: "app page HTML",
+    target: "/reval",
+    headers: &[],
+};
+/// `_rsc=` is the cache-busting value Next's client sends with `rsc: 1` and no router headers.
+const PAGE_RSC: Resource = Resource {
+    name: "app page RSC",
+    target: "/reval?_rsc=",
+    headers: &[("rsc", "1")],
+};
+const PAGES_HTML: Resource = Resource {
+    name: "pages router HTML",
+    target: "/legacy-isr",
+    headers: &[],
+};
+const PAGES_DATA: Resource = Resource {
+    name: "pages router _next/data",
+    target: "/_next/data/{build_id}/legacy-isr.json",
+    headers: &[("x-nextjs-data", "1")],
+};
+const ROUTE: Resource = Resource {
+    name: "route handler",
+    target: "/api/reval-route",
+    headers: &[],
+};
+
+/// What is compared of one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observed {
+    status: u16,
+    cache: Option<String>,
+    cache_control: Option<String>,
+    /// Whether the content differs from the previous answer for the same resource on the same
+    /// side (`None`: nothing to compare with).
+    changed: Option<bool>,
+}
+
+impl std::fmt::Display for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} x-nextjs-cache={} cache-control={:?} changed={}",
+            self.status,
+            self.cache.as_deref().unwrap_or("-"),
+            self.cache_control.as_deref().unwrap_or("-"),
+            self.changed.map_or("-".to_owned(), |c| c.to_string())
+        )
+    }
+}
+
+/// One server under test and what it last answered per resource.
+struct Side {
+    name: &'static str,
+    addr: SocketAddr,
+    build_id: String,
+    last_stamp: std::collections::HashMap<&'static str, String>,
+}
+
+/// The render time the fixture prints: the first run of digits after `rendered-at` (HTML, RSC)
+/// or `renderedAt` (JSON).
+fn stamp(body: &str) -> Option<String> {
+    let at = body
+        .find("rendered-at")
+        .or_else(|| body.find("renderedAt"))?;
+    let digits: String = body[at..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (digits.len() >= 10).then_some(digits)
+}
+
+impl Side {
+    fn send(&self, target: &str, headers: &[(&str, &str)]) -> Result<RawResponse> {
+        let mut req = RawRequest::get(&target.replace("{build_id}", &self.build_id))
+            .header("Host", "localhost:3000")
+            .header("Connection", "close");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        support::send(self.addr, &req, REQUEST_TIMEOUT)
+            .with_context(|| format!("{}: GET {target}", self.name))
+    }
+
+    /// Requests `r` and records what is compared (the content stamp is remembered).
+    fn get(&mut self, r: Resource) -> Result<Observed> {
+        let resp = self.send(r.target, r.headers)?;
+        let body = String::from_utf8_lossy(&resp.decoded_body()?).into_owned();
+        let stamp = stamp(&body);
+        ensure!(
+            resp.status != 200 || stamp.is_some(),
+            "{}: {} answered 200 without a render time: {}",
+            self.name,
+            r.target,
+            &body[..body.len().min(300)]
+        );
+        let changed = match (&stamp, self.last_stamp.get(r.name)) {
+            (Some(now), Some(before)) => Some(now != before),
+            _ => None,
+        };
+        if let Some(s) = stamp {
+            self.last_stamp.insert(r.name, s);
+        }
+        Ok(Observed {
+            status: resp.status,
+            cache: resp.header("x-nextjs-cache").map(str::to_owned),
+            cache_control: resp.header("cache-control").map(str::to_owned),
+            changed,
+        })
+    }
+
+    /// Requests `r` until it answers `HIT` (a regeneration was stored); returns that answer, with
+    /// `changed` against the answer before the polling started (not the last poll).
+    fn until_hit(&mut self, r: Resource) -> Result<Observed> {
+        let before = self.last_stamp.get(r.name).cloned();
+        let deadline = Instant::now() + REGENERATION_TIMEOUT;
+        loop {
+            let seen = self.get(r)?;
+            if seen.cache.as_deref() == Some("HIT") {
+                let now = self.last_stamp.get(r.name);
+                let changed = match (now, &before) {
+                    (Some(n), Some(b)) => Some(n != b),
+                    _ => seen.changed,
+                };
+                return Ok(Observed { changed, ..seen });
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{}: {} was not regenerated within {REGENERATION_TIMEOUT:?} (last: {seen})",
+                self.name,
+                r.target
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Requests `r` until its content differs from `before` (at most [`INVALIDATION_BOUND`]);
+    /// records whether it did (status and Cache-Control of the last answer, no cache state:
+    /// the two servers get there through different answers).
+    fn until_changed_from(&mut self, r: Resource, before: Option<&str>) -> Result<Observed> {
+        let deadline = Instant::now() + INVALIDATION_BOUND;
+        loop {
+            let seen = self.get(r)?;
+            let changed = self.last_stamp.get(r.name).map(String::as_str) != before;
+            if changed || Instant::now() >= deadline {
+                return Ok(Observed {
+                    cache: None,
+                    changed: Some(changed),
+                    ..seen
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET of an on-demand revalidation endpoint; only its status is compared.
+    fn trigger(&self, target: &str) -> Result<Observed> {
+        let resp = self.send(target, &[])?;
+        Ok(Observed {
+            status: resp.status,
+            cache: None,
+            cache_control: None,
+            changed: None,
+        })
+    }
+}
+
+/// One step of a scenario: its label and what the side answered.
+type Steps = Vec<(String, Observed)>;
+
+/// A request script, run on each side at the same time.
+type Script = fn(&mut Side) -> Result<Steps>;
+
+/// Makes `r` fresh: waits past its revalidate time, then polls until the regeneration the first
+/// (stale) request started is stored. Not compared: the seed's age differs between the sides.
+fn freshen(side: &mut Side, r: Resource) -> Result<()> {
+    thread::sleep(PAST_EXPIRY);
+    side.until_hit(r)?;
+    Ok(())
+}
+
+/// The time-based scenario for one resource.
+fn time_based(side: &mut Side, r: Resource) -> Result<Steps> {
+    freshen(side, r)?;
+    let mut steps = Steps::new();
+    steps.push(("before expiry".into(), side.get(r)?));
+    thread::sleep(PAST_EXPIRY);
+    steps.push(("after expiry".into(), side.get(r)?));
+    steps.push(("during regeneration".into(), side.get(r)?));
+    steps.push(("regenerated".into(), side.until_hit(r)?));
+    Ok(steps)
+}
+
+fn page_html(side: &mut Side) -> Result<Steps> {
+    time_based(side, PAGE)
+}
+fn page_rsc(side: &mut Side) -> Result<Steps> {
+    time_based(side, PAGE_RSC)
+}
+fn pages_html(side: &mut Side) -> Result<Steps> {
+    time_based(side, PAGES_HTML)
+}
+fn pages_data(side: &mut Side) -> Result<Steps> {
+    time_based(side, PAGES_DATA)
+}
+fn route_handler(side: &mut Side) -> Result<Steps> {
+    time_based(side, ROUTE)
+}
+
+/// A profile-less invalidation through a route handler, then two requests: next start renders
+/// the expired entry before answering (`MISS`, new content), then serves it (`HIT`).
+fn expire_then_get(side: &mut Side, r: Resource, trigger: &str) -> Result<Steps> {
+    freshen(side, r)?;
+    let mut steps = Steps::new();
+    steps.push(("fresh".into(), side.get(r)?));
+    let fresh = side.last_stamp.get(r.name).cloned();
+    steps.push((format!("GET {trigger}"), side.trigger(trigger)?));
+    steps.push(("first request after".into(), side.get(r)?));
+    steps.push(("second request after".into(), side.get(r)?));
+    // Whatever the timing, the invalidation must take effect (within INVALIDATION_BOUND).
+    steps.push((
+        "new content within 3 s".into(),
+        side.until_changed_from(r, fresh.as_deref())?,
+    ));
+    Ok(steps)
+}
+
+fn revalidate_path_page(side: &mut Side) -> Result<Steps> {
+    expire_then_get(side, PAGE, "/api/revalidate?path=/reval")
+}
+fn revalidate_tag_page(side: &mut Side) -> Result<Steps> {
+    expire_then_get(side, PAGE, "/api/revalidate?tag=reval")
+}
+fn revalidate_path_route(side: &mut Side) -> Result<Steps> {
+    expire_then_get(side, ROUTE, "/api/revalidate?path=/api/reval-route")
+}
+
+/// `revalidateTag('reval', 'max')`: the entry turns stale (served at once, regenerated in the
+/// background), not expired.
+fn revalidate_tag_max(side: &mut Side) -> Result<Steps> {
+    freshen(side, PAGE)?;
+    let mut steps = Steps::new();
+    steps.push(("fresh".into(), side.get(PAGE)?));
+    let fresh = side.last_stamp.get(PAGE.name).cloned();
+    let trigger = "/api/revalidate?tag=reval&profile=max";
+    steps.push((format!("GET {trigger}"), side.trigger(trigger)?));
+    steps.push(("first request after".into(), side.get(PAGE)?));
+    steps.push(("regenerated".into(), side.until_hit(PAGE)?));
+    steps.push((
+        "new content within 3 s".into(),
+        side.until_changed_from(PAGE, fresh.as_deref())?,
+    ));
+    Ok(steps)
+}
+
+/// `res.revalidate('/legacy-isr')` in a pages API route: the page (and its data JSON, the same
+/// entry) is regenerated before the API answers.
+fn res_revalidate(side: &mut Side) -> Result<Steps> {
+    freshen(side, PAGES_HTML)?;
+    let mut steps = Steps::new();
+    steps.push(("fresh HTML".into(), side.get(PAGES_HTML)?));
+    steps.push(("fresh data".into(), side.get(PAGES_DATA)?));
+    let trigger = "/api/revalidate-pages?path=/legacy-isr";
+    steps.push((format!("GET {trigger}"), side.trigger(trigger)?));
+    steps.push(("HTML after".into(), side.get(PAGES_HTML)?));
+    steps.push(("data after".into(), side.get(PAGES_DATA)?));
+    Ok(steps)
+}
+
+const SCENARIOS: &[(&str, Script)] = &[
+    ("time-based: app page HTML", page_html),
+    ("time-based: app page RSC", page_rsc),
+    ("time-based: pages router HTML", pages_html),
+    ("time-based: pages router _next/data", pages_data),
+    ("time-based: route handler", route_handler),
+    ("on demand: revalidatePath (app page)", revalidate_path_page),
+    ("on demand: revalidateTag expire 0", revalidate_tag_page),
+    ("on demand: revalidateTag 'max'", revalidate_tag_max),
+    (
+        "on demand: revalidatePath (route handler)",
+        revalidate_path_route,
+    ),
+    ("on demand: res.revalidate (pages API)", res_revalidate),
+];
+
+/// A difference between the sides that is accepted, with its reason: the scenario and step it
+/// applies to, and what Ferry answers instead (`cache`, `changed`; status and Cache-Control must
+/// still be equal).
+struct AllowedDifference {
+    scenarios: &'static [&'static str],
+    step: &'static str,
+    /// Ferry's `x-nextjs-cache` and `changed` in that step.
+    ferry: (&'static str, bool),
+    why: &'static str,
+}
+
+/// Accepted differences, each with its reason.
+///
+/// The request right after an on-demand invalidation is strict: the worker bridge ends a
+/// response only after the invalidations it caused reached Ferry (js/bridge/bridge.cjs
+/// `endAfterInvalidations`), so "first request after" must render (`MISS`, new content) as
+/// next start does. That step used to be allowed to see the old entry; it no longer is.
+const ALLOWED_DIFFERENCES: &[AllowedDifference] = &[AllowedDifference {
+    // Seen in 2 of 6 runs, all on a heavily loaded 2-core machine: Ferry renders
+    // the page a second time right after the first render (`MISS`, new content again) where
+    // next start serves the first render (`HIT`). The content is never older than next
+    // start's; the cause is not diagnosed yet (docs/cache.md, known gaps).
+    scenarios: &[
+        "on demand: revalidatePath (app page)",
+        "on demand: revalidateTag expire 0",
+        "on demand: revalidatePath (route handler)",
+    ],
+    step: "second request after",
+    ferry: ("MISS", true),
+    why: "KNOWN FERRY BUG: a second regeneration right after an on-demand expiry (intermittent)",
+}];
+
+fn allowed(
+    scenario: &str,
+    step: &str,
+    next: &Observed,
+    ferry: &Observed,
+) -> Option<&'static AllowedDifference> {
+    ALLOWED_DIFFERENCES.iter().find(|d| {
+        d.scenarios.contains(&scenario)
+            && d.step == step
+            && next.status == ferry.status
+            && next.cache_control == ferry.cache_control
+            && ferry.cache.as_deref() == Some(d.ferry.0)
+            && ferry.changed == Some(d.ferry.1)
+    })
+}
+
+#[test]
+fn revalidation_matches_next_start() -> Result<()> {
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new()
+        .prefix("ferry-diff-revalidation-")
+        .tempdir()?;
+    let work = tmp.path().to_owned();
+    // Kept (not deleted on drop) with FERRY_DIFF_KEEP=1.
+    let _keep = if std::env::var("FERRY_DIFF_KEEP").is_ok_and(|v| v == "1") {
+        eprintln!("keeping {}", work.display());
+        Some(tmp.keep())
+    } else {
+        None
+    };
+
+    // One build for both servers (same build id, deployment id, Server Actions key).
+    let src = support::repo_root().join("tests/fixtures/cache-app");
+    support::ensure_node_modules(&src, &work.join("npm-ci.log"))?;
+    let app = work.join("app");
+    support::copy_app(&src, &app)?;
+    support::ferry_build(&support::ferry_bin(), &app)
+        .run(&work.join("build.log"), Duration::from_secs(900))?;
+    let build_id = support::build_id(&app)?;
+    // Served from outside the app: its workers cannot load anything from the app's node_modules.
+    let bundle = support::copy_bundle_outside(&app, &work.join("bundle"))?;
+    eprintln!("build {:.1} s", started.elapsed().as_secs_f64());
+
+    let delay = RENDER_DELAY.as_millis().to_string();
+    let (port_a, port_b) = (support::free_port()?, support::free_port()?);
+    let addr_a: SocketAddr = ([127, 0, 0, 1], port_a).into();
+    let addr_b: SocketAddr = ([127, 0, 0, 1], port_b).into();
+    let next = ServerProcess::start(
+        "next start",
+        &support::next_start(&app, port_a).env("FERRY_TEST_RENDER_DELAY_MS", &delay),
+        addr_a,
+        &work.join("next.log"),
+        START_TIMEOUT,
+    )?;
+    // One worker, as next start is one process.
+    let ferry = ServerProcess::start(
+        "ferry start",
+        &support::ferry_start(&support::ferry_bin(), &bundle, port_b)
+            .args(["--workers", "1"])
+            .env("FERRY_TEST_RENDER_DELAY_MS", &delay),
+        addr_b,
+        &work.join("ferry.log"),
+        START_TIMEOUT,
+    )?;
+    let new_side = |name, addr| Side {
+        name,
+        addr,
+        build_id: build_id.clone(),
+        last_stamp: Default::default(),
+    };
+    let (mut a, mut b) = (
+        new_side("next start", addr_a),
+        new_side("ferry start", addr_b),
+    );
+
+    let mut report = String::new();
+    let (mut equal, mut total, mut unexplained) = (0, 0, 0);
+    for (scenario, script) in SCENARIOS {
+        let t = Instant::now();
+        // The same script on both sides at the same time: the timing is the same for both.
+        let (ra, rb) = thread::scope(|s| {
+            let ha = s.spawn(|| script(&mut a));
+            let hb = s.spawn(|| script(&mut b));
+            let join = |h: thread::ScopedJoinHandle<'_, Result<Steps>>| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("scenario thread panicked")))
+            };
+            (join(ha), join(hb))
+        });
+        let (steps_a, steps_b) = (
+            ra.with_context(|| {
+                format!("{scenario} on next start\n{}", support::tail(&next.log, 20))
+            })?,
+            rb.with_context(|| {
+                format!(
+                    "{scenario} on ferry start\n{}",
+                    support::tail(&ferry.log, 20)
+                )
+            })?,
+        );
+        ensure!(
+            steps_a.len() == steps_b.len(),
+            "{scenario}: step counts differ"
+        );
+        writeln!(report, "{scenario} ({:.1} s)", t.elapsed().as_secs_f64())?;
+        for ((step, oa), (_, ob)) in steps_a.iter().zip(&steps_b) {
+            total += 1;
+            if oa == ob {
+                equal += 1;
+                writeln!(report, "  = {step}: {oa}")?;
+            } else if let Some(d) = allowed(scenario, step, oa, ob) {
+                writeln!(
+                    report,
+                    "  ~ {step} (allowed: {})\n      next  {oa}\n      ferry {ob}",
+                    d.why
+                )?;
+            } else {
+                unexplained += 1;
+                writeln!(report, "  ! {step}\n      next  {oa}\n      ferry {ob}")?;
+            }
+        }
+    }
+    eprintln!(
+        "{report}EQUAL {equal}/{total}, {unexplained} unexplained ({:.1} s in all)",
+        started.elapsed().as_secs_f64()
+    );
+    if unexplained > 0 {
+        bail!(
+            "{unexplained} unexplained difference(s) from next start (see above)\nferry log:\n{}",
+            support::tail(&ferry.log, 30)
+        );
+    }
+    drop((next, ferry));
+    Ok(())
+}
+
+#[test]
+fn stamps_are_read_from_html_rsc_and_json() {
+    assert_eq!(
+        stamp(r#"<p id="rendered-at">1795241113796</p>"#).as_deref(),
+        Some("1795241113796")
+    );
+    assert_eq!(
+        stamp(r#"["$","p",null,{"id":"rendered-at","children":1795241113796}]"#).as_deref(),
+        Some("1795241113796")
+    );
+    assert_eq!(
+        stamp(r#"{"pageProps":{"renderedAt":1795241113632},"__N_SSG":true}"#).as_deref(),
+        Some("1795241113632")
+    );
+    assert_eq!(stamp("no stamp"), None);
+}
