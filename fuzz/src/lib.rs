@@ -159,7 +159,7 @@ pub fn decode(data: &[u8], n_routers: usize) -> Option<Case> {
         method: METHODS[usize::from(flags & 0x07) % METHODS.len()].to_string(),
         path,
         query,
-        headers,
+        headers: headers.into(),
         host,
         secure: flags & 0x08 != 0,
         init_origin: match flags >> 6 {

@@ -318,9 +318,19 @@ async fn redis_entries_and_marks_reach_other_instances_and_namespaces_stay_apart
     );
     // Deletes propagate too; a memory miss fetches from Redis.
     a.set("/x", entry("/x", "x", t));
+    // A's write leaves through its own queue: C deletes once it is in Redis (seen by B), else
+    // the write could land after the delete (two instances' writes are not ordered).
+    within(Duration::from_secs(1), "entry /x A -> B", || {
+        b.get("/x").is_some()
+    })
+    .await;
     c.delete("/x");
     within(Duration::from_secs(1), "delete C -> A", || {
         a.get("/x").is_none()
+    })
+    .await;
+    within(Duration::from_secs(1), "delete C -> B", || {
+        b.get("/x").is_none()
     })
     .await;
     assert!(b.fetch("/x").await.is_none());

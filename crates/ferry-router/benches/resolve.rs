@@ -96,7 +96,7 @@ fn request(case: &str) -> RequestInfo {
         .into(),
         path: path.into(),
         query: query.map(str::to_string),
-        headers,
+        headers: headers.into(),
         host: Some(host.into()),
         secure: false,
         init_origin: None,

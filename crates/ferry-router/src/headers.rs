@@ -2,13 +2,42 @@
 //! for request headers and the resolved (response) headers.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Header pairs shared between the request and the routing result (names lowercase, one entry
+/// per value): routing that leaves the request headers alone hands the caller's list back
+/// without copying it.
+pub type SharedHeaders = Arc<Vec<(String, String)>>;
 
 /// An ordered list of headers behaving like JavaScript's `Headers`: names are lowercased, values
 /// trimmed of HTTP whitespace, `get` joins repeated values with `", "`, `set` replaces.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HeaderList {
-    entries: Vec<(String, String)>,
+    entries: Entries,
 }
+
+/// The list's pairs: its own, or (until the first change) a caller's already normalized ones.
+#[derive(Debug, Clone)]
+enum Entries {
+    Owned(Vec<(String, String)>),
+    Shared(SharedHeaders),
+}
+
+impl Default for HeaderList {
+    fn default() -> Self {
+        Self {
+            entries: Entries::Owned(Vec::new()),
+        }
+    }
+}
+
+impl PartialEq for HeaderList {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw() == other.raw()
+    }
+}
+
+impl Eq for HeaderList {}
 
 fn trim_http_ws(v: &str) -> &str {
     v.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
@@ -36,7 +65,7 @@ impl HeaderList {
     pub fn from_pairs<'a, I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
         let pairs = pairs.into_iter();
         let mut h = Self {
-            entries: Vec::with_capacity(pairs.size_hint().0),
+            entries: Entries::Owned(Vec::with_capacity(pairs.size_hint().0)),
         };
         for (k, v) in pairs {
             h.append(k, v);
@@ -44,53 +73,74 @@ impl HeaderList {
         h
     }
 
+    /// [`HeaderList::from_pairs`] over a shared list: no copy when it is already what
+    /// `from_pairs` would make of it (lowercase names, trimmed values), the usual request.
+    pub fn from_shared(pairs: &SharedHeaders) -> Self {
+        let normalized = pairs.iter().all(|(k, v)| {
+            !k.bytes().any(|b| b.is_ascii_uppercase()) && trim_http_ws(v).len() == v.len()
+        });
+        if normalized {
+            Self {
+                entries: Entries::Shared(Arc::clone(pairs)),
+            }
+        } else {
+            Self::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        }
+    }
+
+    /// The pairs to change (copied first if they are shared).
+    fn entries_mut(&mut self) -> &mut Vec<(String, String)> {
+        match &mut self.entries {
+            Entries::Owned(v) => v,
+            Entries::Shared(s) => Arc::make_mut(s),
+        }
+    }
+
     /// Appends a value (`Headers.append`).
     pub fn append(&mut self, name: &str, value: &str) {
-        self.entries
+        self.entries_mut()
             .push((name.to_ascii_lowercase(), trim_http_ws(value).to_string()));
     }
 
     /// Replaces every value of `name` with `value` (`Headers.set`), keeping the first position.
     pub fn set(&mut self, name: &str, value: &str) {
         let value = trim_http_ws(value);
-        match self
-            .entries
+        let entries = self.entries_mut();
+        match entries
             .iter()
             .position(|(k, _)| k.eq_ignore_ascii_case(name))
         {
             Some(i) => {
-                let slot = &mut self.entries[i].1;
+                let slot = &mut entries[i].1;
                 slot.clear();
                 slot.push_str(value);
-                if self.entries[i + 1..]
+                if entries[i + 1..]
                     .iter()
                     .any(|(k, _)| k.eq_ignore_ascii_case(name))
                 {
                     let mut idx = 0;
-                    self.entries.retain(|(k, _)| {
+                    entries.retain(|(k, _)| {
                         let keep = idx <= i || !k.eq_ignore_ascii_case(name);
                         idx += 1;
                         keep
                     });
                 }
             }
-            None => self
-                .entries
-                .push((name.to_ascii_lowercase(), value.to_string())),
+            None => entries.push((name.to_ascii_lowercase(), value.to_string())),
         }
     }
 
     /// Removes every value of `name` (`Headers.delete`).
     pub fn delete(&mut self, name: &str) {
         let name = name.to_ascii_lowercase();
-        self.entries.retain(|(k, _)| *k != name);
+        if self.raw().iter().any(|(k, _)| *k == name) {
+            self.entries_mut().retain(|(k, _)| *k != name);
+        }
     }
 
     /// Whether `name` is present (`Headers.has`).
     pub fn has(&self, name: &str) -> bool {
-        self.entries
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+        self.raw().iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
     }
 
     /// The combined value of `name` (`Headers.get`): repeated values joined with `", "`, except
@@ -103,7 +153,7 @@ impl HeaderList {
     /// [`HeaderList::get`], borrowing the value when `name` has only one.
     pub(crate) fn get_str(&self, name: &str) -> Option<Cow<'_, str>> {
         let mut found = self
-            .entries
+            .raw()
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name));
         let (_, first) = found.next()?;
@@ -125,24 +175,47 @@ impl HeaderList {
 
     /// The raw entries in insertion order (names lowercased, one entry per appended value).
     pub fn raw(&self) -> &[(String, String)] {
-        &self.entries
+        match &self.entries {
+            Entries::Owned(v) => v,
+            Entries::Shared(s) => s,
+        }
     }
 
     /// The raw entries, consuming the list.
     pub fn into_raw(self) -> Vec<(String, String)> {
-        self.entries
+        match self.entries {
+            Entries::Owned(v) => v,
+            Entries::Shared(s) => Arc::unwrap_or_clone(s),
+        }
+    }
+
+    /// The raw entries as a shared list, consuming the list (no copy when they are still the
+    /// caller's).
+    pub fn into_shared(self) -> SharedHeaders {
+        match self.entries {
+            Entries::Owned(v) => Arc::new(v),
+            Entries::Shared(s) => s,
+        }
+    }
+
+    /// The raw entries as a shared list (no copy when they are still the caller's).
+    pub fn to_shared(&self) -> SharedHeaders {
+        match &self.entries {
+            Entries::Owned(v) => Arc::new(v.clone()),
+            Entries::Shared(s) => Arc::clone(s),
+        }
     }
 
     /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.raw().is_empty()
     }
 
     /// Iteration as `Headers.forEach` does it: names sorted, values of a name combined with
     /// `", "`, except `set-cookie` whose values come one by one.
     pub fn sorted_combined(&self) -> Vec<(String, String)> {
         if self.names_unique() {
-            let mut out = self.entries.clone();
+            let mut out = self.raw().to_vec();
             out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             return out;
         }
@@ -151,28 +224,29 @@ impl HeaderList {
 
     /// [`HeaderList::sorted_combined`], consuming the list (no copies when every name is
     /// unique, the usual case).
-    pub fn into_sorted_combined(mut self) -> Vec<(String, String)> {
+    pub fn into_sorted_combined(self) -> Vec<(String, String)> {
         if self.names_unique() {
-            self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            return self.entries;
+            let mut entries = self.into_raw();
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            return entries;
         }
         self.combined_slow()
     }
 
     /// Whether no name appears twice (then sorting the entries is the whole iteration).
     fn names_unique(&self) -> bool {
-        let e = &self.entries;
+        let e = self.raw();
         (1..e.len()).all(|i| e[..i].iter().all(|(k, _)| *k != e[i].0))
     }
 
     fn combined_slow(&self) -> Vec<(String, String)> {
-        let mut names: Vec<&str> = self.entries.iter().map(|(k, _)| k.as_str()).collect();
+        let mut names: Vec<&str> = self.raw().iter().map(|(k, _)| k.as_str()).collect();
         names.sort_unstable();
         names.dedup();
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             if n == "set-cookie" {
-                for (k, v) in &self.entries {
+                for (k, v) in self.raw() {
                     if k == n {
                         out.push((k.clone(), v.clone()));
                     }

@@ -38,11 +38,12 @@ mod urls;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use ferry_manifest::{I18nConfig, Manifest, RscConfig};
 use url::Url;
 
-pub use headers::HeaderList;
+pub use headers::{HeaderList, SharedHeaders};
 use matcher::{
     CompiledRoute, Condition, NsCondition, RouteList, RouteMatch, js_match, replace_destination,
     route_params,
@@ -83,8 +84,9 @@ pub struct RequestInfo {
     pub path: String,
     /// The raw query string without `?`, if any.
     pub query: Option<String>,
-    /// Request headers, names lowercase, one entry per value (latin-1 decoded like Node does).
-    pub headers: Vec<(String, String)>,
+    /// Request headers, names lowercase, one entry per value (latin-1 decoded like Node does);
+    /// shared so that routing which leaves them alone hands them back without a copy.
+    pub headers: SharedHeaders,
     /// The `Host` header (or `:authority`), `localhost` when absent or invalid.
     pub host: Option<String>,
     /// Whether the request came over TLS (decides the URL scheme).
@@ -120,12 +122,13 @@ pub struct Output {
     pub invocation_path: String,
     /// The query to invoke with, decoded `URLSearchParams` entries in order.
     pub query: Vec<(String, String)>,
-    /// Dynamic route matches (`"1"`, `"nxtPslug"` ...).
-    pub route_matches: Vec<(String, String)>,
+    /// Dynamic route matches (`"1"`, `"nxtPslug"` ...); the names are shared with the
+    /// compiled route.
+    pub route_matches: Vec<(Arc<str>, String)>,
     /// Response headers routing resolved (headers rules, middleware, onMatch), `Headers` order.
     pub headers: Vec<(String, String)>,
     /// Request headers to forward, after middleware overrides.
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: SharedHeaders,
     /// A status set by a rule, if any.
     pub status: Option<u16>,
     /// RSC request details, when the request is an RSC request.
@@ -161,7 +164,7 @@ pub enum Resolution {
         /// Response headers resolved so far.
         headers: Vec<(String, String)>,
         /// Request headers to forward.
-        request_headers: Vec<(String, String)>,
+        request_headers: SharedHeaders,
         /// A status set by a rule, if any.
         status: Option<u16>,
     },
@@ -172,7 +175,7 @@ pub enum Resolution {
         /// Response headers resolved so far.
         headers: Vec<(String, String)>,
         /// Request headers to forward.
-        request_headers: Vec<(String, String)>,
+        request_headers: SharedHeaders,
         /// A status set by a rule, if any.
         status: Option<u16>,
         /// `next start` only: the `fallback: false` page (its output pathname) the request
@@ -320,8 +323,19 @@ struct PhaseMeta {
 /// A dynamic route's destination for one request.
 struct DynamicDestination {
     matched: matcher::RegexMatch,
-    path: String,
+    /// The destination with the captures in it, when the route has one.
+    dest: Option<String>,
     url: Url,
+}
+
+impl DynamicDestination {
+    /// The destination pathname (the request's when the route has no destination).
+    fn path(&self) -> &str {
+        match &self.dest {
+            Some(d) => before_question_mark(d),
+            None => self.url.path(),
+        }
+    }
 }
 
 /// The router, built once per deployment.
@@ -732,8 +746,7 @@ impl Router {
                 reason: format!("path longer than {MAX_PATH_LEN} bytes"),
             });
         }
-        let request_headers =
-            HeaderList::from_pairs(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let request_headers = HeaderList::from_shared(&req.headers);
         if self.next_start {
             return self.start_next_start(req, url, request_headers);
         }
@@ -929,7 +942,7 @@ impl Router {
             PhaseEnd::External(url) => Resolution::ExternalRewrite {
                 url,
                 headers: headers.into_sorted_combined(),
-                request_headers: request_headers.raw().to_vec(),
+                request_headers: request_headers.to_shared(),
                 status,
             },
             PhaseEnd::Rejected(reason) => Resolution::Rejected {
@@ -1474,8 +1487,8 @@ impl Router {
                 let Some(d) = self.dynamic_destination(route, &state, &f) else {
                     continue;
                 };
-                let target = match self.match_pathname_locale_fallback(&d.path) {
-                    None if is_dynamic_template(&d.path) => continue,
+                let target = match self.match_pathname_locale_fallback(d.path()) {
+                    None if is_dynamic_template(d.path()) => continue,
                     None => fs,
                     Some(found) if found == fs || is_dynamic_template(fs) => found,
                     Some(_) => continue,
@@ -1525,7 +1538,7 @@ impl Router {
         }
         Resolution::NotFound {
             headers: state.response_headers.into_sorted_combined(),
-            request_headers: state.request_headers.into_raw(),
+            request_headers: state.request_headers.into_shared(),
             status: state.status,
             declined: None,
         }
@@ -1639,7 +1652,7 @@ impl Router {
                 }
                 continue;
             };
-            if let Some(found) = self.match_pathname_locale_fallback(&d.path) {
+            if let Some(found) = self.match_pathname_locale_fallback(d.path()) {
                 let params = route_params(d.matched);
                 return Some(self.output_final(state, &d.url, found, url.path(), params));
             }
@@ -1660,15 +1673,11 @@ impl Router {
             .destination
             .as_ref()
             .map(|d| replace_destination(d, Some(&matched), &caps));
-        let path = dest
-            .as_deref()
-            .map(|d| d.split('?').next().unwrap_or_default().to_string())
-            .unwrap_or_else(|| url.path().to_string());
         let url = dest
             .as_deref()
             .map(|d| merge_destination_query(url, d))
             .unwrap_or_else(|| url.clone());
-        Some(DynamicDestination { matched, path, url })
+        Some(DynamicDestination { matched, dest, url })
     }
 
     fn match_pathname_locale_fallback(&self, pathname: &str) -> Option<&str> {
@@ -1708,7 +1717,7 @@ impl Router {
         Resolution::ExternalRewrite {
             url,
             headers: state.response_headers.sorted_combined(),
-            request_headers: state.request_headers.raw().to_vec(),
+            request_headers: state.request_headers.to_shared(),
             status: state.status,
         }
     }
@@ -1742,7 +1751,7 @@ impl Router {
         url: &Url,
         pathname: &str,
         invocation_path: &str,
-        route_matches: Vec<(String, String)>,
+        route_matches: Vec<(Arc<str>, String)>,
     ) -> Resolution {
         let mut copy = state.clone();
         self.output_final(&mut copy, url, pathname, invocation_path, route_matches)
@@ -1756,7 +1765,7 @@ impl Router {
         url: &Url,
         pathname: &str,
         invocation_path: &str,
-        route_matches: Vec<(String, String)>,
+        route_matches: Vec<(Arc<str>, String)>,
     ) -> Resolution {
         let headers = std::mem::take(&mut state.response_headers);
         let parts = self.output_parts(
@@ -1768,10 +1777,7 @@ impl Router {
             route_matches,
         );
         match parts {
-            Ok(o) => Resolution::Output(Output {
-                request_headers: std::mem::take(&mut state.request_headers).into_raw(),
-                ..o
-            }),
+            Ok(o) => Resolution::Output(o),
             Err(reason) => Resolution::Rejected {
                 status: 500,
                 reason,
@@ -1779,16 +1785,17 @@ impl Router {
         }
     }
 
-    /// The [`Output`] of [`Router::output`] with `headers` as the response headers so far and
-    /// no request headers yet; `Err` (why) when an `onMatch` rule produced an invalid header.
+    /// The [`Output`] of [`Router::output`] with `headers` as the response headers so far (the
+    /// request headers move out of `state`); `Err` (why) when an `onMatch` rule produced an
+    /// invalid header.
     fn output_parts(
         &self,
-        state: &RoutingState,
+        state: &mut RoutingState,
         mut headers: HeaderList,
         url: &Url,
         pathname: &str,
         invocation_path: &str,
-        route_matches: Vec<(String, String)>,
+        route_matches: Vec<(Arc<str>, String)>,
     ) -> Result<Output, String> {
         // next start (resolve-routes.js) applies `onMatchHeaders` to the pathname it matched,
         // which for a `_next/data` request is the page's, never `/_next/data/…` (so its
@@ -1813,9 +1820,9 @@ impl Router {
             query: urls::query_pairs(url),
             route_matches,
             headers: headers.into_sorted_combined(),
-            request_headers: Vec::new(),
-            status: state.status,
             rsc: self.rsc_request(&state.request_headers, pathname),
+            request_headers: std::mem::take(&mut state.request_headers).into_shared(),
+            status: state.status,
             next_data_page: false,
             query_arrays: urls::query_arrays(url),
         })
@@ -1893,25 +1900,38 @@ fn next_start_captures(
     Some((regex, caps))
 }
 
+/// `s` up to its first `?` (all of it when there is none).
+fn before_question_mark(s: &str) -> &str {
+    match s.bytes().position(|b| b == b'?') {
+        Some(i) => &s[..i],
+        None => s,
+    }
+}
+
 /// `mergeDestinationQueryIntoUrl` ([`urls::merge_destination_query`]). A dynamic route's
 /// destination query (`nxtPslug=hello`) usually meets a URL without a query and is already
 /// what `URLSearchParams` would serialize (unique keys, each pair `k=v` of bytes it leaves
 /// as they are): then it is the new query as it stands, with no parse / serialize round trip.
 fn merge_destination_query(u: &Url, dest: &str) -> Url {
-    let q = dest.split('?').nth(1).unwrap_or_default();
+    // `dest.split('?').nth(1)`; destinations are short: a byte scan beats `split`'s setup.
+    let q = match before_question_mark(dest).len() {
+        n if n < dest.len() => before_question_mark(&dest[n + 1..]),
+        _ => "",
+    };
     let verbatim = |q: &str| {
         let serialized_as_is =
             |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
-        let mut keys: Vec<&str> = Vec::new();
-        q.split('&').all(|pair| {
+        // Unique keys: each checked against the ones before it (a destination has few).
+        q.split('&').enumerate().all(|(i, pair)| {
             let Some((k, v)) = pair.split_once('=') else {
                 return false;
             };
-            let ok = !keys.contains(&k)
-                && k.bytes().all(serialized_as_is)
-                && v.bytes().all(serialized_as_is);
-            keys.push(k);
-            ok
+            k.bytes().all(serialized_as_is)
+                && v.bytes().all(serialized_as_is)
+                && !q
+                    .split('&')
+                    .take(i)
+                    .any(|p| p.split_once('=').is_some_and(|(pk, _)| pk == k))
         })
     };
     if u.query().is_none() && !q.is_empty() && verbatim(q) {
@@ -2029,10 +2049,12 @@ mod tests {
             method: "GET".into(),
             path: path.into(),
             query: query.map(str::to_string),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            headers: std::sync::Arc::new(
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             host: Some("localhost:3000".into()),
             secure: false,
             init_origin: None,
@@ -2147,7 +2169,7 @@ mod tests {
         assert_eq!(
             o.route_matches
                 .iter()
-                .find(|(k, _)| k == "nxtPslug")
+                .find(|(k, _)| &**k == "nxtPslug")
                 .map(|(_, v)| v.as_str()),
             Some("a%2Fb%20c")
         );

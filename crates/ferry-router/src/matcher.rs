@@ -306,12 +306,13 @@ pub(crate) fn check_missing(conds: &[Condition], url: &Url, headers: &HeaderList
 /// matches wins, ties going to the earlier one. A number key must not be followed by a digit,
 /// so it matches exactly the digit run after `$` (written without a leading zero).
 pub(crate) fn replace_destination(dest: &str, m: Option<&RegexMatch>, caps: &Captures) -> String {
-    if !dest.contains('$') {
+    // Destinations are short: byte scans beat `str::find`'s per-call setup.
+    if !dest.as_bytes().contains(&b'$') {
         return dest.to_string();
     }
     let mut out = String::with_capacity(dest.len() + 16);
     let mut rest = dest;
-    while let Some(pos) = rest.find('$') {
+    while let Some(pos) = rest.bytes().position(|b| b == b'$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
         match key_at(after, m, caps) {
@@ -552,15 +553,15 @@ pub(crate) fn conditions(list: Option<&[RouteHas]>) -> Vec<Condition> {
 }
 
 /// `routeMatches` of a dynamic route match: defined numbered groups, then named groups.
-pub(crate) fn route_params(m: RegexMatch) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::with_capacity(m.groups.len() + m.named.len());
+pub(crate) fn route_params(m: RegexMatch) -> Vec<(Arc<str>, String)> {
+    let mut out: Vec<(Arc<str>, String)> = Vec::with_capacity(m.groups.len() + m.named.len());
     for (i, g) in m.groups.into_iter().enumerate().skip(1) {
         if let Some(g) = g {
-            // Group numbers are small: no formatting machinery for them.
-            let key = match i {
-                1..=9 => char::from(b'0' + i as u8).to_string(),
-                _ => i.to_string(),
-            };
+            // Group numbers are small: their keys are shared, not formatted per request.
+            let key = GROUP_KEYS
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(i.to_string()));
             out.push((key, g));
         }
     }
@@ -568,11 +569,15 @@ pub(crate) fn route_params(m: RegexMatch) -> Vec<(String, String)> {
         // `Object.assign` copies undefined too; JSON (and our map) drops it.
         out.retain(|(ok, _)| **ok != *k);
         if let Some(v) = v {
-            out.push((k.to_string(), v));
+            out.push((k, v));
         }
     }
     out
 }
+
+/// The keys of groups 0 to 15 in [`route_params`].
+static GROUP_KEYS: std::sync::LazyLock<Vec<Arc<str>>> =
+    std::sync::LazyLock::new(|| (0..16).map(|i| Arc::from(i.to_string())).collect());
 
 // --- next start's `matchHas` (prepare-destination.js), for `Router::with_next_start_semantics`.
 

@@ -80,10 +80,9 @@ impl Router {
         if req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(rsc)) {
             return None;
         }
-        let headers =
-            HeaderList::from_pairs(req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let headers = HeaderList::from_shared(&req.headers);
         Some(Resolution::Output(Output {
-            request_headers: headers.into_raw(),
+            request_headers: headers.into_shared(),
             ..output.clone()
         }))
     }
@@ -107,7 +106,7 @@ impl Router {
                     method: "GET".into(),
                     path: file.pathname.clone(),
                     query: None,
-                    headers: Vec::new(),
+                    headers: Default::default(),
                     host: None,
                     secure: false,
                     init_origin: None,
@@ -209,10 +208,12 @@ mod tests {
             method: "GET".into(),
             path: path.into(),
             query: None,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            headers: std::sync::Arc::new(
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             host: Some("example.com".into()),
             secure: false,
             init_origin: None,

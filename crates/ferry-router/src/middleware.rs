@@ -208,7 +208,7 @@ pub(crate) fn apply(
             return MiddlewareEffect::Done(Box::new(Resolution::ExternalRewrite {
                 url: u.to_string(),
                 headers: state.response_headers.sorted_combined(),
-                request_headers: state.request_headers.raw().to_vec(),
+                request_headers: state.request_headers.to_shared(),
                 status: state.status,
             }));
         }

@@ -860,7 +860,7 @@ impl crate::Router {
     ) -> crate::RequestInfo {
         crate::RequestInfo {
             path: self.declined_request_path(&req.path),
-            headers: request_headers.to_vec(),
+            headers: std::sync::Arc::new(request_headers.to_vec()),
             ..req.clone()
         }
     }

@@ -235,21 +235,31 @@ pub(crate) fn contains_literal(text: &str, lit: &str, ci: bool) -> bool {
             w == l
         }
     };
-    // Scan for a byte of the literal that case cannot change (one other than `/` if there is
-    // one: fewer hits), then check the literal around it. Paths are short: a plain byte loop
-    // beats `str::find`'s per-call setup here.
-    let anchor = l
+    // Scan for one byte of the literal, then check the literal around it. Preferred: one case
+    // cannot change and other than `/` (paths are full of `/`), else the last byte other than
+    // `/` (compared case-folded when `ci`: for `/ssr` against `/_next/static/…` few hits, where
+    // `/` would hit every segment). Paths are short: a plain byte loop beats `str::find`'s
+    // per-call setup here.
+    let at = l
         .iter()
         .position(|b| !b.is_ascii_alphabetic() && *b != b'/')
-        .or_else(|| l.iter().position(|b| !b.is_ascii_alphabetic()));
-    let Some(at) = anchor else {
-        return (0..=t.len() - l.len()).any(same);
-    };
+        .or_else(|| l.iter().rposition(|b| *b != b'/'))
+        .unwrap_or(0);
     let needle = l[at];
-    t[at..=t.len() - l.len() + at]
-        .iter()
-        .enumerate()
-        .any(|(start, &b)| b == needle && same(start))
+    let window = &t[at..=t.len() - l.len() + at];
+    if ci && needle.is_ascii_alphabetic() {
+        // `b | 0x20` is the lowercase letter exactly when `b` is that letter in either case.
+        let lower = needle.to_ascii_lowercase();
+        window
+            .iter()
+            .enumerate()
+            .any(|(start, &b)| b | 0x20 == lower && same(start))
+    } else {
+        window
+            .iter()
+            .enumerate()
+            .any(|(start, &b)| b == needle && same(start))
+    }
 }
 
 /// Whether the pattern has a `|` outside every group (then `^` anchors one branch only).
@@ -695,6 +705,15 @@ mod tests {
         assert!(contains_literal("xxABC", "abc", true));
         assert!(!contains_literal("xxAB", "abc", true));
         assert!(contains_literal("/a/b/c", "/c", false));
+        // Letter anchors, both cases, ASCII neighbours of letters (`@`, `` ` ``) and all-`/`.
+        assert!(contains_literal("/_next/SSR", "/ssr", true));
+        assert!(!contains_literal("/_next/SSR", "/ssr", false));
+        assert!(contains_literal("/_next/ssr", "/ssr", false));
+        assert!(!contains_literal("/_next/ss@", "/ssr", true));
+        assert!(!contains_literal("/x/ss`", "/ssR", true));
+        assert!(!contains_literal("/x/sr", "/ssr", true));
+        assert!(contains_literal("a//b", "//", false));
+        assert!(!contains_literal("a/b/", "//", true));
     }
 
     #[test]

@@ -236,7 +236,21 @@ fn set_query_arrays(u: &mut Url, keys: &[String]) {
 
 /// The query as `URLSearchParams` entries (decoded).
 pub(crate) fn query_pairs(u: &Url) -> Vec<(String, String)> {
-    u.query_pairs().into_owned().collect()
+    let Some(q) = u.query() else {
+        return Vec::new();
+    };
+    // Without `%` or `+` decoding changes nothing: split it as `form_urlencoded::parse` does
+    // (on `&`, empty pieces skipped, name and value at the first `=`) without its decoder.
+    if q.bytes().any(|b| b == b'%' || b == b'+') {
+        return u.query_pairs().into_owned().collect();
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (p.to_string(), String::new()),
+        })
+        .collect()
 }
 
 /// `decodeURIComponent`: `None` where JS throws (bad escape or invalid UTF-8).
@@ -264,6 +278,32 @@ pub(crate) fn decode_uri_component(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_pairs_split_like_url_search_params() {
+        for q in [
+            "",
+            "a",
+            "a=",
+            "=b",
+            "a=1&b=2",
+            "&&a=1&&",
+            "a=1=2&a=3",
+            "x&y=",
+            "k=%41",
+            "k=a+b",
+            "k=é",
+            "k=v?w",
+            "%zz=1",
+            "a==&=&",
+        ] {
+            let u = Url::parse(&format!("http://h/p?{q}")).expect("url");
+            let expect: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+            assert_eq!(query_pairs(&u), expect, "{q:?}");
+        }
+        let bare = Url::parse("http://h/p").expect("url");
+        assert!(query_pairs(&bare).is_empty());
+    }
 
     #[test]
     fn destination_merges_query_like_url_search_params() {

@@ -903,7 +903,7 @@ fn gen_request(rng: &mut Rng, m: &Material, mws: &[(u16, Vec<(String, String)>)]
             method: "GET".into(),
             path,
             query,
-            headers,
+            headers: headers.into(),
             host: Some(host),
             secure: rng.chance(15),
             init_origin: None,

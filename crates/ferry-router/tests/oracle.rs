@@ -250,7 +250,7 @@ fn generate(rng: &mut Rng, fx: &Fixture, n: usize) -> Vec<Case> {
                 method: "GET".into(),
                 path,
                 query,
-                headers,
+                headers: headers.into(),
                 host: Some(host),
                 secure: rng.chance(10),
                 init_origin: None,

@@ -141,7 +141,7 @@ fn hostile_requests() -> Vec<RequestInfo> {
             } else {
                 "&".repeat(8000)
             }),
-            headers,
+            headers: headers.into(),
             host: Some(if i % 3 == 0 {
                 format!("{}.example", "a".repeat(200))
             } else {

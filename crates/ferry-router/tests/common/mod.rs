@@ -231,7 +231,11 @@ pub fn norm_rust(r: Resolution) -> Norm {
                 pathname: o.pathname,
                 invocation_path: o.invocation_path,
                 query,
-                route_matches: o.route_matches.into_iter().collect(),
+                route_matches: o
+                    .route_matches
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
                 headers: o.headers,
                 status: o.status,
             }
@@ -367,10 +371,12 @@ pub fn case(path: &str, query: Option<&str>, headers: &[(&str, &str)], host: &st
             method: "GET".into(),
             path: path.into(),
             query: query.map(str::to_string),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            headers: std::sync::Arc::new(
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             host: Some(host.into()),
             secure: false,
             init_origin: None,
@@ -425,7 +431,7 @@ pub fn case_json(table: &str, c: &Case) -> Value {
         "req": {
             "path": c.req.path,
             "query": c.req.query,
-            "headers": c.req.headers,
+            "headers": *c.req.headers,
             "host": c.req.host,
             "secure": c.req.secure,
         },

@@ -489,7 +489,7 @@ mod tests {
             query_arrays: vec![],
             route_matches: vec![],
             headers: vec![],
-            request_headers: vec![],
+            request_headers: Default::default(),
             status: None,
             rsc: None,
             next_data_page: false,

@@ -65,11 +65,13 @@ fn path_only(app: &App, ctx: &RequestCtx) -> Option<Resolution> {
 }
 
 /// The request's headers as the router sees them.
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
-        .collect()
+fn header_pairs(headers: &HeaderMap) -> ferry_router::SharedHeaders {
+    std::sync::Arc::new(
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
+            .collect(),
+    )
 }
 
 /// Node decodes header bytes as latin-1; so do we, so regexes see the same characters.
