@@ -546,3 +546,117 @@ fn a_stale_page_hit_on_two_instances_at_once_regenerates_once_overall() -> Resul
     drop(redis);
     Ok(())
 }
+
+/// GET /isr: (status, `x-nextjs-cache`, rendered-at).
+fn isr(ferry: &FerryServer) -> Result<(u16, String, String)> {
+    let resp = ferry.get("/isr")?;
+    let cache = resp.header("x-nextjs-cache").unwrap_or("-").to_owned();
+    let at = paragraph(&body_text(&resp)?, "rendered-at")?;
+    Ok((resp.status, cache, at))
+}
+
+/// `revalidatePath('/isr')` through the fixture's route handler (expires the entry now).
+fn expire_isr(ferry: &FerryServer) -> Result<()> {
+    let resp = ferry.get("/api/revalidate?path=/isr")?;
+    ensure!(
+        resp.status == 200,
+        "/api/revalidate answered {}",
+        resp.status
+    );
+    Ok(())
+}
+
+/// Requests for an expired page while its group is being rendered share that render, as next
+/// start's response cache makes them: they answer `MISS` with the same content, nothing renders
+/// beside it, and the request after them is a `HIT` of that content. Before the fix a request
+/// that found the group's render claimed fell through to an uncached worker render, and the
+/// request after an on-demand expiry could render a second time (the differential's
+/// "second request after" flake, when it landed while a regeneration was still storing).
+#[test]
+fn requests_after_revalidate_path_share_one_render() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("renders.log");
+    let log_str = log.to_string_lossy().into_owned();
+    let delay = RENDER_DELAY_MS.to_string();
+    let ferry = FerryServer::start(
+        app()?,
+        &["--workers", "2", "--shutdown-timeout", "5"],
+        &[
+            ("FERRY_TEST_RENDER_LOG", &log_str),
+            ("FERRY_TEST_RENDER_DELAY_MS", &delay),
+        ],
+    )?;
+
+    // What one blocking render of the group renders: a single request after the expiry.
+    expire_isr(&ferry)?;
+    let (status, cache, first) = isr(&ferry)?;
+    ensure!(
+        status == 200 && cache == "MISS",
+        "first request after revalidatePath: {status} {cache}\n{}",
+        ferry.log_tail()
+    );
+    let one = wait_renders_settled(&log);
+    ensure!(one >= 1, "the blocking render rendered nothing");
+    let (_, cache, again) = isr(&ferry)?;
+    ensure!(
+        cache == "HIT" && again == first,
+        "request after the render: {cache}, content {} (expected HIT of {first})",
+        if again == first { "same" } else { "new" }
+    );
+
+    // Several rounds of three concurrent requests right after an expiry.
+    const ROUNDS: usize = 3;
+    const N: usize = 3;
+    for round in 0..ROUNDS {
+        let before = renders(&log);
+        expire_isr(&ferry)?;
+        let barrier = Arc::new(Barrier::new(N));
+        let results: Vec<Result<(u16, String, String)>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..N)
+                .map(|_| {
+                    let (barrier, ferry) = (barrier.clone(), &ferry);
+                    s.spawn(move || {
+                        barrier.wait();
+                        isr(ferry)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
+                })
+                .collect()
+        });
+        let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+        let bodies: HashSet<&str> = results.iter().map(|r| r.2.as_str()).collect();
+        for (status, cache, _) in &results {
+            ensure!(
+                *status == 200 && cache == "MISS",
+                "round {round}: a concurrent request after revalidatePath answered {status} {cache}"
+            );
+        }
+        ensure!(
+            bodies.len() == 1,
+            "round {round}: concurrent requests after revalidatePath saw {} different renders",
+            bodies.len()
+        );
+        let (_, cache, after) = isr(&ferry)?;
+        ensure!(
+            cache == "HIT" && bodies.contains(after.as_str()),
+            "round {round}: the request after them answered {cache} with {} content",
+            if bodies.contains(after.as_str()) {
+                "the same"
+            } else {
+                "new"
+            }
+        );
+        let rendered = wait_renders_settled(&log) - before;
+        ensure!(
+            rendered == one,
+            "round {round}: {rendered} renders, one blocking render of the group is {one}"
+        );
+    }
+    Ok(())
+}

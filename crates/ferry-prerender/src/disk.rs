@@ -324,6 +324,18 @@ impl CacheStore for DiskStore {
         self.persist(pathname, &entry);
     }
 
+    fn set_many(&self, entries: Vec<(String, Arc<CachedEntry>)>) {
+        // Memory first, for all: the fsynced file writes take a few ms each.
+        if !self.no_memory_tier {
+            for (pathname, entry) in &entries {
+                self.memory.set(pathname, entry.clone());
+            }
+        }
+        for (pathname, entry) in &entries {
+            self.persist(pathname, entry);
+        }
+    }
+
     fn set_if_absent(&self, pathname: &str, entry: Arc<CachedEntry>) {
         if self.no_memory_tier {
             // Seeds go to disk: that is where every read looks.

@@ -59,6 +59,9 @@ pub const DEFAULT_REGENERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// After another instance was found regenerating a group, this instance asks again no sooner
 /// than this (its new entry normally arrives well before).
 const LOCK_RETRY: Duration = Duration::from_secs(1);
+/// How often [`PrerenderCache::lookup_after_regeneration`] checks whether the group's
+/// regeneration ended (a render takes far longer; a store write a few ms).
+const REGENERATION_POLL: Duration = Duration::from_millis(5);
 /// Cookie that carries draft mode (`__prerender_bypass`).
 pub const DRAFT_MODE_COOKIE: &str = "__prerender_bypass";
 /// Header carrying the bypass token on revalidation requests.
@@ -653,6 +656,37 @@ impl PrerenderCache {
         Some(self.hit(pathname, entry, now))
     }
 
+    /// Whether a regeneration of `pathname`'s group is claimed (in flight) in this process.
+    pub fn is_regenerating(&self, pathname: &str) -> bool {
+        let Some(route) = self.route(pathname) else {
+            return false;
+        };
+        lock(&self.inflight)
+            .get(&route.group)
+            .is_some_and(|started| started.elapsed() < self.regeneration_timeout)
+    }
+
+    /// Waits (at most `timeout`) until no regeneration of `pathname`'s group is in flight, then
+    /// looks it up again (claiming the regeneration if it is still not fresh). For a request that
+    /// must not be answered from the entry it found (expired) while another request or a
+    /// background regeneration renders the group: like next start's response cache, it shares
+    /// that render instead of rendering beside it. `None`: still in flight after `timeout`, or
+    /// nothing cached.
+    pub async fn lookup_after_regeneration(
+        &self,
+        pathname: &str,
+        timeout: Duration,
+    ) -> Option<CacheHit> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.is_regenerating(pathname) {
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(REGENERATION_POLL).await;
+        }
+        self.lookup_or_fetch(pathname, SystemTime::now()).await
+    }
+
     /// The entry for `pathname` from anywhere the store keeps it, else its seed reloaded from the
     /// bundle (kept in the store's memory tier).
     pub async fn fetch(&self, pathname: &str) -> Option<Arc<CachedEntry>> {
@@ -771,17 +805,36 @@ impl PrerenderCache {
     /// regeneration once.
     pub fn store_group(&self, results: Vec<(String, Rendered)>, now: SystemTime) {
         let first = results.first().map(|(p, _)| p.clone());
-        for (pathname, rendered) in results {
-            self.put(&pathname, rendered, now);
-        }
+        let entries = results
+            .into_iter()
+            .filter_map(|(pathname, rendered)| {
+                let entry = self.entry_for(&pathname, rendered, now)?;
+                Some((pathname, entry))
+            })
+            .collect();
+        // All variants at once: a request must not find the HTML new and its data JSON / RSC
+        // old (and claimed) while the rest of the group is still being written.
+        self.store.set_many(entries);
         if let Some(p) = first {
             self.release(&p);
         }
     }
 
     fn put(&self, pathname: &str, rendered: Rendered, now: SystemTime) {
+        if let Some(entry) = self.entry_for(pathname, rendered, now) {
+            self.store.set(pathname, entry);
+        }
+    }
+
+    /// The entry to store for a render of `pathname`; `None` when it is not cacheable.
+    fn entry_for(
+        &self,
+        pathname: &str,
+        rendered: Rendered,
+        now: SystemTime,
+    ) -> Option<Arc<CachedEntry>> {
         if !rendered.is_cacheable() {
-            return;
+            return None;
         }
         let mut headers = rendered.headers;
         let mut tags = clean_headers(&mut headers);
@@ -795,6 +848,12 @@ impl PrerenderCache {
                 .map(|e| e.tags.clone())
                 .unwrap_or_default();
         }
+        tracing::debug!(
+            "stored {pathname} (created {:?}, tags {tags:?}, revalidate {:?})",
+            now.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+            rendered.revalidate
+        );
         let entry = CachedEntry::new(
             pathname,
             rendered.status,
@@ -806,7 +865,7 @@ impl PrerenderCache {
             now,
             self.generate_etags,
         );
-        self.store.set(pathname, Arc::new(entry));
+        Some(Arc::new(entry))
     }
 
     /// Stores a page rendered at runtime for a dynamic route (`/blog/new` of template

@@ -33,6 +33,14 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces the entry for `pathname`. Durable stores write through (a disk store does
     /// blocking file I/O here: call it off the async executor).
     fn set(&self, pathname: &str, entry: Arc<CachedEntry>);
+    /// Replaces several entries (one regeneration's variants: HTML, RSC, segments, data JSON).
+    /// Stores with a memory tier make them all visible before the slow writes, so no request
+    /// sees one variant new and its twin old while the rest is still being written.
+    fn set_many(&self, entries: Vec<(String, Arc<CachedEntry>)>) {
+        for (pathname, entry) in entries {
+            self.set(&pathname, entry);
+        }
+    }
     /// Seeding: sets the entry unless the store already holds one at least as new (seeds must not
     /// clobber newer persisted or shared entries).
     fn set_if_absent(&self, pathname: &str, entry: Arc<CachedEntry>);

@@ -704,3 +704,78 @@ fn regenerated_entries_keep_their_tags() {
         CacheState::Expired
     );
 }
+
+/// An expired lookup that finds the group's render claimed waits for that render instead of
+/// rendering beside it (next start's response cache shares one render per key): it gets the
+/// fresh entry when the render stored one, and the claim when it did not.
+#[tokio::test]
+async fn expired_lookups_wait_for_the_render_in_flight() {
+    let (_dir, cache) = isr_cache();
+    let cache = Arc::new(cache);
+    let page = |body: &str| {
+        rendered(
+            body,
+            "text/html",
+            "s-maxage=5, stale-while-revalidate=9",
+            "_N_T_/isr/page",
+        )
+    };
+    // An entry from a second ago, expired now (revalidatePath).
+    let before = SystemTime::now() - Duration::from_secs(1);
+    cache.store("/isr", page("old"), before);
+    cache.expire_tags_at(&["_N_T_/isr/page".to_owned()], SystemTime::now());
+    let first = cache.lookup("/isr", SystemTime::now()).expect("hit");
+    assert_eq!(first.state, CacheState::Expired);
+    let claim = first
+        .regeneration
+        .expect("the first expired lookup claims the render");
+    let second = cache.lookup("/isr", SystemTime::now()).expect("hit");
+    assert!(second.regeneration.is_none() && cache.is_regenerating("/isr"));
+
+    // The render in flight stores a fresh entry: the waiter answers with it.
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .lookup_after_regeneration("/isr", Duration::from_secs(5))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "the waiter did not wait");
+    cache.store(&claim.pathname, page("new"), SystemTime::now());
+    let hit = waiter.await.expect("join").expect("hit");
+    assert_eq!(hit.state, CacheState::Fresh);
+    assert_eq!(&hit.entry.body[..], b"new");
+    assert!(hit.regeneration.is_none());
+
+    // Expired again; the render fails: the waiter gets the claim and renders itself.
+    cache.expire_tags_at(&["_N_T_/isr/page".to_owned()], SystemTime::now());
+    let claim = cache
+        .lookup("/isr", SystemTime::now())
+        .and_then(|h| h.regeneration)
+        .expect("claimed");
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .lookup_after_regeneration("/isr", Duration::from_secs(5))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cache.regeneration_failed(&claim.pathname);
+    let hit = waiter.await.expect("join").expect("hit");
+    assert_eq!(hit.state, CacheState::Expired);
+    assert!(hit.regeneration.is_some(), "the waiter claims the render");
+
+    // Still in flight when the bound passes: None (the caller renders without the cache).
+    let other = cache.lookup("/isr", SystemTime::now()).expect("hit");
+    assert!(other.regeneration.is_none());
+    assert!(
+        cache
+            .lookup_after_regeneration("/isr", Duration::from_millis(50))
+            .await
+            .is_none()
+    );
+}

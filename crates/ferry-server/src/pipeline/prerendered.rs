@@ -40,12 +40,30 @@ pub async fn serve(
     }
     // A memory miss looks behind the memory tier (disk, Redis: bounded by the store's timeout),
     // then reloads the bundle's seed.
-    let hit = app
+    let mut hit = app
         .prerenders
         .lookup_or_fetch(&key, SystemTime::now())
         .await?;
     if let Some(ppr) = app.postponed.get(&key) {
         return ppr_resume(app, ctx, output, hit, ppr.clone());
+    }
+    if hit.state == CacheState::Expired && hit.regeneration.is_none() {
+        // The group is being rendered already (another request's render, a background
+        // regeneration still storing its variants): share that render, as next start's response
+        // cache does, rather than render beside it uncached (the next request would then render
+        // a second time). Still expired afterwards: this request claims the render below.
+        hit = app
+            .prerenders
+            .lookup_after_regeneration(&key, REVALIDATE_WAIT)
+            .await?;
+        if hit.state == CacheState::Fresh {
+            return Some(app.prerenders.respond_with_label(
+                &hit.entry,
+                "MISS",
+                &ctx.parts.method,
+                &ctx.parts.headers,
+            ));
+        }
     }
     if hit.state == CacheState::Expired {
         // Must not be served: render now. Whoever holds the claim stores the result.
@@ -57,6 +75,11 @@ pub async fn serve(
             .prerenders
             .lookup_or_fetch(&key, SystemTime::now())
             .await?;
+        if let Some(claim) = &fresh.regeneration {
+            // Not fresh (the render was not cacheable, or an invalidation arrived meanwhile):
+            // the lookup's claim must not outlive this request, or later requests would wait.
+            app.prerenders.regeneration_failed(&claim.pathname);
+        }
         return Some(app.prerenders.respond_with_label(
             &fresh.entry,
             "MISS",
