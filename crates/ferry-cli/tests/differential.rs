@@ -779,8 +779,8 @@ enum What {
     /// Any aspect, when next start answered 308 to the absolute-form target itself and the
     /// right side did not redirect.
     AbsoluteFormSelfRedirect,
-    /// The bodies are equal once a `data-dpl-id="…"` attribute on `<html>` is removed from
-    /// either side (see the table entry for when this happens).
+    /// The bodies are equal once the deployment id's markers (`<html data-dpl-id="…">`, `?dpl=…`
+    /// on asset URLs) are removed from either side (see the table entry for when this happens).
     SeedVersusRegeneratedDeploymentIdAttribute,
     /// Any aspect: a Ferry bug, diagnosed and open (see the entry's reason). Listed one request
     /// at a time so the suite keeps guarding everything else; fixing the bug means deleting the
@@ -805,10 +805,12 @@ const ALLOWED_DIFFERENCES: &[AllowedDifference] = &[
         what: What::SeedVersusRegeneratedDeploymentIdAttribute,
         reason: "ISR timing, not a behaviour difference: a pages-router ISR page's build-time seed \
                  was rendered with the deployment id Ferry pins at build, so it carries \
-                 `<html data-dpl-id>`; any runtime regeneration (next start's and Ferry's alike) \
-                 renders without it, because the server's runtime config has no deployment id. \
-                 When one server has regenerated the entry and the other still serves the seed, \
-                 the bodies differ by exactly this attribute (timestamps are masked already)",
+                 `<html data-dpl-id>` and `?dpl=<id>` on its script URLs; any runtime \
+                 regeneration (next start's and Ferry's alike) renders without them, because the \
+                 server's runtime config has no deployment id, and adds \
+                 `\"isExperimentalCompile\":false` to `__NEXT_DATA__`, which the build-time \
+                 render leaves out. When one server has regenerated the entry and the other still \
+                 serves the seed, the bodies differ by exactly these (timestamps are masked already)",
     },
     AllowedDifference {
         request_matcher: RequestMatcher::PathPrefix("/"),
@@ -896,18 +898,32 @@ fn strip_accept_encoding(vary: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Removes one ` data-dpl-id="…"` attribute (the first), for the ISR-timing entry above.
-fn strip_dpl_id_attribute(body: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(body);
-    let Some(start) = text.find(" data-dpl-id=\"") else {
-        return body.to_vec();
+/// Removes what tells a pages-router page's build-time render from a runtime one, for the
+/// ISR-timing entry above: the ` data-dpl-id="<id>"` attribute on `<html>` and the `?dpl=<id>`
+/// (or `&dpl=`) query that id puts on every script URL (build time only), and the
+/// `"isExperimentalCompile":false,` field of `__NEXT_DATA__` (runtime only). The id is read from
+/// the attribute, so nothing else is touched (regression: line 259 of the showcase corpus failed
+/// CI when the attribute alone was stripped).
+fn strip_build_time_render_markers(body: &[u8]) -> Vec<u8> {
+    const RUNTIME_FIELD: &[u8] = br#""isExperimentalCompile":false,"#;
+    let body = replace_all(body, RUNTIME_FIELD, b"");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    const ATTRIBUTE: &str = " data-dpl-id=\"";
+    let Some(start) = text.find(ATTRIBUTE) else {
+        return body;
     };
-    let value = start + " data-dpl-id=\"".len();
+    let value = start + ATTRIBUTE.len();
     let Some(len) = text[value..].find('"') else {
-        return body.to_vec();
+        return body;
     };
+    let id = &text[value..value + len];
     let mut out = text[..start].to_owned();
     out.push_str(&text[value + len + 1..]);
+    if !id.is_empty() {
+        out = out
+            .replace(&format!("?dpl={id}"), "")
+            .replace(&format!("&dpl={id}"), "");
+    }
     out.into_bytes()
 }
 
@@ -958,8 +974,8 @@ fn allowed(
                         return false;
                     };
                     !right.is_empty()
-                        && normalize_body(&strip_dpl_id_attribute(&left))
-                            == normalize_body(&strip_dpl_id_attribute(&right))
+                        && normalize_body(&strip_build_time_render_markers(&left))
+                            == normalize_body(&strip_build_time_render_markers(&right))
                 }
                 (What::AbsoluteFormSelfRedirect, _) => {
                     a.status == 308
@@ -1608,4 +1624,25 @@ fn accept_encoding_q_values() {
     assert!(accepts_coding(&req, "gzip"));
     assert!(!accepts_coding(&req, "br"));
     assert!(accepts_coding(&RawRequest::get("/"), "identity"));
+}
+
+#[test]
+fn seed_with_deployment_id_equals_regeneration_once_its_markers_are_stripped() {
+    let seed = br#"<html data-dpl-id="D1"><script src="/a.js?dpl=D1"></script><img src="/i?w=1&dpl=D1"><p>dpl=D2</p>{"isFallback":false,"gsp":true}</html>"#;
+    let regenerated = br#"<html><script src="/a.js"></script><img src="/i?w=1"><p>dpl=D2</p>{"isFallback":false,"isExperimentalCompile":false,"gsp":true}</html>"#;
+    assert_eq!(
+        strip_build_time_render_markers(seed),
+        strip_build_time_render_markers(regenerated)
+    );
+    // Another id's query is a real difference and stays.
+    let other = br#"<html data-dpl-id="D1"><script src="/a.js?dpl=D9"></script><img src="/i?w=1"><p>dpl=D2</p>{"isFallback":false,"gsp":true}</html>"#;
+    assert_ne!(
+        strip_build_time_render_markers(other),
+        strip_build_time_render_markers(regenerated)
+    );
+    // No attribute: nothing is stripped.
+    assert_eq!(
+        strip_build_time_render_markers(b"<p>?dpl=D1</p>"),
+        b"<p>?dpl=D1</p>".to_vec()
+    );
 }
