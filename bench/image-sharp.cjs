@@ -10,6 +10,9 @@ const width = Number(w), quality = Number(q)
 function encode(img, type) {
   if (type === 'webp') return img.webp({ quality })
   if (type === 'png') return img.png({ quality })
+  // next's transform.js: AVIF quality scaled "to match webp", effort 3 (sharp's default
+  // chromaSubsampling for AVIF is 4:4:4, 8-bit).
+  if (type === 'avif') return img.avif({ quality: Math.max(Math.round(quality * (50 / 80)), 1), effort: 3 })
   return img.jpeg({ quality, mozjpeg: true })
 }
 
@@ -46,7 +49,7 @@ function ssim(a, b, W, H) {
   const meta = await sharp(ref).metadata()
   const W = meta.width, H = meta.height
   const refY = await luma(ref, W, H)
-  for (const type of ['jpeg', 'png', 'webp']) {
+  for (const type of (process.env.TYPES || 'jpeg,png,webp,avif').split(',')) {
     const times = []
     let buf
     for (let i = 0; i < Number(reps); i++) {

@@ -13,11 +13,13 @@
 #   FERRY_BIN=path         ferry binary (default target/release/ferry, built when missing)
 #   BENCH_SKIP_SERVE=1     only the codec comparison
 #   BENCH_SKIP_CODECS=1    only the serving comparison
+#   BENCH_TYPES=jpeg,png,webp,avif  output types of the codec comparison
 #
 # 1. Codecs: for each fixture (crates/ferry-image/tests/fixtures), a 2700x1800 JPEG and the showcase's ferry.png,
 #    Ferry's transform (examples/transform.rs, release) and sharp with next's settings
 #    (bench/image-sharp.cjs) at the same width and quality: bytes, SSIM against a lossless
-#    resize, median transform time.
+#    resize, median transform time. AVIF: rav1e (speed 10, quality fitted to sharp's bytes) vs
+#    sharp's libheif + aom at next's `quality * 50 / 80`, effort 3.
 # 2. Serving: one `ferry build` of the showcase (+ the fixtures and a 2700x1800 photo in
 #    public/corpus), then BENCH_RUNS times, for next start and for `ferry start` in turn (fresh
 #    server, empty image cache, server pinned to core 0, clients to core 1 as bench/run.sh):
@@ -52,6 +54,7 @@ if [[ "${BENCH_SKIP_CODECS:-0}" != 1 ]]; then
 log "building the transform example (release)"
 (cd "$ROOT" && cargo build --release -q -p ferry-image --example transform >&2)
 EX="$ROOT/target/release/examples/transform"
+TYPES="${BENCH_TYPES:-jpeg,png,webp,avif}"
 echo "## Codecs: Ferry vs sharp (next's settings), same width and quality"
 echo
 echo "| source | type | sharp bytes | Ferry bytes | Ferry vs sharp | sharp SSIM | Ferry SSIM | sharp ms | Ferry ms |"
@@ -62,8 +65,8 @@ node -e "require('sharp')(process.argv[1]).resize(2700).jpeg({quality:90}).toFil
 for spec in "$FIX/photo.jpg 640" "$WORK/large.jpg 640" "$FIX/alpha.png 128" "$FIX/photo.webp 256" "$SRC/public/ferry.png 640"; do
   set -- $spec
   d="$WORK/codec-$(basename "$1")"; mkdir -p "$d"
-  ms="{"; while read -r ext bytes t; do ms+="\"$ext\":$t,"; done < <("$EX" "$1" "$d" "$2" 75 "$REPEATS")
-  FERRY_MS="${ms%,}}" node "$ROOT/bench/image-sharp.cjs" "$1" "$d" "$2" 75 "$REPEATS"
+  ms="{"; while read -r ext bytes t; do ms+="\"$ext\":$t,"; done < <(FERRY_TYPES="$TYPES" "$EX" "$1" "$d" "$2" 75 "$REPEATS")
+  TYPES="$TYPES" FERRY_MS="${ms%,}}" node "$ROOT/bench/image-sharp.cjs" "$1" "$d" "$2" 75 "$REPEATS"
 done
 echo
 fi

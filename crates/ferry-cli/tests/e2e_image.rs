@@ -8,7 +8,8 @@
 //! bytes and the ETag, a hash of them, differ; each server's ETag must answer its own 304).
 //! Besides the showcase's `ferry.png`, the build gets a corpus in `public/corpus/` (the
 //! fixtures of crates/ferry-image: JPEG, EXIF-rotated JPEG, WebP, PNG with alpha, SVG, a
-//! truncated JPEG).
+//! truncated JPEG). The build's `images.formats` is `['image/avif', 'image/webp']`: AVIF is
+//! encoded in Rust (rav1e), not by next's optimizer in a worker, which the Ferry log proves.
 
 mod support;
 
@@ -45,6 +46,19 @@ fn built_app() -> &'static PathBuf {
                 let entry = entry?;
                 std::fs::copy(entry.path(), corpus.join(entry.file_name()))?;
             }
+            // AVIF first, as apps that opt into it write it.
+            let config = app.join("next.config.mjs");
+            let text = std::fs::read_to_string(&config)?;
+            let with = text.replacen(
+                "const nextConfig = {",
+                "const nextConfig = {\n  images: { formats: ['image/avif', 'image/webp'] },",
+                1,
+            );
+            anyhow::ensure!(
+                with != text,
+                "next.config.mjs has no `const nextConfig = {{`"
+            );
+            std::fs::write(&config, with)?;
             Ok(())
         })
         .expect("ferry build of the showcase")
@@ -113,7 +127,15 @@ fn next_image_matches_next_start() -> Result<()> {
         &logs.path().join("next.log"),
         TIMEOUT,
     )?;
-    let ferry = FerryServer::start(app, &[], &[])?;
+    // Debug logs of the image stage: every Rust transform, and any request handed to a worker.
+    let ferry = FerryServer::start(
+        app,
+        &[],
+        &[(
+            "FERRY_LOG",
+            "info,ferry_image=debug,ferry_server::pipeline::image=debug",
+        )],
+    )?;
 
     let send_both = |req: &RawRequest| -> Result<(RawResponse, RawResponse)> {
         let with_host = |r: &RawRequest| {
@@ -131,16 +153,37 @@ fn next_image_matches_next_start() -> Result<()> {
     let recursive =
         "/_next/image?url=%2F_next%2Fimage%3Furl%3D%252Fferry.png%26w%3D640%26q%3D75&w=640&q=75";
     let webp = |t: &str| RawRequest::get(t).header("Accept", "image/webp,*/*");
+    // A browser's Accept: AVIF, the first of `formats` it names, wins.
+    let avif = |t: &str| RawRequest::get(t).header("Accept", "image/avif,image/webp,*/*");
     let cases: Vec<Case> = vec![
         (webp(png), 200, Some("MISS"), Some(("webp", 640, 400))),
         (webp(png), 200, Some("HIT"), Some(("webp", 640, 400))),
+        (avif(png), 200, Some("MISS"), Some(("avif", 640, 400))),
+        (avif(png), 200, Some("HIT"), Some(("avif", 640, 400))),
         (
-            RawRequest::get(png).header("Accept", "image/avif,image/webp,*/*"),
+            // `formats` order decides, not the Accept order.
+            RawRequest::get(small).header("Accept", "image/webp,image/avif"),
             200,
-            // The showcase's `formats` is next's default, webp only: avif is not offered, so
-            // this is the webp entry cached by the first request (next start answers HIT too).
-            Some("HIT"),
-            Some(("webp", 640, 400)),
+            Some("MISS"),
+            Some(("avif", 256, 160)),
+        ),
+        (
+            RawRequest::get(small).header("Accept", "image/webp;q=0.9,image/avif;q=0.5"),
+            200,
+            Some("MISS"),
+            Some(("webp", 256, 160)),
+        ),
+        (
+            avif("/_next/image?url=%2Fcorpus%2Fphoto.jpg&w=640&q=75"),
+            200,
+            Some("MISS"),
+            Some(("avif", 640, 427)),
+        ),
+        (
+            avif("/_next/image?url=%2Fcorpus%2Falpha.png&w=128&q=75"),
+            200,
+            Some("MISS"),
+            Some(("avif", 128, 85)),
         ),
         (
             RawRequest::get(png),
@@ -154,7 +197,7 @@ fn next_image_matches_next_start() -> Result<()> {
             Some("HIT"),
             Some(("png", 640, 400)),
         ),
-        (webp(small), 200, Some("MISS"), Some(("webp", 256, 160))),
+        (webp(small), 200, Some("HIT"), Some(("webp", 256, 160))),
         (
             webp("/_next/image?url=%2Fferry.png&w=641&q=75"),
             400,
@@ -301,6 +344,29 @@ fn next_image_matches_next_start() -> Result<()> {
         if got != want {
             failures.push(format!("{label}: ferry image {got:?} != {want:?}"));
         }
+    }
+
+    // AVIF from Rust: each AVIF was a transform in Ferry's optimizer, none went to a worker,
+    // and a real decoder (sharp's libheif + dav1d/aom) reads Ferry's bytes.
+    let log = ferry.log();
+    for href in ["/ferry.png", "/corpus/photo.jpg", "/corpus/alpha.png"] {
+        if !log.contains(&format!("optimizing {href} into image/avif")) {
+            failures.push(format!("no Rust AVIF transform of {href} in the Ferry log"));
+        }
+    }
+    if log.contains("/_next/image in a worker") {
+        failures.push("a /_next/image request went to a worker".into());
+    }
+    let photo = ferry.send(
+        avif("/_next/image?url=%2Fcorpus%2Fphoto.jpg&w=640&q=75")
+            .header("Host", "localhost:3000")
+            .header("Connection", "close"),
+        TIMEOUT,
+    )?;
+    match support::images::sharp_decode(&photo.body, logs.path()) {
+        Ok((640, 427, 3)) => {}
+        Ok(dims) => failures.push(format!("sharp decodes Ferry's AVIF as {dims:?}")),
+        Err(err) => failures.push(format!("sharp cannot decode Ferry's AVIF: {err:#}")),
     }
 
     // Conditional request: each server's ETag of a cached entry answers its own 304.

@@ -1,4 +1,5 @@
-//! Runs the optimizer's transform on one file, as `/_next/image` would, for each output type:
+//! Runs the optimizer's transform on one file, as `/_next/image` would, for each output type
+//! (JPEG, PNG, WebP, AVIF):
 //! `transform <input> <out-dir> <width> <quality> [repeats]`. Prints one line per type
 //! (`type bytes median_ms`) and writes `<out-dir>/ferry.<ext>`.
 
@@ -16,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (width, quality): (u32, u8) = (width.parse()?, quality.parse()?);
     // FERRY_TYPES=webp,jpeg limits the output types (profiling one codec).
     let only = std::env::var("FERRY_TYPES").unwrap_or_default();
-    for ty in [detect::JPEG, detect::PNG, detect::WEBP] {
+    for ty in [detect::JPEG, detect::PNG, detect::WEBP, detect::AVIF] {
         let ext = detect::extension(ty).unwrap_or("bin");
         if !only.is_empty() && !only.split(',').any(|t| t == ext) {
             continue;

@@ -1,6 +1,7 @@
 //! The /_next/image optimizer: next start's contract (validation messages and status codes,
 //! `Accept` negotiation, headers, ETag / 304, `X-Nextjs-Cache` MISS / HIT / STALE, the disk cache
-//! layout) with Rust codecs (pure-Rust decoders, SIMD resizing, mozjpeg, libwebp).
+//! layout) with Rust codecs (pure-Rust decoders, SIMD resizing, mozjpeg, libwebp, rav1e for AVIF).
+//! AVIF *sources* are not decoded (no pure-Rust AV1 decoder): they are served as they are.
 //!
 //! Safety: image dimensions are read from the header and checked against a pixel limit before
 //! any pixel buffer is allocated, transforms run on the blocking pool under a semaphore, remote
@@ -269,7 +270,7 @@ pub struct Optimizer {
 }
 
 /// Output types this build can encode.
-pub const ENCODABLE: &[&str] = &[detect::WEBP, detect::JPEG, detect::PNG];
+pub const ENCODABLE: &[&str] = &[detect::AVIF, detect::WEBP, detect::JPEG, detect::PNG];
 
 impl Optimizer {
     /// An optimizer reading local urls from `local`.
@@ -551,6 +552,12 @@ impl Optimizer {
             return Err(ImageError::internal());
         };
         self.transforms.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            "optimizing {} into {content_type} at w={} q={}",
+            params.href,
+            params.width,
+            params.quality
+        );
         let input = upstream.buffer.clone();
         let (width, quality, limit) = (params.width, params.quality, self.options.max_input_pixels);
         let out = tokio::task::spawn_blocking(move || {

@@ -297,16 +297,18 @@ pub fn supported_mime_type(formats: &[String], accept: &str) -> String {
     let winner = if ranges.is_empty() {
         formats.first().cloned()
     } else {
-        let mut best: Option<(&String, f32)> = None;
+        // hapi's `mediaType`: the highest q wins, then the more specific range (so
+        // `image/webp,*/*` picks WebP over an AVIF that only `*/*` covers), then `formats` order.
+        let mut best: Option<(&String, f32, u8)> = None;
         for f in formats {
             let lower = f.to_ascii_lowercase();
             let ty = lower.split('/').next().unwrap_or("");
             // The most specific range that covers the format decides its q.
-            let q = ranges
+            let (spec, q) = ranges
                 .iter()
                 .filter_map(|(r, q)| {
                     let spec = if *r == lower {
-                        3
+                        3u8
                     } else if r.strip_suffix("/*") == Some(ty) {
                         2
                     } else if r == "*/*" {
@@ -317,13 +319,12 @@ pub fn supported_mime_type(formats: &[String], accept: &str) -> String {
                     Some((spec, *q))
                 })
                 .max_by_key(|(spec, _)| *spec)
-                .map(|(_, q)| q)
-                .unwrap_or(0.0);
-            if q > 0.0 && best.is_none_or(|(_, bq)| q > bq) {
-                best = Some((f, q));
+                .unwrap_or((0, 0.0));
+            if q > 0.0 && best.is_none_or(|(_, bq, bs)| q > bq || (q == bq && spec > bs)) {
+                best = Some((f, q, spec));
             }
         }
-        best.map(|(f, _)| f.clone())
+        best.map(|(f, _, _)| f.clone())
     };
     match winner {
         Some(m) if accept.contains(m.as_str()) => m,
@@ -480,6 +481,14 @@ mod tests {
             ("image/webp", &both, "image/webp"),
             ("text/html,image/webp;q=0.1", &both, "image/webp"),
             ("image/avif;q=0.5,image/*", &both, ""),
+            // Equal q: the more specific range wins (hapi), then `formats` order.
+            ("image/webp,*/*", &both, "image/webp"),
+            ("image/webp,image/*,*/*;q=0.8", &both, "image/webp"),
+            ("image/*;q=0.9,image/webp;q=0.9", &both, "image/webp"),
+            ("image/avif;q=0.9,image/webp", &both, "image/webp"),
+            ("image/webp,image/avif;q=1", &both, "image/avif"),
+            ("*/*", &both, ""),
+            ("image/*,image/webp;q=0.5", &both, ""),
             ("*/*", &f(&["image/webp"]), ""),
             ("image/webp;q=0", &f(&["image/webp"]), ""),
             ("IMAGE/WEBP", &f(&["image/webp"]), ""),

@@ -94,6 +94,35 @@ pub fn image_info(b: &[u8]) -> Option<ImageInfo> {
     None
 }
 
+/// Decodes `bytes` to raw pixels with sharp (the showcase's `node_modules`): width, height and
+/// channels. A real decoder, so a file that only looks right in its header fails.
+pub fn sharp_decode(bytes: &[u8], work: &std::path::Path) -> anyhow::Result<(u32, u32, u32)> {
+    let input = work.join("sharp-decode.in");
+    let out = work.join("sharp-decode.log");
+    std::fs::write(&input, bytes)?;
+    let modules = crate::support::showcase_src().join("node_modules");
+    crate::support::ProcessSpec::new("node", work)
+        .args([
+            "-e",
+            "require('sharp')(process.argv[1]).raw().toBuffer({ resolveWithObject: true })\
+             .then(({ data, info }) => { if (data.length !== info.width * info.height * info.channels) \
+             throw new Error('short'); console.log(info.width, info.height, info.channels) })\
+             .catch((e) => { console.error(String(e)); process.exit(1) })",
+        ])
+        .args([input.display().to_string()])
+        .env("NODE_PATH", &modules.display().to_string())
+        .run(&out, std::time::Duration::from_secs(60))?;
+    let text = std::fs::read_to_string(&out)?;
+    let nums: Vec<u32> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums.as_slice() {
+        [w, h, c] => Ok((*w, *h, *c)),
+        _ => anyhow::bail!("unexpected sharp output {text:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use anyhow::{Context, Result, ensure};

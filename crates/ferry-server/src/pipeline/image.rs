@@ -16,9 +16,10 @@
 //! With a Redis `--cache-url`, optimized images are shared between instances
 //! ([`ferry_image::SharedCache`]): one instance's transform is a hit on the others.
 //!
-//! Apps whose `images.formats` asks for a type Ferry cannot encode (AVIF) keep next's own
-//! optimizer in a worker (`next/dist/server/image-optimizer`, the IMAGE section of
-//! `js/bridge/bridge.cjs`).
+//! Every type next's `images.formats` accepts (AVIF, WebP) is encoded here. An app whose
+//! `formats` names a type [`ferry_image::ENCODABLE`] lacks would keep next's own optimizer in a
+//! worker (`next/dist/server/image-optimizer`, the IMAGE section of `js/bridge/bridge.cjs`);
+//! that path logs at debug level.
 
 use std::sync::Arc;
 
@@ -108,6 +109,7 @@ async fn serve_in_worker(
     request_headers: http::HeaderMap,
 ) -> Option<Response<Body>> {
     let pool = app.workers.as_ref()?;
+    tracing::debug!("/_next/image in a worker: {}", ctx.parts.uri);
     let mut inv = Invocation::new(
         ENTRY,
         EntryKind::Image,
