@@ -30,7 +30,9 @@
 set -euo pipefail
 [[ "${BENCH_TRACE:-0}" == 1 ]] && set -x
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_LOG_PREFIX=bench-isr
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION="${BENCH_DURATION:-10}"
 RUNS="${BENCH_RUNS:-3}"
 CONNS="${BENCH_CONNECTIONS:-32}"
@@ -41,105 +43,20 @@ DISK_PORT=$((PORT_BASE + 3))
 REDIS_FERRY_PORT=$((PORT_BASE + 4))
 REDIS_PORT=$((PORT_BASE + 5))
 REDIS_SERVER="${REDIS_SERVER:-/usr/bin/redis-server}"
-RESULTS_DIR="$ROOT/bench/results"
 OUT="$RESULTS_DIR/isr-latest.md"
-
-log() { printf '[bench-isr] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# --- process bookkeeping: every process runs in its own session; we kill whole groups ------------
-STARTED_PGIDS=()
-WORK=""
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  local pgid
-  for pgid in "${STARTED_PGIDS[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
-  sleep 0.5
-  for pgid in "${STARTED_PGIDS[@]}"; do kill -KILL -- "-$pgid" 2>/dev/null || true; done
-  if [[ -n "$WORK" && -d "$WORK" ]]; then
-    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'log interrupted; exit 130' INT TERM
-
-# start_bg LOGFILE CMD...: runs CMD in the app directory, pinned to core 0, in a new session;
-# sets BG_PID (its pgid).
-start_bg() {
-  local logfile=$1; shift
-  (cd "${APP:-/}" && exec setsid taskset -c 0 "$@") >"$logfile" 2>&1 &
-  BG_PID=$!
-  STARTED_PGIDS+=("$BG_PID")
-}
-alive() { local st; st="$(ps -o stat= -p "$1" 2>/dev/null)" && [[ -n "$st" && "$st" != Z* ]]; }
-# stop_bg PID: stops one group started by start_bg and forgets it.
-stop_bg() {
-  local pid=$1 i
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local kept=() p
-  for p in "${STARTED_PGIDS[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
-  STARTED_PGIDS=("${kept[@]}")
-}
-# wait_200 URL TIMEOUT_S PID: waits for a 200; fails if PID died or on timeout.
-wait_200() {
-  local url=$1 timeout=$2 pid=$3 deadline
-  deadline=$(( $(date +%s) + timeout ))
-  while (( $(date +%s) < deadline )); do
-    alive "$pid" || return 1
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url" || true)" == 200 ]] && return 0
-    sleep 0.05
-  done
-  return 1
-}
 
 for tool in wrk taskset setsid curl node ps; do command -v "$tool" >/dev/null || die "$tool not found"; done
 
 # --- ferry binary and one build ------------------------------------------------------------------
-FERRY="${FERRY_BIN:-$ROOT/target/release/ferry}"
-if [[ ! -x "$FERRY" && -z "${FERRY_BIN:-}" ]]; then
-  log "building target/release/ferry"
-  (cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2)
-fi
 [[ -x "$FERRY" ]] || die "no ferry binary at $FERRY"
 "$FERRY" start --help 2>/dev/null | grep -q -- --cache-memory-size \
   || die "$FERRY has no --cache-memory-size (rebuild it: cargo build --release -p ferry-cli)"
 
-WORK="$(mktemp -d /tmp/ferry-bench-isr.XXXXXX)"
-APP="$WORK/app"
-SRC="$ROOT/examples/showcase"
-if [[ ! -f "$SRC/node_modules/next/package.json" ]]; then bash "$ROOT/scripts/npm-install.sh" "$SRC" >&2; fi
-log "copying the showcase to $APP and building it with ferry build"
-cp -a --reflink=auto "$(readlink -f "$SRC")" "$APP"
-rm -rf "$APP/.ferry" "$APP/.ferry-cache"
-find "$APP/.next" -mindepth 1 -maxdepth 1 ! -name cache -exec rm -rf {} + 2>/dev/null || true
+copy_showcase /tmp/ferry-bench-isr.XXXXXX
+log "building it with ferry build"
 (cd "$APP" && "$FERRY" build "$APP" >"$WORK/build.log" 2>&1) || die "ferry build failed: $(tail -20 "$WORK/build.log")"
 
 # --- measurement ---------------------------------------------------------------------------------
-# run_wrk URL [HEADER]: sets WRK_RPS ("123.45", suffixed "*" if wrk saw non-2xx/3xx or errors).
-run_wrk() {
-  local url=$1 header=${2:-} out="$WORK/wrk.out"
-  local args=(-t1 "-c$CONNS" "-d${DURATION}s")
-  [[ -n "$header" ]] && args+=(-H "$header")
-  setsid taskset -c 1 wrk "${args[@]}" "$url" >"$out" 2>&1 &
-  local pid=$!
-  STARTED_PGIDS+=("$pid")
-  wait "$pid" || true
-  local kept=() p
-  for p in "${STARTED_PGIDS[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
-  STARTED_PGIDS=("${kept[@]}")
-  local rps flag=""
-  rps="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
-  grep -qE 'Non-2xx or 3xx responses|Socket errors' "$out" && flag="*"
-  WRK_RPS="${rps:-0}${flag}"
-}
-median() { tr ' ' '\n' | sed -e '/^$/d' -e 's/\*$//' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-fmt_rps() { [[ "$1" == n/a ]] && echo n/a || awk -v v="$1" 'BEGIN { if (v >= 1000) printf "%.1fk", v / 1000; else printf "%.0f", v }'; }
-ratio() { [[ "$1" == n/a || "$2" == n/a ]] && echo n/a || awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a / b; else print "n/a" }'; }
 # cache_header URL [HEADER]: the x-nextjs-cache value of one answer.
 cache_header() {
   curl -s -o /dev/null -D - ${2:+-H "$2"} "$1" | awk -F': *' 'tolower($1) == "x-nextjs-cache" { gsub(/\r/, "", $2); print $2 }'
@@ -217,7 +134,7 @@ mkdir -p "$RESULTS_DIR"
       raw="${RESULT["$case_name|$s"]:-}"
       if [[ -z "$raw" ]]; then M[$s]=n/a; else M[$s]="$(echo "$raw" | median)"; fi
     done
-    echo "| $case_name | $(fmt_rps "${M[next]}") | $(fmt_rps "${M[memory]}") | $(fmt_rps "${M[disk]}") | $(fmt_rps "${M[redis]}") | $(ratio "${M[memory]}" "${M[next]}") | $(ratio "${M[disk]}" "${M[next]}") | $(ratio "${M[redis]}" "${M[next]}") |"
+    echo "| $case_name | $(fmt_rps "${M[next]}") | $(fmt_rps "${M[memory]}") | $(fmt_rps "${M[disk]}") | $(fmt_rps "${M[redis]}") | $(ratio "${M[memory]}" "${M[next]}" 1) | $(ratio "${M[disk]}" "${M[next]}" 1) | $(ratio "${M[redis]}" "${M[next]}" 1) |"
   done
   echo
   echo "x-nextjs-cache after warm-up:"

@@ -12,17 +12,16 @@ mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
+use support::redis::Redis;
 use support::{FerryServer, RawRequest};
 use support::{body_text, paragraph};
 
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 static SHOWCASE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -89,58 +88,6 @@ fn redis_port() -> Result<u16> {
 }
 
 /// A redis-server on 127.0.0.1:port (no persistence), killed on drop.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start(port: u16) -> Result<Redis> {
-        ensure!(
-            Path::new(REDIS_SERVER).exists(),
-            "{REDIS_SERVER} is missing: the shared-cache tests need a real redis-server \
-             (apt-get install redis-server; scripts/test.sh installs it)"
-        );
-        let child = Command::new(REDIS_SERVER)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning redis-server")?;
-        let redis = Redis {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -195,7 +142,7 @@ fn bad_cache_url_fails_to_start_clearly() -> Result<()> {
 #[test]
 fn two_instances_share_the_cache_through_redis_and_survive_its_outage() -> Result<()> {
     let port = redis_port()?;
-    let mut redis = Redis::start(port)?;
+    let mut redis = Redis::start_on(port)?;
     let url = redis.url();
     let a = start(&["--cache-url", &url])?;
     let b = start(&["--cache-url", &url])?;
@@ -337,7 +284,7 @@ fn two_instances_share_the_cache_through_redis_and_survive_its_outage() -> Resul
     // write is as good (`built-at` is an ISO timestamp; the replay itself is tested in
     // ferry-prerender's `redis_outage_never_blocks_and_recovers_with_replayed_writes`).
     let restarted = Instant::now();
-    let _redis = Redis::start(port)?;
+    let _redis = Redis::start_on(port)?;
     loop {
         let (status, _, seen) = legacy(&b)?;
         ensure!(status < 500, "B answered {status} during recovery");

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use support::images::{ImageInfo, image_info};
+use support::redis::Redis;
 use support::{FerryServer, RawRequest, RawResponse, ServerProcess};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -407,36 +408,6 @@ fn next_image_matches_next_start() -> Result<()> {
 }
 
 /// A redis-server on a free loopback port (no persistence), killed on drop.
-struct Redis(std::process::Child);
-
-impl Redis {
-    fn start(port: u16) -> Result<Self> {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("redis-server (needed for the shared image cache test)")?;
-        let redis = Self(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("redis-server did not listen on {port}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(redis)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Two `ferry start` instances with their own disk caches and one Redis `--cache-url`: an
 /// image optimized by the first is a HIT on the second, with the same bytes.
 #[test]
@@ -445,9 +416,8 @@ fn image_cache_is_shared_through_redis() -> Result<()> {
     let work = tempfile::Builder::new()
         .prefix("ferry-image-redis-")
         .tempdir()?;
-    let port = support::free_port()?;
-    let _redis = Redis::start(port)?;
-    let url = format!("redis://127.0.0.1:{port}/");
+    let redis = Redis::start()?;
+    let url = redis.url();
     let args = ["--cache-url", url.as_str()];
     let a = FerryServer::start(app, &args, &[])?;
     // A copy of the bundle elsewhere: its own `.ferry-cache`, so only Redis can make a hit.

@@ -14,16 +14,15 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
+use support::redis::Redis;
 use support::{FerryServer, RawRequest};
 use support::{body_text, paragraph};
 
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
 /// Each ISR render of the fixture takes this long at runtime.
 const RENDER_DELAY_MS: u64 = 1500;
 /// The fixture's `/isr` revalidates every 5 s.
@@ -114,6 +113,28 @@ fn all_differ(a: &Data, b: &Data) -> bool {
     a.values.0 != b.values.0 && a.values.1 != b.values.1 && a.values.2 != b.values.2
 }
 
+/// Requests `invalidate` (a revalidateTag / revalidatePath route), then proves every cached
+/// value was renewed (`/data` differs from `before` everywhere) and that the other worker
+/// renders the same renewed values; returns them.
+fn renewed_everywhere(ferry: &FerryServer, invalidate: &str, before: &Data) -> Result<Data> {
+    get_ok(ferry, invalidate)?;
+    settle();
+    let after = data(ferry)?;
+    ensure!(
+        all_differ(&after, before),
+        "{invalidate} left cached values: {after:?} vs {before:?}"
+    );
+    settle();
+    let other = data_from_other_worker(ferry, &after.pid)?;
+    ensure!(
+        other.values == after.values,
+        "after {invalidate}, worker {} rendered {other:?}, worker {} {after:?}",
+        other.pid,
+        after.pid
+    );
+    Ok(after)
+}
+
 #[test]
 fn data_cache_is_shared_by_the_workers_and_revalidate_tag_reaches_them_all() -> Result<()> {
     let ferry = FerryServer::start(
@@ -141,81 +162,10 @@ fn data_cache_is_shared_by_the_workers_and_revalidate_tag_reaches_them_all() -> 
     );
 
     // revalidateTag('x') in whichever worker answers: every cached value expires everywhere.
-    get_ok(&ferry, "/api/revalidate?tag=x")?;
-    settle();
-    let after_tag = data(&ferry)?;
-    ensure!(
-        all_differ(&after_tag, &first),
-        "revalidateTag('x') left cached values: {after_tag:?} vs {first:?}"
-    );
-    settle();
-    let other = data_from_other_worker(&ferry, &after_tag.pid)?;
-    ensure!(
-        other.values == after_tag.values,
-        "after revalidateTag, worker {} rendered {other:?}, worker {} {after_tag:?}",
-        other.pid,
-        after_tag.pid
-    );
-
+    let after_tag = renewed_everywhere(&ferry, "/api/revalidate?tag=x", &first)?;
     // revalidatePath('/data'): the page's soft tags expire the entries it read.
-    get_ok(&ferry, "/api/revalidate?path=/data")?;
-    settle();
-    let after_path = data(&ferry)?;
-    ensure!(
-        all_differ(&after_path, &after_tag),
-        "revalidatePath('/data') left cached values: {after_path:?} vs {after_tag:?}"
-    );
-    settle();
-    let other = data_from_other_worker(&ferry, &after_path.pid)?;
-    ensure!(
-        other.values == after_path.values,
-        "{other:?} vs {after_path:?}"
-    );
+    renewed_everywhere(&ferry, "/api/revalidate?path=/data", &after_tag)?;
     Ok(())
-}
-
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start() -> Result<Redis> {
-        ensure!(
-            Path::new(REDIS_SERVER).exists(),
-            "{REDIS_SERVER} is missing: the shared-cache tests need a real redis-server"
-        );
-        // A port the OS picks: probing a fixed range races with tests running in parallel.
-        let port = support::free_port()?;
-        let child = Command::new(REDIS_SERVER)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning redis-server")?;
-        let redis = Redis { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

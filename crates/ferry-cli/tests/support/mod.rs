@@ -5,6 +5,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
 pub mod images;
+pub mod redis;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
