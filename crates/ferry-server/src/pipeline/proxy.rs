@@ -1,30 +1,117 @@
-//! External rewrites: the request is proxied to an absolute `http://` destination and the
-//! response streamed back, the way next start's `proxyRequest` (router-utils/proxy-request.js,
-//! httpxy with `changeOrigin` and no `xfwd`) does it: `Host` becomes the destination's,
-//! `x-forwarded-host` carries the client's `Host`, nothing else is added.
+//! External rewrites: the request is proxied to an absolute `http://` or `https://` destination
+//! and the response streamed back, the way next start's `proxyRequest`
+//! (router-utils/proxy-request.js, httpxy with `changeOrigin` and no `xfwd`) does it: `Host`
+//! becomes the destination's, `x-forwarded-host` carries the client's `Host`, nothing else is
+//! added. TLS destinations are verified like Node's https agent does it: the Mozilla root
+//! certificates (Node bundles the same list) plus the PEM file `NODE_EXTRA_CA_CERTS` names.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferry_http::Body;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use super::{RequestCtx, route::header_map};
 
 /// Time to get response headers from the destination.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn client() -> &'static Client<HttpConnector, Body> {
-    static CLIENT: OnceLock<Client<HttpConnector, Body>> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        connector.set_nodelay(true);
-        Client::builder(TokioExecutor::new()).build(connector)
-    })
+/// The environment variable Node reads for extra trusted CA certificates (a PEM file).
+pub const EXTRA_CA_CERTS_ENV: &str = "NODE_EXTRA_CA_CERTS";
+
+/// A pooled HTTP/1.1 client for external rewrite destinations, `http://` and `https://`.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamClient")
+    }
+}
+
+impl UpstreamClient {
+    /// A client trusting the Mozilla roots plus every certificate in `extra_ca_pem` (PEM; what
+    /// is not a certificate is skipped), and how many extra certificates it trusts.
+    pub fn new(extra_ca_pem: Option<&[u8]>) -> Result<(UpstreamClient, usize), rustls::Error> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let mut added = 0;
+        if let Some(pem) = extra_ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem).flatten() {
+                if roots.add(cert).is_ok() {
+                    added += 1;
+                }
+            }
+        }
+        // An explicit provider: the process-wide default panics when two are compiled in.
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_nodelay(true);
+        // `http://` destinations go through the same connector, without TLS.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = UpstreamClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        };
+        Ok((client, added))
+    }
+
+    /// The process-wide client: extra roots from `NODE_EXTRA_CA_CERTS` when it names a readable
+    /// file (Node warns and goes on without them otherwise; so does Ferry). `None` only if TLS
+    /// cannot be set up at all (logged once).
+    pub fn shared() -> Option<&'static UpstreamClient> {
+        static CLIENT: OnceLock<Option<UpstreamClient>> = OnceLock::new();
+        CLIENT
+            .get_or_init(|| {
+                let path = std::env::var_os(EXTRA_CA_CERTS_ENV).filter(|p| !p.is_empty());
+                let pem = path.as_ref().and_then(|p| match std::fs::read(p) {
+                    Ok(pem) => Some(pem),
+                    Err(e) => {
+                        tracing::warn!(
+                            "{EXTRA_CA_CERTS_ENV}={}: cannot read it ({e}); external rewrites \
+                             trust the default roots only",
+                            p.to_string_lossy()
+                        );
+                        None
+                    }
+                });
+                match UpstreamClient::new(pem.as_deref()) {
+                    Ok((client, added)) => {
+                        if pem.is_some() {
+                            tracing::debug!(
+                                "external rewrites trust {added} extra certificate(s) from \
+                                 {EXTRA_CA_CERTS_ENV}"
+                            );
+                        }
+                        Some(client)
+                    }
+                    Err(e) => {
+                        tracing::error!("external rewrites: no TLS client ({e})");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
 }
 
 /// Where an external rewrite came from: next start builds the upstream URL differently.
@@ -37,8 +124,24 @@ pub enum Origin {
     Middleware,
 }
 
-/// Proxies the request to `url`.
+/// Proxies the request to `url` with the process-wide [`UpstreamClient`].
 pub async fn forward(
+    ctx: &RequestCtx,
+    url: &str,
+    origin: Origin,
+    request_headers: &[(String, String)],
+    status: Option<u16>,
+    body: Body,
+) -> Response<Body> {
+    let Some(client) = UpstreamClient::shared() else {
+        return ferry_http::text_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
+    };
+    forward_with(client, ctx, url, origin, request_headers, status, body).await
+}
+
+/// Proxies the request to `url` through `client`.
+pub async fn forward_with(
+    client: &UpstreamClient,
     ctx: &RequestCtx,
     url: &str,
     origin: Origin,
@@ -53,11 +156,10 @@ pub async fn forward(
     let Ok(uri) = url.parse::<Uri>() else {
         return ferry_http::text_response(StatusCode::BAD_GATEWAY, "invalid rewrite destination");
     };
-    if uri.scheme_str() != Some("http") {
-        // TLS to upstreams is not built in yet; say so instead of failing obscurely.
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
         return ferry_http::text_response(
             StatusCode::BAD_GATEWAY,
-            "external rewrites to https:// destinations are not supported yet",
+            "external rewrite destinations must be http:// or https:// URLs",
         );
     }
     let mut headers = header_map(request_headers);
@@ -95,7 +197,7 @@ pub async fn forward(
     *req.method_mut() = ctx.parts.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    match tokio::time::timeout(UPSTREAM_TIMEOUT, client().request(req)).await {
+    match tokio::time::timeout(UPSTREAM_TIMEOUT, client.client.request(req)).await {
         Ok(Ok(res)) => {
             let (mut parts, body) = res.into_parts();
             for name in ferry_http::HOP_BY_HOP {
