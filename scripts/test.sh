@@ -13,6 +13,14 @@ while IFS= read -r lock; do
     bash scripts/npm-install.sh "$dir"
   fi
 done < <(find examples tests crates -name package-lock.json -not -path '*/node_modules/*' | sort)
+# pnpm apps (symlinked node_modules): pnpm through npx, the version the tests name (support/mod.rs).
+while IFS= read -r lock; do
+  dir="$(dirname "$lock")"
+  if [ ! -d "$dir/node_modules" ]; then
+    echo "== pnpm packages for $dir"
+    (cd "$dir" && npx -y pnpm@9.15.9 install --frozen-lockfile)
+  fi
+done < <(find examples tests crates -name pnpm-lock.yaml -not -path '*/node_modules/*' | sort)
 
 # System packages: a real redis-server for the shared-cache tests (started by the tests themselves).
 if ! command -v redis-server >/dev/null 2>&1; then

@@ -105,6 +105,15 @@ impl Stage {
         Ok(n)
     }
 
+    /// Makes bundle path `rel` a symbolic link to `target` (relative to `rel`'s directory).
+    fn symlink(&mut self, rel: &str, target: &Path) -> Result<(), BuildError> {
+        let dst = self.abs(rel);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        std::os::unix::fs::symlink(target, &dst).map_err(io_err(&dst))
+    }
+
     /// Writes `bytes` to bundle path `rel`.
     fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<(), BuildError> {
         let dst = self.abs(rel);
@@ -469,6 +478,13 @@ fn copy_server_files(ctx: &AdapterContext, stage: &mut Stage) -> Result<usize, B
     let runtime_id = ctx.runtime_deployment_id().unwrap_or_default();
     for (rel, abs) in &files {
         let dest = stage.reserve(&format!("server/{rel}"));
+        // pnpm (and workspaces) link packages into `node_modules`: the traces list the links and,
+        // separately, the files they point to. The link is kept as a link, as Next's standalone
+        // output does, so `require('next')` resolves in the bundle as in the app.
+        if let Some(target) = link_within(&ctx.repo_root, abs)? {
+            stage.symlink(&dest, &target)?;
+            continue;
+        }
         let rewritten = if abs.parent() == Some(dist.as_path()) {
             server_files_manifest_for_runtime(abs, &runtime_id)?
         } else {
@@ -482,6 +498,58 @@ fn copy_server_files(ctx: &AdapterContext, stage: &mut Stage) -> Result<usize, B
         }
     }
     Ok(files.len())
+}
+
+/// When `path` is a symbolic link to somewhere inside `root`: its target, relative to the link's
+/// directory (so the bundle can move). `None` for anything else: a regular file, or a link
+/// out of the repository (its content is copied; a directory there cannot be, and the copy
+/// says so).
+fn link_within(root: &Path, path: &Path) -> Result<Option<PathBuf>, BuildError> {
+    let meta = std::fs::symlink_metadata(path).map_err(io_err(path))?;
+    if !meta.file_type().is_symlink() {
+        return Ok(None);
+    }
+    let target = std::fs::read_link(path).map_err(io_err(path))?;
+    let Some(dir) = path.parent() else {
+        return Ok(None);
+    };
+    let resolved = lexical_normalize(&dir.join(&target));
+    let root = lexical_normalize(root);
+    if !resolved.starts_with(&root) {
+        return Ok(None);
+    }
+    Ok(Some(relative_path(&lexical_normalize(dir), &resolved)))
+}
+
+/// `path` with `.` and `..` components resolved without touching the file system.
+fn lexical_normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The relative path from directory `from` to `to` (both absolute and normalized).
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
 }
 
 /// `required-server-files.{json,js}` with `config.deploymentId` set to what the server sees at
@@ -1082,6 +1150,39 @@ mod tests {
         );
         assert_eq!(with_base("/", "/docs"), "/docs");
         assert_eq!(with_base("/a", ""), "/a");
+    }
+
+    #[test]
+    fn links_inside_the_repo_become_relative_links_and_others_are_copied() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("repo");
+        let real = root.join("node_modules/.pnpm/next@16/node_modules/next");
+        std::fs::create_dir_all(&real).expect("mkdir");
+        let outside = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        let nm = root.join("node_modules");
+        std::os::unix::fs::symlink(".pnpm/next@16/node_modules/next", nm.join("next"))
+            .expect("relative link");
+        std::os::unix::fs::symlink(&real, nm.join("abs")).expect("absolute link");
+        std::os::unix::fs::symlink(&outside, nm.join("out")).expect("outside link");
+        std::os::unix::fs::symlink("../../repo/node_modules/.pnpm", nm.join("dotdot"))
+            .expect("dot-dot link");
+        let link = |name: &str| link_within(&root, &nm.join(name)).expect("link_within");
+        assert_eq!(
+            link("next"),
+            Some(PathBuf::from(".pnpm/next@16/node_modules/next"))
+        );
+        assert_eq!(
+            link("abs"),
+            Some(PathBuf::from(".pnpm/next@16/node_modules/next"))
+        );
+        assert_eq!(link("out"), None);
+        assert_eq!(link("dotdot"), Some(PathBuf::from(".pnpm")));
+        assert_eq!(link(".pnpm"), None, "a real directory is not a link");
+        assert_eq!(
+            relative_path(Path::new("/a/b/c"), Path::new("/a/x/y")),
+            PathBuf::from("../../x/y")
+        );
     }
 
     #[test]

@@ -849,12 +849,22 @@ pub fn build_app_once(
     Ok(app)
 }
 
-/// `npm ci` in `app` when its node_modules is missing (fresh clone). If `npm ci` refuses the lock
+/// The pnpm that installs pnpm fixtures (`npx -y pnpm@…`; scripts/test.sh names the same).
+pub const PNPM: &str = "pnpm@9.15.9";
+
+/// `npm ci` (or, with a `pnpm-lock.yaml`, `pnpm install`) in `app` when its node_modules is
+/// missing (fresh clone). If `npm ci` refuses the lock
 /// file (a registry mirror that lacks other platforms' optional packages writes a lock file `npm
 /// ci` calls out of sync), falls back to `npm install`.
 pub fn install_node_modules(app: &Path, logs: &Path) -> Result<()> {
     if app.join("node_modules/next/package.json").is_file() {
         return Ok(());
+    }
+    if app.join("pnpm-lock.yaml").is_file() {
+        // A pnpm app (symlinked node_modules): pnpm itself, the version scripts/test.sh uses.
+        return ProcessSpec::new("npx", app)
+            .args(["-y", PNPM, "install", "--frozen-lockfile"])
+            .run(&logs.join("pnpm-install.log"), Duration::from_secs(900));
     }
     let ci = ProcessSpec::new("npm", app)
         .args(["ci", "--no-audit", "--no-fund"])
