@@ -25,6 +25,7 @@ const BRIDGE_MODULES = [
   'next/dist/server/response-cache',
   'next/dist/server/route-kind',
   'next/dist/server/serve-static',
+  'next/dist/server/web/sandbox',
 ]
 
 /** Repo-relative path → absolute path of every file the bridge modules need, traced with Next's nft. */

@@ -206,6 +206,59 @@ function loadEntry(entry) {
   return mod
 }
 
+// ---- Edge-runtime entrypoints ---------------------------------------------------------
+// `middleware.ts` (edge unless it exports `runtime = 'nodejs'`) and `runtime = 'edge'` routes are
+// chunks for Next's edge sandbox, not Node modules: next start evaluates them in a vm context with
+// the edge globals (next/dist/server/web/sandbox) and calls what they register in `_ENTRIES`. The
+// bridge does the same with Next's own sandbox and calls the entry's `handler(request, ctx)` (the
+// adapter's edge interface). Which entries are edge: `<distDir>/server/middleware-manifest.json`.
+
+const edgeEntries = new Map()
+
+/** The middleware-manifest definition whose chunks include `file`, with its distDir; or null. */
+function edgeDefinition(file) {
+  const fs = require('node:fs')
+  for (let dir = path.dirname(file); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const manifestPath = path.join(dir, 'server', 'middleware-manifest.json')
+    if (!fs.existsSync(manifestPath)) continue
+    const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8'))
+    const rel = path.relative(dir, file).split(path.sep).join('/')
+    const defs = [...Object.values(manifest.middleware || {}), ...Object.values(manifest.functions || {})]
+    const def = defs.find((d) => d.entrypoint === rel || (d.files || []).includes(rel))
+    return def ? { distDir: dir, def } : null
+  }
+  return null
+}
+
+/** `{ middleware, node: undefined }` for an edge entry (evaluated once per worker), else null. */
+function loadEdgeEntry(entry) {
+  let loading = edgeEntries.get(entry)
+  if (loading === undefined) {
+    const file = path.isAbsolute(entry) ? entry : path.join(projectDir, entry)
+    const found = edgeDefinition(file)
+    loading = found ? evaluateEdgeEntry(found.distDir, found.def) : null
+    edgeEntries.set(entry, loading)
+  }
+  return loading
+}
+
+async function evaluateEdgeEntry(distDir, def) {
+  const sandbox = projectRequire('next/dist/server/web/sandbox')
+  const abs = (binding) => ({ ...binding, filePath: path.join(distDir, binding.filePath) })
+  // What next-server's getEdgeFunctionInfo hands its sandbox.
+  const runtime = await sandbox.getRuntimeContext({
+    name: def.name,
+    paths: (def.files || []).map((f) => path.join(distDir, f)),
+    edgeFunctionEntry: { ...def, wasm: (def.wasm || []).map(abs), assets: (def.assets || []).map(abs) },
+    distDir,
+    useCache: true,
+  })
+  const registered = await runtime.context._ENTRIES[`middleware_${def.name}`]
+  const handler = pickHandler(registered, ['handler'])
+  if (!handler) throw new Error(`edge entry ${def.name} registers no handler(request, ctx)`)
+  return { middleware: handler, node: undefined, edge: handler }
+}
+
 function pickHandler(loaded, names) {
   for (const name of names) {
     if (loaded && typeof loaded[name] === 'function') return loaded[name]
@@ -459,7 +512,7 @@ async function handleEntry(req, res, entry) {
     await handleImage(req, res)
     return
   }
-  const mod = loadEntry(entry)
+  const mod = (await loadEdgeEntry(entry)) || loadEntry(entry)
   if (kind === 'MIDDLEWARE') {
     if (!mod.middleware) throw new Error(`entry ${entry} exports no middleware handler`)
     await runMiddleware(req, res, mod.middleware, meta)
@@ -469,12 +522,58 @@ async function handleEntry(req, res, entry) {
   // PPR resume (meta `ferryResume`): the body is the page's postponed state, not the client's.
   const postponed = meta.ferryResume ? await readPostponed(req) : undefined
   delete meta.ferryResume
+  // Regeneration of a cached page (meta `ferryCacheEntry`): answer with the cache entry itself.
+  const captureEntry = meta.ferryCacheEntry === true
+  delete meta.ferryCacheEntry
   const requestMeta = buildRequestMeta(req, meta)
   if (postponed !== undefined) requestMeta.postponed = postponed
+  if (captureEntry) requestMeta.onCacheEntry = (entry) => sendCacheEntry(res, entry)
   // Like router-server's invokeRender({ invokeStatus }): an error page rendered for a status
   // (405, 416 ...) starts with it, and `_error`'s getInitialProps reads it from res.statusCode.
   if (Number.isInteger(meta.invokeStatus)) res.statusCode = meta.invokeStatus
   await mod.node(req, res, { waitUntil, requestMeta })
+}
+
+// Ferry regenerating a cached app page (a PPR shell above all): the adapter docs' `onCacheEntry`
+// hands over the response cache's fresh entry (html, rscData, postponed, segmentData, headers,
+// status, cacheControl), the same one next start stores, so the shell and its postponed state
+// come from one render. The handler then writes nothing itself; the bridge answers with the
+// entry as a frame: `x-ferry-cache-entry: 1`, one JSON line (status, headers, revalidate,
+// expire, and the byte length of each part), a newline, then the parts in that order: html,
+// postponed (if any), rsc (if any), each segment.
+async function sendCacheEntry(res, entry) {
+  const value = entry && entry.value
+  if (!value || value.kind !== 'APP_PAGE') return false
+  const html = Buffer.from(value.html ? await value.html.toUnchunkedString(true) : '', 'utf8')
+  const postponed = typeof value.postponed === 'string' ? Buffer.from(value.postponed, 'utf8') : undefined
+  const rsc = value.rscData ? Buffer.from(value.rscData) : undefined
+  const segments = []
+  if (value.segmentData) {
+    for (const [name, data] of value.segmentData) segments.push([name, Buffer.from(data)])
+  }
+  const cacheControl = entry.cacheControl || {}
+  const meta = {
+    status: value.status || 200,
+    headers: value.headers || {},
+    // A number of seconds, or null: never revalidates.
+    revalidate: typeof cacheControl.revalidate === 'number' ? cacheControl.revalidate : null,
+    expire: typeof cacheControl.expire === 'number' ? cacheControl.expire : null,
+    html: html.length,
+    postponed: postponed ? postponed.length : null,
+    rsc: rsc ? rsc.length : null,
+    segments: segments.map(([name, data]) => [name, data.length]),
+  }
+  const parts = [Buffer.from(JSON.stringify(meta) + '\n'), html]
+  if (postponed) parts.push(postponed)
+  if (rsc) parts.push(rsc)
+  for (const [, data] of segments) parts.push(data)
+  const body = Buffer.concat(parts)
+  res.statusCode = 200
+  res.setHeader('x-ferry-cache-entry', '1')
+  res.setHeader('content-type', 'application/octet-stream')
+  res.setHeader('content-length', body.length)
+  res.end(body)
+  return true
 }
 
 // PPR: Ferry served the static shell from its cache and asks for the rest. The adapter docs'
@@ -519,11 +618,13 @@ async function runMiddleware(req, res, handler, meta) {
     for await (const chunk of req) chunks.push(chunk)
     body = Buffer.concat(chunks)
   }
+  // No `signal` on the Request: the entry's handler (next's middleware template) reads only its
+  // url, method, headers and body and hands the middleware `ctx.signal` (below). A Request given a
+  // signal creates its own and follows ours, ~35 µs of worker CPU per middleware call.
   const request = new Request(url, {
     method: req.method,
     headers,
     body,
-    signal: abort.signal,
   })
   const { port: _p, protocol: _q, initURL: _i, revalidateOrigin: _r, ...rest } = meta
   const response = await handler(request, {

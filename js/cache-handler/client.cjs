@@ -7,12 +7,20 @@
 //
 // A *frame* is one line of JSON metadata, a newline, then raw bytes.
 
-const http = require('node:http')
+// Edge-runtime bundles (a `middleware.ts` that uses 'use cache' or the fetch cache) have no
+// node:http: Turbopack compiles the require into a throw, caught here, and those bundles talk to
+// Ferry with fetch instead. (Thrown at load, it made every request through such a middleware 500.)
+let http
+try {
+  http = require('node:http')
+} catch {
+  http = undefined
+}
 
 const base = process.env.FERRY_CONTROL_URL
 const token = process.env.FERRY_CONTROL_TOKEN
 const enabled = Boolean(base && token)
-const agent = enabled ? new http.Agent({ keepAlive: true, maxSockets: 64 }) : undefined
+const agent = enabled && http ? new http.Agent({ keepAlive: true, maxSockets: 64 }) : undefined
 
 // Reads are on the render path: a Ferry that does not answer quickly is a miss, not a hang.
 const READ_TIMEOUT_MS = 2000
@@ -27,6 +35,7 @@ function warnOnce(what, err) {
 
 /** POST `body` to `<control url><path>`; resolves to { status, body: Buffer }. */
 function post(path, body, timeoutMs) {
+  if (!http) return postWithFetch(path, body, timeoutMs)
   return new Promise((resolve, reject) => {
     const url = new URL(base + path)
     const req = http.request(url, {
@@ -48,6 +57,25 @@ function post(path, body, timeoutMs) {
     })
     req.end(body)
   })
+}
+
+/** `post` where node:http is missing (the edge runtime). */
+async function postWithFetch(path, body, timeoutMs) {
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(new Error(`no answer from Ferry within ${timeoutMs} ms`)), timeoutMs)
+  try {
+    const res = await fetch(base + path, {
+      method: 'POST',
+      headers: { 'x-ferry-control-token': token, 'content-type': 'application/octet-stream' },
+      body,
+      // Next patches fetch in its runtimes: this one must never be cached itself.
+      cache: 'no-store',
+      signal: abort.signal,
+    })
+    return { status: res.status, body: Buffer.from(await res.arrayBuffer()) }
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 function frame(meta, value) {

@@ -1,8 +1,13 @@
-//! An app installed with pnpm (tests/fixtures/pnpm-app): its `node_modules/next`, `react` and
-//! `react-dom` are symlinks into `node_modules/.pnpm`. `ferry build` keeps those links in the
-//! bundle (regression: it tried to copy a linked directory as a file and failed), and the bundle
-//! serves with the app's node_modules deleted: prerendered pages from Rust, a dynamic page and a
-//! route handler from workers that resolve `next` and `react` through the bundle's links.
+//! An app shaped like many existing ones (tests/fixtures/pnpm-app): installed with pnpm, so its
+//! `node_modules/next`, `react` and `react-dom` are symlinks into `node_modules/.pnpm`, and with a
+//! classic `middleware.js`, which runs in the edge runtime.
+//! - `ferry build` keeps those links in the bundle (regression: it tried to copy a linked
+//!   directory as a file and failed), and the bundle serves with the app's node_modules deleted:
+//!   prerendered pages from Rust, a dynamic page and a route handler from workers that resolve
+//!   `next` and `react` through the bundle's links.
+//! - The edge middleware runs in Next's edge sandbox inside the workers (regression: every
+//!   request it matched answered 500, "exports no middleware handler"; then Ferry's cache handler,
+//!   bundled into the middleware, threw on `require('node:http')`).
 
 mod support;
 
@@ -84,5 +89,54 @@ fn pnpm_app_bundle_serves_without_node_modules() -> Result<()> {
         "ferry-pnpm-test",
     )?;
     check(RawRequest::get("/api/ping"), "\"pong\":true")?;
+    Ok(())
+}
+
+#[test]
+fn edge_middleware_runs_in_the_edge_runtime() -> Result<()> {
+    let ferry = FerryServer::start(app()?, &["--workers", "1"], &[])?;
+    let timeout = std::time::Duration::from_secs(60);
+    // NextResponse.next with a request header and a response header.
+    let page = ferry.send(RawRequest::get("/hello"), timeout)?;
+    let body = String::from_utf8_lossy(&page.decoded_body()?).into_owned();
+    ensure!(
+        page.status == 200 && page.header("x-from-middleware") == Some("edge"),
+        "GET /hello: HTTP {} x-from-middleware {:?}\n{}",
+        page.status,
+        page.header("x-from-middleware"),
+        ferry.log_tail()
+    );
+    // `EdgeRuntime` is defined only in the edge sandbox ("edge-runtime").
+    ensure!(
+        body.contains("middleware runtime: <!-- -->edge-runtime")
+            || body.contains("middleware runtime: edge-runtime"),
+        "the page did not see the edge middleware's request header: {body:.400}"
+    );
+    // A prerendered page the middleware matches: served from Rust, the header still added.
+    let home = ferry.get("/")?;
+    ensure!(
+        home.status == 200 && home.header("x-from-middleware") == Some("edge"),
+        "GET /: HTTP {} x-from-middleware {:?}",
+        home.status,
+        home.header("x-from-middleware")
+    );
+    // Redirect and rewrite answered by the edge middleware.
+    let redirect = ferry.get("/old-hello")?;
+    ensure!(
+        redirect.status == 307
+            && redirect
+                .header("location")
+                .is_some_and(|l| l.ends_with("/hello")),
+        "GET /old-hello: HTTP {} location {:?}",
+        redirect.status,
+        redirect.header("location")
+    );
+    let rewritten = ferry.get("/rewritten")?;
+    let body = String::from_utf8_lossy(&rewritten.decoded_body()?).into_owned();
+    ensure!(
+        rewritten.status == 200 && body.contains("rendered for"),
+        "GET /rewritten: HTTP {}: {body:.300}",
+        rewritten.status
+    );
     Ok(())
 }

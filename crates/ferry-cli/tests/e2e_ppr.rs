@@ -6,6 +6,12 @@
 //! worker resuming the build's postponed state) to the same response: the shell's bytes arrive
 //! long before the response ends, and the whole body is one valid document carrying the
 //! request's own dynamic data.
+//!
+//! `/regen` is a PPR shell whose cached stamp revalidates every 2 s. Once stale, it is
+//! regenerated once in the background (the stale shell served meanwhile) and the new shell is
+//! served with the postponed state of its own render: its resumed hole reads the stamp from the
+//! resume data cache carried in that state, so hole and shell show the same stamp only when the
+//! pair matches. `revalidatePath('/regen')` makes the next request render the pair first.
 
 mod support;
 
@@ -296,6 +302,177 @@ fn ppr_resumes_concurrently_from_one_worker() -> Result<()> {
         started.elapsed() < HOLE_DELAY * 4,
         "took {:?}",
         started.elapsed()
+    );
+    Ok(())
+}
+
+/// `/regen`'s cached stamp revalidates after this long (tests/fixtures/ppr-app/app/regen).
+const REGEN_REVALIDATE: Duration = Duration::from_secs(2);
+
+/// The ISO stamp in `<p id="{id}">…</p>` (React's `<!-- -->` text separators removed).
+fn stamp(html: &str, id: &str) -> Result<String> {
+    let text = support::paragraph(html, id)?.replace("<!-- -->", "");
+    let at = text
+        .find("stamp: ")
+        .ok_or_else(|| anyhow!("no stamp in {text:?}"))?;
+    Ok(text[at + "stamp: ".len()..].trim().to_owned())
+}
+
+/// One `/regen` answer: the shell's stamp, and the resumed hole's stamp and text.
+#[derive(Debug)]
+struct Regen {
+    shell: String,
+    hole: String,
+    hole_text: String,
+    shell_at: Duration,
+}
+
+/// GET /regen as `agent`, checking it is one clean document: the shell at once, the hole
+/// resumed into it without a React error or a client-rendering fallback.
+fn get_regen(addr: SocketAddr, agent: &str) -> Result<Regen> {
+    let t = timed_get(addr, "/regen", &[("x-test-agent", agent)], "shell stamp")?;
+    ensure!(t.head.starts_with("HTTP/1.1 200"), "/regen: {}", t.head);
+    ensure!(
+        header(&t.head, "x-nextjs-postponed") == Some("1"),
+        "/regen is not a resumed PPR response:\n{}",
+        t.head
+    );
+    let body = &t.body;
+    ensure!(
+        body.starts_with("<!DOCTYPE html>")
+            && body.matches("<!DOCTYPE html>").count() == 1
+            && body.trim_end().ends_with("</html>"),
+        "/regen is not one complete document:\n{body}"
+    );
+    // `<!--$!-->`: a boundary React gave up on (client rendering); `data-dgst`: a render error.
+    for bad in ["<!--$!-->", "data-dgst", "Switched to client rendering"] {
+        ensure!(!body.contains(bad), "/regen has {bad:?}:\n{body}");
+    }
+    let hole_text = support::paragraph(body, "hole")?.replace("<!-- -->", "");
+    ensure!(
+        hole_text.contains(&format!("hole for {agent} ")),
+        "the hole is not this request's: {hole_text:?}"
+    );
+    Ok(Regen {
+        shell: stamp(body, "shell-stamp")?,
+        hole: stamp(body, "hole")?,
+        hole_text,
+        shell_at: t.marker_at,
+    })
+}
+
+/// Regenerations of `/regen` stored so far (the prerender cache's debug log).
+fn regen_stores(ferry: &FerryServer) -> usize {
+    ferry.log().matches("stored /regen (").count()
+}
+
+#[test]
+fn a_stale_ppr_shell_is_regenerated_once_with_its_own_postponed_state() -> Result<()> {
+    let app = app()?;
+    let ferry = FerryServer::start(
+        app,
+        &["--workers", "2", "--cache-url", "memory"],
+        &[("FERRY_LOG", "info,ferry_prerender=debug")],
+    )?;
+    let addr = ferry.addr;
+    // Whatever the build's age, its shell is stale after the revalidate period.
+    std::thread::sleep(REGEN_REVALIDATE + Duration::from_millis(500));
+    ensure!(regen_stores(&ferry) == 0, "nothing regenerated yet");
+
+    // A burst of stale requests: each gets a shell at once and its own hole, from one pair.
+    const N: usize = 12;
+    let barrier = std::sync::Barrier::new(N);
+    let burst: Vec<Result<Regen>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    get_regen(addr, &format!("burst-{i}"))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("client panicked"))))
+            .collect()
+    });
+    let mut build_stamp = None;
+    for r in burst {
+        let r = r.with_context(|| ferry.log_tail())?;
+        ensure!(
+            r.shell_at < SHELL_DEADLINE,
+            "a stale request waited {:?} for its shell",
+            r.shell_at
+        );
+        ensure!(
+            r.hole == r.shell,
+            "shell and resumed hole from different renders: shell {}, hole {:?}",
+            r.shell,
+            r.hole_text
+        );
+        // The oldest stamp seen is the build's (a late burst request may see the new shell).
+        if build_stamp.as_ref().is_none_or(|b: &String| r.shell < *b) {
+            build_stamp = Some(r.shell);
+        }
+    }
+    let build_stamp = build_stamp.ok_or_else(|| anyhow!("no burst answer"))?;
+
+    // The regenerated shell arrives (without waiting for it: every answer is served at once).
+    let deadline = Instant::now() + TIMEOUT;
+    let fresh = loop {
+        let r = get_regen(addr, "after").with_context(|| ferry.log_tail())?;
+        ensure!(
+            r.hole == r.shell,
+            "shell {} served with the hole of another render: {:?}",
+            r.shell,
+            r.hole_text
+        );
+        if r.shell != build_stamp {
+            break r;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "/regen was not regenerated within {TIMEOUT:?}\n{}",
+            ferry.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        fresh.shell > build_stamp,
+        "new shell {} is not newer than {build_stamp}",
+        fresh.shell
+    );
+    let stores = regen_stores(&ferry);
+    eprintln!(
+        "/regen: build shell {build_stamp}, regenerated shell {} (hole {}), {stores} regeneration(s)",
+        fresh.shell, fresh.hole
+    );
+    ensure!(
+        stores == 1,
+        "{N} stale requests regenerated /regen {stores} times (expected once)\n{}",
+        ferry.log_tail()
+    );
+
+    // On-demand: revalidatePath expires the shell; the next request renders the pair first
+    // (a merely stale shell would be served as it is). Past the revalidate period first, so the
+    // stamp's own 'use cache' entry is due for a new value too.
+    std::thread::sleep(REGEN_REVALIDATE + Duration::from_millis(200));
+    let res = ferry.send(
+        RawRequest {
+            method: "POST".into(),
+            ..RawRequest::get("/api/revalidate?path=/regen")
+        },
+        TIMEOUT,
+    )?;
+    ensure!(res.status == 200, "revalidatePath answered {}", res.status);
+    let revalidated = get_regen(addr, "on-demand").with_context(|| ferry.log_tail())?;
+    ensure!(
+        revalidated.shell > fresh.shell && revalidated.hole == revalidated.shell,
+        "after revalidatePath: shell {} hole {:?} (previous shell {})",
+        revalidated.shell,
+        revalidated.hole_text,
+        fresh.shell
     );
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! The binary form of a [`CachedEntry`] on disk and in Redis.
 //!
-//! Layout (integers big-endian): `FRYC`, version `1`, then the fields (pathname, status, headers,
-//! tags, revalidate, expire, created in ns since the epoch, etag, body), each string or byte
-//! field length-prefixed, and last an FNV-1a 64 checksum of everything before it. A truncated
-//! or corrupt value fails to decode (a cache miss), it never panics.
+//! Layout (integers big-endian): `FRYC`, version `1` or `2`, then the fields (pathname, status,
+//! headers, tags, revalidate, expire, created in ns since the epoch, etag, [version 2: the PPR
+//! postponed state], body), each string or byte field length-prefixed, and last an FNV-1a 64
+//! checksum of everything before it. An entry without a postponed state is written as version 1,
+//! so stores written before version 2 existed and entries written now read alike. A truncated or
+//! corrupt value fails to decode (a cache miss), it never panics.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +15,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use crate::CachedEntry;
 
 const MAGIC: &[u8; 4] = b"FRYC";
+/// Entries without a postponed state.
 const VERSION: u8 = 1;
+/// Entries with a PPR postponed state (the field sits before the body).
+const VERSION_POSTPONED: u8 = 2;
 
 /// Why a stored value could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +78,11 @@ fn put_opt(out: &mut Vec<u8>, v: Option<u64>) {
 pub fn encode(e: &CachedEntry) -> Vec<u8> {
     let mut out = Vec::with_capacity(e.body.len() + 512);
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(if e.postponed.is_some() {
+        VERSION_POSTPONED
+    } else {
+        VERSION
+    });
     put_bytes(&mut out, e.pathname.as_bytes());
     out.extend_from_slice(&e.status.as_u16().to_be_bytes());
     out.extend_from_slice(&(e.headers.len() as u64).to_be_bytes());
@@ -94,6 +103,9 @@ pub fn encode(e: &CachedEntry) -> Vec<u8> {
             put_bytes(&mut out, v.as_bytes());
         }
         None => out.push(0),
+    }
+    if let Some(p) = &e.postponed {
+        put_bytes(&mut out, p.as_bytes());
     }
     put_bytes(&mut out, &e.body);
     let sum = fnv1a64(&out);
@@ -147,9 +159,10 @@ pub fn decode(data: &Bytes) -> Result<CachedEntry, DecodeError> {
     if data.len() < MAGIC.len() + 1 + 8 {
         return Err(DecodeError::Truncated);
     }
-    if &data[..4] != MAGIC || data[4] != VERSION {
+    if &data[..4] != MAGIC || !matches!(data[4], VERSION | VERSION_POSTPONED) {
         return Err(DecodeError::Format);
     }
+    let version = data[4];
     let (payload, sum) = data.split_at(data.len() - 8);
     let mut s = [0u8; 8];
     s.copy_from_slice(sum);
@@ -184,6 +197,12 @@ pub fn decode(data: &Bytes) -> Result<CachedEntry, DecodeError> {
         1 => Some(HeaderValue::from_bytes(r.bytes()?).map_err(|_| DecodeError::Field("etag"))?),
         _ => return Err(DecodeError::Field("etag flag")),
     };
+    let postponed = if version == VERSION_POSTPONED {
+        let p = std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError::Field("postponed"))?;
+        Some(std::sync::Arc::from(p))
+    } else {
+        None
+    };
     let start = r.pos;
     let len = usize::try_from(r.u64()?).map_err(|_| DecodeError::Truncated)?;
     let body_start = start + 8;
@@ -195,7 +214,8 @@ pub fn decode(data: &Bytes) -> Result<CachedEntry, DecodeError> {
     let body = data.slice(body_start..body_start + len);
     Ok(CachedEntry::from_parts(
         &pathname, status, headers, body, tags, revalidate, expire, created, etag,
-    ))
+    )
+    .with_postponed(postponed))
 }
 
 #[cfg(test)]
@@ -233,6 +253,47 @@ mod tests {
         assert_eq!(d.created, e.created);
         assert_eq!(d.etag(), e.etag());
         assert_eq!(d.cache_control(), e.cache_control());
+    }
+
+    #[test]
+    fn postponed_state_round_trips_and_version_1_still_reads() {
+        let plain = encode(&sample());
+        assert_eq!(
+            plain[4], 1,
+            "an entry without a postponed state stays version 1"
+        );
+        assert!(decode(&Bytes::from(plain)).expect("v1").postponed.is_none());
+        let e = sample().with_postponed(Some("{\"state\":1}é".into()));
+        let bytes = encode(&e);
+        assert_eq!(bytes[4], 2);
+        let d = decode(&Bytes::from(bytes.clone())).expect("v2");
+        assert_eq!(d.postponed.as_deref(), Some("{\"state\":1}é"));
+        assert_eq!(d.body, e.body);
+        assert_eq!(d.etag(), e.etag());
+        for n in [bytes.len() - 9, bytes.len() / 2] {
+            assert!(decode(&Bytes::copy_from_slice(&bytes[..n])).is_err(), "{n}");
+        }
+    }
+
+    /// A version 1 value written by an earlier Ferry (bytes frozen here) still decodes.
+    #[test]
+    fn decodes_a_frozen_version_1_value() {
+        let mut v = Vec::new();
+        v.extend_from_slice(b"FRYC\x01");
+        put_bytes(&mut v, b"/p");
+        v.extend_from_slice(&200u16.to_be_bytes());
+        v.extend_from_slice(&0u64.to_be_bytes()); // headers
+        v.extend_from_slice(&0u64.to_be_bytes()); // tags
+        put_opt(&mut v, Some(5));
+        put_opt(&mut v, None);
+        v.extend_from_slice(&7u64.to_be_bytes()); // created
+        v.push(0); // no etag
+        put_bytes(&mut v, b"shell");
+        let sum = fnv1a64(&v);
+        v.extend_from_slice(&sum.to_be_bytes());
+        let d = decode(&Bytes::from(v)).expect("decode");
+        assert_eq!((d.pathname.as_str(), &d.body[..]), ("/p", &b"shell"[..]));
+        assert_eq!((d.revalidate, d.postponed), (Some(5), None));
     }
 
     #[test]

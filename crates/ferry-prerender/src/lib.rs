@@ -151,6 +151,10 @@ pub struct CachedEntry {
     pub expire: Option<u64>,
     /// When this content was generated.
     pub created: SystemTime,
+    /// PPR: the postponed state rendered together with this shell (opaque), which a resume of
+    /// the shell's dynamic parts needs. `None` for every other entry, and for PPR shells stored
+    /// before Ferry kept it (those are the build's seeds: their state is the build's).
+    pub postponed: Option<Arc<str>>,
     etag: Option<HeaderValue>,
     cache_control: HeaderValue,
     compressible: bool,
@@ -206,6 +210,7 @@ impl CachedEntry {
             created,
             generate_etags,
         )
+        .with_postponed(rendered.postponed)
     }
 
     /// An entry with a known ETag (decoding a stored one).
@@ -234,6 +239,7 @@ impl CachedEntry {
             revalidate,
             expire,
             created,
+            postponed: None,
             etag,
             cache_control: cache_control_header(revalidate, expire),
             compressible,
@@ -241,6 +247,12 @@ impl CachedEntry {
             br: OnceLock::new(),
             body,
         }
+    }
+
+    /// The entry with `postponed` as its PPR postponed state.
+    pub fn with_postponed(mut self, postponed: Option<Arc<str>>) -> Self {
+        self.postponed = postponed;
+        self
     }
 
     /// The strong ETag sent (none for RSC payloads).
@@ -333,6 +345,8 @@ pub struct Rendered {
     pub revalidate: Option<u64>,
     /// Seconds until it must not be served stale.
     pub expire: Option<u64>,
+    /// PPR: the postponed state of this shell's render (stored with it, atomically).
+    pub postponed: Option<Arc<str>>,
 }
 
 impl Rendered {
@@ -347,6 +361,7 @@ impl Rendered {
             body,
             revalidate,
             expire,
+            postponed: None,
         }
     }
 
@@ -864,7 +879,8 @@ impl PrerenderCache {
             rendered.expire,
             now,
             self.generate_etags,
-        );
+        )
+        .with_postponed(rendered.postponed);
         Some(Arc::new(entry))
     }
 
@@ -1132,7 +1148,7 @@ fn load_seed(
         .status
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
-    Ok(Some(CachedEntry::new(
+    let entry = CachedEntry::new(
         &p.pathname,
         status,
         headers,
@@ -1143,6 +1159,10 @@ fn load_seed(
         if revalidate.is_some() { expire } else { None },
         created,
         config.generate_etags,
+    );
+    // A PPR shell (its seed has a file and a postponed state) and its state are one pair.
+    Ok(Some(entry.with_postponed(
+        seed.postponed_state.as_deref().map(Arc::from),
     )))
 }
 

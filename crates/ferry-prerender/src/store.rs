@@ -137,7 +137,12 @@ pub fn entry_size(entry: &CachedEntry) -> u64 {
         .map(|(k, v)| k.as_str().len() + v.len() + 16)
         .sum();
     let tags: usize = entry.tags.iter().map(|t| t.len() + 24).sum();
-    (entry.body.len() + headers + tags + entry.pathname.len() * 2 + 256) as u64
+    (entry.body.len()
+        + entry.postponed.as_ref().map_or(0, |p| p.len())
+        + headers
+        + tags
+        + entry.pathname.len() * 2
+        + 256) as u64
 }
 
 impl MemoryStore {

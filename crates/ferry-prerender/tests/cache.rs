@@ -779,3 +779,64 @@ async fn expired_lookups_wait_for_the_render_in_flight() {
             .is_none()
     );
 }
+
+/// A PPR shell and its postponed state are one pair in the cache: the seed carries the build's
+/// state, a regeneration stores its own state with its shell, and the pair survives a restart on
+/// the disk store.
+#[test]
+fn ppr_shells_keep_their_postponed_state_through_regeneration_and_restart() {
+    let (dir, m) = bundle(5);
+    set_seed_time(dir.path(), "isr.html", t0());
+    let mut m = serde_json::to_value(&m).expect("manifest json");
+    for p in m["prerenders"].as_array_mut().expect("prerenders") {
+        if p["pathname"] == "/isr" {
+            p["seed"]["postponedState"] = serde_json::json!("build-state");
+            p["renderingMode"] = serde_json::json!("PARTIALLY_STATIC");
+        }
+    }
+    let m = Manifest::from_json(&m.to_string(), std::path::Path::new("m")).expect("manifest");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let open = || {
+        let store = ferry_prerender::DiskStore::open(store_dir.path(), 1 << 24, 1 << 24)
+            .expect("disk store");
+        PrerenderCache::with_store(dir.path(), &m, Arc::new(store)).expect("cache")
+    };
+    let cache = open();
+    let now = t0() + Duration::from_secs(10);
+    let hit = cache.lookup("/isr", now).expect("seed");
+    assert_eq!(hit.entry.postponed.as_deref(), Some("build-state"));
+    assert_eq!(hit.state, CacheState::Stale);
+    assert!(
+        hit.regeneration.is_some(),
+        "the stale shell claims its regeneration"
+    );
+    // Not a PPR entry: no state.
+    let rsc = cache.lookup("/isr.rsc", now).expect("rsc seed");
+    assert!(rsc.entry.postponed.is_none());
+
+    let mut shell = rendered(
+        "<html>new shell</html>",
+        "text/html; charset=utf-8",
+        "s-maxage=5, stale-while-revalidate=100",
+        "_N_T_/isr",
+    );
+    shell.postponed = Some(Arc::from("new-state"));
+    cache.store_group(vec![("/isr".to_owned(), shell)], now);
+    let hit = cache.lookup("/isr", now).expect("regenerated");
+    assert_eq!(hit.state, CacheState::Fresh);
+    assert_eq!(&hit.entry.body[..], b"<html>new shell</html>");
+    assert_eq!(hit.entry.postponed.as_deref(), Some("new-state"));
+    drop(cache);
+
+    // A restart reads the pair back from disk (the older seed does not replace it).
+    let cache = open();
+    let entry = cache.cache_store().get("/isr").or_else(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(cache.fetch("/isr"))
+    });
+    let entry = entry.expect("entry after restart");
+    assert_eq!(&entry.body[..], b"<html>new shell</html>");
+    assert_eq!(entry.postponed.as_deref(), Some("new-state"));
+}

@@ -44,9 +44,18 @@ pub async fn serve(
         .prerenders
         .lookup_or_fetch(&key, SystemTime::now())
         .await?;
-    if let Some(ppr) = app.postponed.get(&key) {
-        return ppr_resume(app, ctx, output, hit, ppr.clone());
-    }
+    // A PPR shell is answered like any entry (stale: served, regenerated once in the background;
+    // expired: rendered first), but as the shell with its resumed dynamic part appended.
+    let ppr = app.postponed.get(&key).cloned();
+    let answer = |entry: &ferry_prerender::CachedEntry, label: &'static str| match &ppr {
+        Some(ppr) => ppr_resume(app, ctx, output, entry, ppr),
+        None => Some(app.prerenders.respond_with_label(
+            entry,
+            label,
+            &ctx.parts.method,
+            &ctx.parts.headers,
+        )),
+    };
     if hit.state == CacheState::Expired && hit.regeneration.is_none() {
         // The group is being rendered already (another request's render, a background
         // regeneration still storing its variants): share that render, as next start's response
@@ -57,12 +66,7 @@ pub async fn serve(
             .lookup_after_regeneration(&key, REVALIDATE_WAIT)
             .await?;
         if hit.state == CacheState::Fresh {
-            return Some(app.prerenders.respond_with_label(
-                &hit.entry,
-                "MISS",
-                &ctx.parts.method,
-                &ctx.parts.headers,
-            ));
+            return answer(&hit.entry, "MISS");
         }
     }
     if hit.state == CacheState::Expired {
@@ -80,12 +84,13 @@ pub async fn serve(
             // the lookup's claim must not outlive this request, or later requests would wait.
             app.prerenders.regeneration_failed(&claim.pathname);
         }
-        return Some(app.prerenders.respond_with_label(
-            &fresh.entry,
-            "MISS",
-            &ctx.parts.method,
-            &ctx.parts.headers,
-        ));
+        return answer(&fresh.entry, "MISS");
+    }
+    if ppr.is_some() {
+        if let Some(regen) = hit.regeneration.clone() {
+            tokio::spawn(regenerate(app.clone(), regen));
+        }
+        return answer(&hit.entry, "STALE");
     }
     let mut res = app
         .prerenders
@@ -136,7 +141,8 @@ pub fn postponed_states(
 /// What resuming a PPR shell needs besides the cached shell.
 #[derive(Debug, Clone)]
 pub struct PprShell {
-    /// The build's postponed state, opaque.
+    /// The build's postponed state, opaque: the state of the build's seed shell (a regenerated
+    /// shell carries its own in its cache entry).
     postponed: Arc<str>,
     /// The function that resumes it.
     parent_output_id: String,
@@ -158,16 +164,16 @@ fn ppr_resume(
     app: &Arc<App>,
     ctx: &RequestCtx,
     output: &ferry_router::Output,
-    hit: ferry_prerender::CacheHit,
-    ppr: PprShell,
+    entry: &ferry_prerender::CachedEntry,
+    ppr: &PprShell,
 ) -> Option<Response<Body>> {
-    // The shell and the postponed state are a pair from the build: a regenerated shell would
-    // need its own state (see the report: regeneration of PPR shells is not done yet), so the
-    // build's pair keeps being served.
-    if let Some(regen) = &hit.regeneration {
-        app.prerenders.regeneration_failed(&regen.pathname);
-    }
-    let entry = &hit.entry;
+    // The shell and its postponed state are one pair: a regenerated shell carries the state of
+    // its own render; an entry without one is the build's seed (also as stored by an earlier
+    // Ferry), whose state is the build's.
+    let postponed = entry
+        .postponed
+        .clone()
+        .unwrap_or_else(|| ppr.postponed.clone());
     let mut headers = entry.headers.clone();
     let content_type = headers.remove(http::header::CONTENT_TYPE);
     if let Ok(name) =
@@ -192,7 +198,7 @@ fn ppr_resume(
     }
     let function = app.functions_by_id.get(&ppr.parent_output_id)?;
     let pool = app.workers.as_ref()?;
-    let inv = super::functions::resume_invocation(app, ctx, output, function, &ppr.postponed)?;
+    let inv = super::functions::resume_invocation(app, ctx, output, function, &postponed)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(8);
     let pool = pool.clone();
     let target = ctx.parts.uri.clone();
@@ -395,6 +401,19 @@ async fn render_group(app: Arc<App>, regen: Regeneration, query: Option<String>)
         app.prerenders.regeneration_failed(&regen.pathname);
         return;
     };
+    if let Some(html) = ppr_html_pathname(&app, &regen) {
+        match render_ppr_group(&app, &function, &regen, &html, query.as_deref()).await {
+            Ok(mut results) => {
+                results.sort_by_key(|(p, _)| p != &regen.pathname);
+                cache_write(&app, move |c| c.store_group(results, SystemTime::now())).await;
+            }
+            Err(err) => {
+                tracing::warn!("regenerating the PPR shell {html} failed: {err}");
+                app.prerenders.regeneration_failed(&regen.pathname);
+            }
+        }
+        return;
+    }
     // The group's variants (HTML, RSC, segments, data JSON) render concurrently: next start gets
     // them all from one render, so a regeneration here should take about one render's time too,
     // not one per variant (a stale page would otherwise stay stale N times longer).
@@ -442,16 +461,7 @@ async fn render(
     query: Option<&str>,
 ) -> Result<Rendered, String> {
     let pool = app.workers.as_ref().ok_or("no workers")?;
-    let (mut uri, headers) = render_request(pathname, token);
-    if let Some(q) = query {
-        uri = format!("{uri}?{q}");
-    }
-    let uri = uri.parse().map_err(|e| format!("bad uri {uri}: {e}"))?;
-    let mut inv = Invocation::new(function.entry.clone(), function.kind, Method::GET, uri);
-    inv.headers = headers;
-    let port = app.local_addr().map(|a| a.port());
-    inv.meta.hostname = Some("localhost".into());
-    inv.meta.port = port;
+    let inv = render_invocation(app, function, pathname, token, query)?;
     let res = pool.dispatch(inv).await.map_err(|e| e.to_string())?;
     let (parts, body) = res.into_parts();
     let bytes: Bytes = Limited::new(body, MAX_RENDER_BYTES)
@@ -464,6 +474,239 @@ async fn render(
     }
     Ok(Rendered::from_response(parts.status, parts.headers, bytes))
 }
+
+/// The worker request that renders `pathname` for the cache.
+fn render_invocation(
+    app: &App,
+    function: &crate::app::Function,
+    pathname: &str,
+    token: Option<&str>,
+    query: Option<&str>,
+) -> Result<Invocation, String> {
+    let (mut uri, headers) = render_request(pathname, token);
+    if let Some(q) = query {
+        uri = format!("{uri}?{q}");
+    }
+    let uri = uri.parse().map_err(|e| format!("bad uri {uri}: {e}"))?;
+    let mut inv = Invocation::new(function.entry.clone(), function.kind, Method::GET, uri);
+    inv.headers = headers;
+    inv.meta.hostname = Some("localhost".into());
+    inv.meta.port = app.local_addr().map(|a| a.port());
+    Ok(inv)
+}
+
+// ---- PPR regeneration --------------------------------------------------------------------------
+// A PPR shell and its postponed state must come from one render (the state describes the
+// shell's holes and carries the render's resume data cache). next start gets both, with the RSC
+// payload and the segment prefetches, from one prerender into one APP_PAGE cache entry
+// (response cache, app-page template). Ferry does the same: one worker render of the page with
+// `onCacheEntry` (the bridge's meta `ferryCacheEntry`) hands back that entry whole, and the
+// group's variants are stored from it together.
+
+/// The PPR page (shell) pathname of the group being regenerated, if it has one.
+fn ppr_html_pathname(app: &App, regen: &Regeneration) -> Option<String> {
+    regen
+        .group_pathnames
+        .iter()
+        .find(|p| app.postponed.contains_key(p.as_str()))
+        .cloned()
+}
+
+/// One prerender of the PPR page `html`, as the group's entries: the shell with its postponed
+/// state, and each segment prefetch the group has. The `.rsc` variant is left out: a PPR page's
+/// RSC navigation is a dynamic render (the build seeds no `.rsc` for it either).
+async fn render_ppr_group(
+    app: &App,
+    function: &crate::app::Function,
+    regen: &Regeneration,
+    html: &str,
+    query: Option<&str>,
+) -> Result<Vec<(String, Rendered)>, String> {
+    let pool = app.workers.as_ref().ok_or("no workers")?;
+    let mut inv = render_invocation(app, function, html, regen.bypass_token.as_deref(), query)?;
+    inv.meta
+        .extra
+        .insert("ferryCacheEntry".into(), serde_json::Value::Bool(true));
+    let res = pool.dispatch(inv).await.map_err(|e| e.to_string())?;
+    let (parts, body) = res.into_parts();
+    let bytes: Bytes = Limited::new(body, MAX_RENDER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if parts.headers.get("x-ferry-cache-entry").is_none() {
+        return Err(format!(
+            "the page answered {} without a cache entry",
+            parts.status
+        ));
+    }
+    let frame = CacheEntryFrame::parse(&bytes)?;
+    if frame.status.is_server_error() {
+        // The handler hands over a failed prerender too (for next start to resume it once).
+        return Err(format!("the render failed ({})", frame.status));
+    }
+    let postponed = frame.postponed.clone().ok_or(
+        "the new render has no postponed state (the page is no longer partially static); \
+         the previous shell stays",
+    )?;
+    let (revalidate, expire) = frame.lifetime();
+    let rendered = |headers: HeaderMap, body: Bytes| Rendered {
+        status: frame.status,
+        headers,
+        body,
+        revalidate,
+        expire,
+        postponed: None,
+    };
+    let mut results = Vec::new();
+    // next start replays a regenerated shell with the render's own headers (no
+    // `x-nextjs-prerender`, which only the build's seed headers carry for a postponed shell);
+    // the content type and Vary are the handler's, as in the seed.
+    let previous = previous_headers(app, html, "text/html; charset=utf-8").await;
+    let mut headers = HeaderMap::new();
+    for name in [http::header::CONTENT_TYPE, http::header::VARY] {
+        for value in previous.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    for name in frame.headers.keys() {
+        headers.remove(name);
+    }
+    for (name, value) in &frame.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    let mut shell = rendered(headers, frame.html.clone());
+    shell.postponed = Some(Arc::from(postponed.as_str()));
+    results.push((html.to_owned(), shell));
+    let rsc = &app.manifest.routing.rsc;
+    let base = if html == "/" { "/index" } else { html };
+    for (segment, data) in &frame.segments {
+        let pathname = format!(
+            "{base}{}{segment}{}",
+            rsc.prefetch_segment_dir_suffix, rsc.prefetch_segment_suffix
+        );
+        if !regen.group_pathnames.contains(&pathname) {
+            continue;
+        }
+        // A segment prefetch is answered without the page's stored headers (next start's
+        // "Segment Cache" branch): keep the segment's own, with the render's tags.
+        let mut headers = previous_headers(app, &pathname, "text/x-component").await;
+        if let Some(tags) = frame.headers.get("x-next-cache-tags") {
+            headers.insert("x-next-cache-tags", tags.clone());
+        }
+        results.push((pathname, rendered(headers, data.clone())));
+    }
+    Ok(results)
+}
+
+/// The headers `pathname`'s cached entry replays (its seed's, cleaned), else just a content type.
+async fn previous_headers(app: &App, pathname: &str, content_type: &'static str) -> HeaderMap {
+    if let Some(entry) = app.prerenders.fetch(pathname).await {
+        return entry.headers.clone();
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    headers
+}
+
+/// The bridge's answer to a render with `onCacheEntry` (js/bridge/bridge.cjs `sendCacheEntry`):
+/// one JSON line, then the parts it lists, back to back.
+#[derive(Debug)]
+struct CacheEntryFrame {
+    status: http::StatusCode,
+    headers: HeaderMap,
+    /// Seconds; `None`: never revalidates.
+    revalidate: Option<u64>,
+    expire: Option<u64>,
+    html: Bytes,
+    postponed: Option<String>,
+    segments: Vec<(String, Bytes)>,
+}
+
+impl CacheEntryFrame {
+    fn parse(data: &Bytes) -> Result<Self, String> {
+        let nl = data
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("cache entry frame without a header line")?;
+        let meta: serde_json::Value =
+            serde_json::from_slice(&data[..nl]).map_err(|e| format!("cache entry frame: {e}"))?;
+        let mut rest = data.slice(nl + 1..);
+        let mut take = |len: &serde_json::Value| -> Result<Option<Bytes>, String> {
+            let Some(n) = len.as_u64() else {
+                return Ok(None);
+            };
+            let n = usize::try_from(n).map_err(|_| "cache entry part too large")?;
+            if n > rest.len() {
+                return Err("truncated cache entry frame".into());
+            }
+            Ok(Some(rest.split_to(n)))
+        };
+        let html = take(&meta["html"])?.ok_or("cache entry frame without html")?;
+        let postponed = take(&meta["postponed"])?
+            .map(|b| String::from_utf8(b.to_vec()).map_err(|_| "postponed state is not UTF-8"))
+            .transpose()?;
+        // The RSC payload is not stored (see render_ppr_group) but must be skipped.
+        take(&meta["rsc"])?;
+        let mut segments = Vec::new();
+        for item in meta["segments"].as_array().into_iter().flatten() {
+            let name = item[0].as_str().ok_or("segment without a name")?;
+            let data = take(&item[1])?.ok_or("segment without a length")?;
+            segments.push((name.to_owned(), data));
+        }
+        if !rest.is_empty() {
+            return Err("trailing bytes in the cache entry frame".into());
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in meta["headers"].as_object().into_iter().flatten() {
+            let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let values = match value {
+                serde_json::Value::Array(items) => items.clone(),
+                other => vec![other.clone()],
+            };
+            for v in values {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => continue,
+                };
+                if let Ok(v) = HeaderValue::from_str(&text) {
+                    headers.append(name.clone(), v);
+                }
+            }
+        }
+        let status = meta["status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| http::StatusCode::from_u16(s).ok())
+            .unwrap_or(http::StatusCode::OK);
+        Ok(CacheEntryFrame {
+            status,
+            headers,
+            revalidate: meta["revalidate"].as_u64(),
+            expire: meta["expire"].as_u64(),
+            html,
+            postponed,
+            segments,
+        })
+    }
+
+    /// Revalidate / expire as [`Rendered`] holds them (`CACHE_ONE_YEAR` and up: static).
+    fn lifetime(&self) -> (Option<u64>, Option<u64>) {
+        match self.revalidate {
+            None => (None, None),
+            Some(r) if r >= ferry_prerender::CACHE_ONE_YEAR => (None, None),
+            Some(r) => (Some(r), self.expire),
+        }
+    }
+}
+
+// ---- end of PPR regeneration -------------------------------------------------------------------
 
 /// The request that renders a prerender pathname: the page URL plus the RSC / segment / data
 /// headers its variant needs.
@@ -539,6 +782,50 @@ mod tests {
             cache_key(&output("/blog/[slug]", "/blog/h%C3%A9")),
             "/blog/hé"
         );
+    }
+
+    /// The frame js/bridge/bridge.cjs `sendCacheEntry` writes.
+    fn frame(meta: serde_json::Value, parts: &[&str]) -> Bytes {
+        let mut out = meta.to_string().into_bytes();
+        out.push(b'\n');
+        for p in parts {
+            out.extend_from_slice(p.as_bytes());
+        }
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn cache_entry_frames_parse_and_reject_bad_lengths() {
+        let meta = serde_json::json!({
+            "status": 200, "revalidate": 2, "expire": 300,
+            "headers": {"x-next-cache-tags": "a,b", "x-nextjs-stale-time": 30, "x-list": ["1", "2"]},
+            "html": 5, "postponed": 3, "rsc": 2,
+            "segments": [["/_tree", 1], ["/regen/__PAGE__", 4]],
+        });
+        let f = CacheEntryFrame::parse(&frame(meta.clone(), &["shell", "pst", "rs", "t", "page"]))
+            .expect("frame");
+        assert_eq!(&f.html[..], b"shell");
+        assert_eq!(f.postponed.as_deref(), Some("pst"));
+        assert_eq!(f.segments.len(), 2);
+        assert_eq!(f.segments[1].0, "/regen/__PAGE__");
+        assert_eq!(&f.segments[1].1[..], b"page");
+        assert_eq!(f.headers["x-nextjs-stale-time"], "30");
+        assert_eq!(f.headers.get_all("x-list").iter().count(), 2);
+        assert_eq!(f.lifetime(), (Some(2), Some(300)));
+        // Truncated, or bytes left over: an error, never a shell paired with the wrong state.
+        assert!(
+            CacheEntryFrame::parse(&frame(meta.clone(), &["shell", "pst", "rs", "t"])).is_err()
+        );
+        assert!(
+            CacheEntryFrame::parse(&frame(meta, &["shell", "pst", "rs", "t", "page", "x"]))
+                .is_err()
+        );
+        assert!(CacheEntryFrame::parse(&Bytes::from_static(b"no newline")).is_err());
+        // No postponed state, and a static lifetime.
+        let meta = serde_json::json!({"html": 2, "postponed": null, "revalidate": 31_536_000});
+        let f = CacheEntryFrame::parse(&frame(meta, &["ok"])).expect("static");
+        assert!(f.postponed.is_none());
+        assert_eq!(f.lifetime(), (None, None));
     }
 
     #[test]
