@@ -30,24 +30,22 @@
 #    Prints a markdown table (medians over the runs, ratios) and writes it to BENCH_OUT.
 #    Everything started is stopped on exit.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_LOG_PREFIX=image-bench
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PORT_BASE="${BENCH_PORT_BASE:-41400}"
 NEXT_PORT=$((PORT_BASE + 1)); FERRY_PORT=$((PORT_BASE + 2))
-DURATION="${BENCH_DURATION:-10}"; REPEATS="${BENCH_REPEATS:-5}"
+DURATION="${BENCH_DURATION:-10}"; REPEATS="${BENCH_REPEATS:-5}"; CONNS=16
 SRC="$ROOT/examples/showcase"
 FIX="$ROOT/crates/ferry-image/tests/fixtures"
 export NODE_PATH="$SRC/node_modules"
-log() { printf '[image-bench] %s\n' "$*" >&2; }
-
-PGIDS=(); WORK="$(mktemp -d /tmp/ferry-image-bench.XXXXXX)"
-cleanup() {
-  local s=$?; trap - EXIT INT TERM
-  for p in "${PGIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${PGIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-  rm -rf "$WORK"; exit "$s"
-}
-trap cleanup EXIT INT TERM
+# The serving part works on a fresh copy of the showcase (WORK holds it); the codecs alone on a
+# bare temp dir.
+if [[ "${BENCH_SKIP_SERVE:-0}" != 1 ]]; then
+  copy_showcase /tmp/ferry-image-bench.XXXXXX
+else
+  WORK="$(mktemp -d /tmp/ferry-image-bench.XXXXXX)"
+fi
 
 # --- 1. codecs ---------------------------------------------------------------------------------
 if [[ "${BENCH_SKIP_CODECS:-0}" != 1 ]]; then
@@ -73,14 +71,9 @@ fi
 [[ "${BENCH_SKIP_SERVE:-0}" == 1 ]] && exit 0
 
 # --- 2. serving --------------------------------------------------------------------------------
-RUNS="${BENCH_RUNS:-3}"; BURST="${BENCH_BURST:-64}"; OUT="${BENCH_OUT:-$ROOT/bench/results/image.md}"
-for tool in taskset setsid curl wrk ps node; do command -v "$tool" >/dev/null || { log "$tool not found"; exit 1; }; done
-FERRY="${FERRY_BIN:-$ROOT/target/release/ferry}"
-if [[ ! -x "$FERRY" ]]; then log "building target/release/ferry"; (cd "$ROOT" && cargo build --release -q -p ferry-cli --bin ferry >&2); fi
-APP="$WORK/app"
-cp -a --reflink=auto "$(readlink -f "$SRC")" "$APP"
-rm -rf "$APP/.ferry" "$APP/.ferry-cache"
-find "$APP/.next" -mindepth 1 -maxdepth 1 ! -name cache -exec rm -rf {} + 2>/dev/null || true
+RUNS="${BENCH_RUNS:-3}"; BURST="${BENCH_BURST:-64}"; OUT="${BENCH_OUT:-$RESULTS_DIR/image.md}"
+for tool in taskset setsid curl wrk ps node; do command -v "$tool" >/dev/null || die "$tool not found"; done
+[[ -x "$FERRY" ]] || die "no ferry binary at $FERRY"
 mkdir -p "$APP/public/corpus"; cp "$FIX"/* "$APP/public/corpus/"
 # A camera-sized source (4.9 MP): what makes transforms and their memory costly.
 node -e "require('sharp')(process.argv[1]).resize(2700).jpeg({quality:90}).toFile(process.argv[2])" \
@@ -88,28 +81,18 @@ node -e "require('sharp')(process.argv[1]).resize(2700).jpeg({quality:90}).toFil
 log "ferry build"
 (cd "$APP" && "$FERRY" build "$APP" >"$WORK/build.log" 2>&1) || { tail -20 "$WORK/build.log"; exit 1; }
 
-alive() { local st; st="$(ps -o stat= -p "$1" 2>/dev/null)" && [[ -n "$st" && "$st" != Z* ]]; }
 SERVER=""
 start_server() { # next|ferry PORT: fresh server on core 0, empty image caches; sets SERVER
   rm -rf "$APP/.next/cache/images" "$APP/.ferry-cache/cache/images"
   if [[ $1 == next ]]; then
-    (cd "$APP" && exec setsid taskset -c 0 env NEXT_TELEMETRY_DISABLED=1 node "$APP/node_modules/next/dist/bin/next" start "$APP" -p "$2" -H 127.0.0.1) >"$WORK/$1.log" 2>&1 < /dev/null &
+    start_bg "$WORK/$1.log" env NEXT_TELEMETRY_DISABLED=1 node "$APP/node_modules/next/dist/bin/next" start "$APP" -p "$2" -H 127.0.0.1
   else
     # shellcheck disable=SC2086 # FERRY_ENV: extra VAR=value words for experiments (e.g. MALLOC_ARENA_MAX=2)
-    (cd "$APP" && exec setsid taskset -c 0 env ${FERRY_ENV:-} "$FERRY" start "$APP" -p "$2" -H 127.0.0.1) >"$WORK/$1.log" 2>&1 < /dev/null &
+    start_bg "$WORK/$1.log" env ${FERRY_ENV:-} "$FERRY" start "$APP" -p "$2" -H 127.0.0.1
   fi
-  SERVER=$!; PGIDS+=("$SERVER")
-  for _ in $(seq 1 300); do
-    alive "$SERVER" || break
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$2/")" == 200 ]] && return 0
-    sleep 0.1
-  done
+  SERVER=$BG_PID
+  wait_200 "http://127.0.0.1:$2/" 30 "$SERVER" && return 0
   log "$1 did not come up:"; tail -20 "$WORK/$1.log" >&2; exit 1
-}
-stop_server() {
-  kill -TERM -- "-$SERVER" 2>/dev/null || true
-  for _ in $(seq 50); do alive "$SERVER" || break; sleep 0.1; done
-  kill -KILL -- "-$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
 }
 session_rss_kb() { ps -s "$1" -o rss= 2>/dev/null | awk '{s+=$1} END {print s+0}'; }
 
@@ -127,12 +110,13 @@ done; done; done
 BURSTSET=("${BURSTSET[@]:0:$BURST}")
 WARM_URL="$(url corpus/photo.jpg 640)"
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else printf "%.1f\n", (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# median of lib.sh, one decimal (the table's format).
+median1() { median | awk '$1 == "n/a" {print; next} {printf "%.1f\n", $1}'; }
 cold() { # PORT: median ms over the distinct cold requests, one at a time
   local e
   for e in "${COLD[@]}"; do
     taskset -c 1 curl -s -o /dev/null -H "Accept: ${e%% *}" -w '%{time_total}\n' "http://127.0.0.1:$1${e#* }"
-  done | awk '{print $1*1000}' | median
+  done | awk '{print $1*1000}' | median1
 }
 burst() { # PORT SESSION: prints "peak_rss_mb wall_ms non_200_count idle_rss_mb main_peak_rss_mb"
   local base peak=0 r t0 t1 sampler
@@ -156,7 +140,8 @@ burst() { # PORT SESSION: prints "peak_rss_mb wall_ms non_200_count idle_rss_mb 
 warm() { # PORT: requests/s on one cached URL
   curl -s -o /dev/null -H 'Accept: image/webp' "http://127.0.0.1:$1$WARM_URL"
   curl -s -o /dev/null -H 'Accept: image/webp' "http://127.0.0.1:$1$WARM_URL"
-  taskset -c 1 wrk -t1 -c16 -d"${DURATION}s" -H 'Accept: image/webp' "http://127.0.0.1:$1$WARM_URL" | awk '/Requests\/sec/ {print $2}'
+  run_wrk "http://127.0.0.1:$1$WARM_URL" 'Accept: image/webp'
+  echo "$WRK_RPS"
 }
 
 declare -A R
@@ -167,19 +152,19 @@ for run in $(seq 1 "$RUNS"); do
     c="$(cold "$port")"
     read -r peak wall bad base main < <(burst "$port" "$SERVER")
     w="$(warm "$port")"
-    stop_server
+    stop_bg "$SERVER"
     log "run $run $s: cold ${c} ms, burst peak ${peak} MB (idle ${base} MB, server process ${main} MB) in ${wall} ms (${bad} non-200), warm ${w} req/s"
     R[$s,cold]+="$c "; R[$s,peak]+="$peak "; R[$s,base]+="$base "; R[$s,wall]+="$wall "; R[$s,warm]+="$w "; R[$s,bad]+="$bad "; R[$s,main]+="$main "
   done
 done
-med() { tr ' ' '\n' | grep -v '^$' | median; }
+med() { median1; }
 declare -A M
 for k in cold peak base wall warm bad main; do for s in next ferry; do M[$s,$k]="$(echo "${R[$s,$k]}" | med)"; done; done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+num() { echo "${1%×}"; } # lib.sh's ratio, as a number
 pass() { awk -v v="$1" -v t="$2" -v d="$3" 'BEGIN {print ((d == "ge" ? v >= t : v <= t) ? "yes" : "**no**")}'; }
-CR="$(ratio "${M[next,cold]}" "${M[ferry,cold]}")"
-WR="$(ratio "${M[ferry,warm]}" "${M[next,warm]}")"
-PR="$(ratio "${M[ferry,peak]}" "${M[next,peak]}")"
+CR="$(num "$(ratio "${M[next,cold]}" "${M[ferry,cold]}")")"
+WR="$(num "$(ratio "${M[ferry,warm]}" "${M[next,warm]}")")"
+PR="$(num "$(ratio "${M[ferry,peak]}" "${M[next,peak]}")")"
 {
   echo "# /_next/image: Ferry vs next start — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
@@ -194,7 +179,7 @@ PR="$(ratio "${M[ferry,peak]}" "${M[next,peak]}")"
   echo "| peak RSS during a burst of ${#BURSTSET[@]} concurrent cold requests, MB (whole process tree) | ${M[next,peak]} (${R[next,peak]% }) | ${M[ferry,peak]} (${R[ferry,peak]% }) | $(awk -v r="$PR" 'BEGIN {printf "%.0f", r * 100}') % | ≤ 50 % | $(pass "$PR" 0.5 le) |"
   echo "| peak RSS of the server process alone during the burst, MB (Ferry: without its Node workers) | ${M[next,main]} | ${M[ferry,main]} | | | |"
   echo "| idle RSS before the burst, MB (whole process tree) | ${M[next,base]} | ${M[ferry,base]} | | | |"
-  echo "| burst wall time, ms | ${M[next,wall]} (${R[next,wall]% }) | ${M[ferry,wall]} (${R[ferry,wall]% }) | $(ratio "${M[next,wall]}" "${M[ferry,wall]}")× faster | | |"
+  echo "| burst wall time, ms | ${M[next,wall]} (${R[next,wall]% }) | ${M[ferry,wall]} (${R[ferry,wall]% }) | $(ratio "${M[next,wall]}" "${M[ferry,wall]}") faster | | |"
   echo "| burst responses other than 200 (median) | ${M[next,bad]} | ${M[ferry,bad]} | | | |"
   echo
   echo "Burst: widths 3840 → 32 over all sources, \`Accept: image/webp\` and \`*/*\` (source type), the ${#BURSTSET[@]} largest pairs not in the cold set."

@@ -36,7 +36,8 @@ echo "== cargo test (unit, integration, end-to-end)"
 # The differential suites run on their own below, with their reports (EQUAL n/total) shown.
 cargo test --workspace --locked -- --test-threads="$threads" \
   --skip showcase_matches_next_start --skip routing_app_matches_next_start \
-  --skip ppr_app_matches_next_start --skip revalidation_matches_next_start
+  --skip ppr_app_matches_next_start --skip edge_app_matches_next_start \
+  --skip revalidation_matches_next_start
 
 # One suite at a time: each builds an app and runs next start and ferry start side by side.
 echo "== differential suite: next start vs ferry start on the same build (examples/showcase)"
@@ -45,5 +46,7 @@ echo "== differential suite: next start vs ferry start on the same build (tests/
 cargo test -p ferry-cli --locked --test differential -- --nocapture --exact routing_app_matches_next_start
 echo "== differential suite: next start vs ferry start on the same build (tests/fixtures/ppr-app)"
 cargo test -p ferry-cli --locked --test differential -- --nocapture --exact ppr_app_matches_next_start
+echo "== differential suite: next start vs ferry start on the same build (tests/fixtures/pnpm-app, edge middleware)"
+cargo test -p ferry-cli --locked --test differential -- --nocapture --exact edge_app_matches_next_start
 echo "== differential suite: revalidation scenarios, next start vs ferry start (tests/fixtures/cache-app)"
 cargo test -p ferry-cli --locked --test differential_revalidation -- --nocapture --exact revalidation_matches_next_start

@@ -67,12 +67,47 @@ function installCacheHandlers(config, projectDir) {
   fs.mkdirSync(dest, { recursive: true })
   for (const name of fs.readdirSync(src)) fs.copyFileSync(path.join(src, name), path.join(dest, name))
   if (!config.cacheHandler) config.cacheHandler = path.join(dest, 'incremental.cjs')
+  const edgeFile = appRouterEdgeSegment(projectDir)
+  if (edgeFile) {
+    // Next 16.4 with Turbopack cannot compile an app-router edge route once `cacheHandlers` is
+    // set ("Expected ';', '}' or <eof>" in templates/edge-app-route.js, also with plain `next
+    // build`): 'use cache' entries stay in each worker's own memory for this app.
+    console.warn(
+      `[ferry] ${path.relative(projectDir, edgeFile)} uses the edge runtime: 'use cache' entries are not shared through Ferry in this app (Next cannot build edge app routes with cacheHandlers)`
+    )
+    return
+  }
   const handlers = { ...(config.cacheHandlers || {}) }
   for (const kind of ['default', 'remote']) {
     if (!handlers[kind]) handlers[kind] = path.join(dest, 'use-cache.cjs')
   }
   config.cacheHandlers = handlers
 }
+// The first app-router source file that selects the edge runtime (`export const runtime =
+// 'edge'` in a page, route or layout), if any.
+function appRouterEdgeSegment(projectDir) {
+  const edge = /export\s+const\s+runtime\s*=\s*['"](?:experimental-)?edge['"]/
+  const stack = ['app', 'src/app'].map((d) => path.join(projectDir, d))
+  while (stack.length) {
+    const dir = stack.pop()
+    let entries
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true })
+    } catch {
+      continue
+    }
+    for (const e of entries) {
+      const full = path.join(dir, e.name)
+      if (e.isDirectory()) {
+        if (e.name !== 'node_modules') stack.push(full)
+      } else if (/\.(?:[cm]?[jt]sx?)$/.test(e.name) && edge.test(fs.readFileSync(full, 'utf8'))) {
+        return full
+      }
+    }
+  }
+  return undefined
+}
+
 // The configured cache handler files: Next copies the files themselves but, with Turbopack,
 // not what they require (Ferry's handlers require each other and next's own caches).
 function cacheHandlerFiles(config) {

@@ -518,6 +518,12 @@ async function handleEntry(req, res, entry) {
     await runMiddleware(req, res, mod.middleware, meta)
     return
   }
+  if (mod.edge) {
+    // An edge-runtime route handler or page: the same web-handler call, its Response streamed to
+    // the client as it is.
+    await runMiddleware(req, res, mod.edge, meta, { toClient: true })
+    return
+  }
   if (!mod.node) throw new Error(`entry ${entry} exports no handler(req, res, ctx)`)
   // PPR resume (meta `ferryResume`): the body is the page's postponed state, not the client's.
   const postponed = meta.ferryResume ? await readPostponed(req) : undefined
@@ -594,7 +600,7 @@ async function readPostponed(req) {
   return Buffer.concat(chunks).toString('utf8')
 }
 
-async function runMiddleware(req, res, handler, meta) {
+async function runMiddleware(req, res, handler, meta, { toClient = false } = {}) {
   const { port, protocol } = meta
   const proto = protocol || 'http'
   const host = formatHostname(meta.hostname || 'localhost')
@@ -639,7 +645,7 @@ async function runMiddleware(req, res, handler, meta) {
   // The middleware's response as-is: Ferry interprets x-middleware-* itself. Node would add a
   // `Date` of its own, which Ferry would take for a middleware header (next start runs the
   // middleware in-process and never sees one).
-  res.sendDate = false
+  if (!toClient) res.sendDate = false
   res.statusCode = response.status
   const setCookies = typeof response.headers.getSetCookie === 'function' ? response.headers.getSetCookie() : []
   for (const [k, v] of response.headers) {

@@ -3,6 +3,7 @@
 //! Thin by design: parse the arguments, hand them to one file per subcommand, turn errors into
 //! messages and exit codes.
 
+mod alloc;
 mod cli;
 mod commands;
 

@@ -8,6 +8,9 @@
 //! - The edge middleware runs in Next's edge sandbox inside the workers (regression: every
 //!   request it matched answered 500, "exports no middleware handler"; then Ferry's cache handler,
 //!   bundled into the middleware, threw on `require('node:http')`).
+//! - An edge-runtime route handler (`export const runtime = 'edge'`) builds (regression: Next
+//!   cannot compile it once `cacheHandlers` is set, so Ferry's adapter leaves them out for such an
+//!   app) and answers from the same sandbox, with next start's headers.
 
 mod support;
 
@@ -137,6 +140,40 @@ fn edge_middleware_runs_in_the_edge_runtime() -> Result<()> {
         rewritten.status == 200 && body.contains("rendered for"),
         "GET /rewritten: HTTP {}: {body:.300}",
         rewritten.status
+    );
+    Ok(())
+}
+
+#[test]
+fn edge_route_handler_answers_from_the_edge_sandbox() -> Result<()> {
+    let ferry = FerryServer::start(app()?, &["--workers", "1"], &[])?;
+    let timeout = std::time::Duration::from_secs(60);
+    let get = ferry.send(RawRequest::get("/api/edge?q=ferry"), timeout)?;
+    let body = String::from_utf8_lossy(&get.decoded_body()?).into_owned();
+    ensure!(
+        get.status == 200 && body == r#"{"runtime":"edge-runtime","q":"ferry"}"#,
+        "GET /api/edge: HTTP {}: {body}\n{}",
+        get.status,
+        ferry.log_tail()
+    );
+    // next start runs edge routes in its sandbox before `setVaryHeader`: no router Vary tokens.
+    let vary = get.header_all("vary").join(", ");
+    ensure!(
+        !vary.contains("rsc"),
+        "an edge route got the router's Vary: {vary}"
+    );
+    let mut post = RawRequest::get("/api/edge");
+    post.method = "POST".into();
+    post.body = b"hello".to_vec();
+    let post = post
+        .header("Content-Length", "5")
+        .header("Content-Type", "text/plain");
+    let echoed = ferry.send(post, timeout)?;
+    let body = String::from_utf8_lossy(&echoed.decoded_body()?).into_owned();
+    ensure!(
+        echoed.status == 200 && body == "echo:hello" && echoed.header("x-edge-route") == Some("1"),
+        "POST /api/edge: HTTP {}: {body}",
+        echoed.status
     );
     Ok(())
 }

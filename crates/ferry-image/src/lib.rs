@@ -8,7 +8,6 @@
 //! sources are fetched with next's limits (deadline, body size, redirects, no private addresses),
 //! and identical concurrent requests share one fetch and one transform.
 
-mod alloc;
 pub mod cache;
 pub mod config;
 pub mod detect;
@@ -280,7 +279,6 @@ impl Optimizer {
             .clone()
             .and_then(|dir| DiskCache::new(dir, options.config.maximum_disk_cache_size));
         let concurrency = options.concurrency.max(1);
-        alloc::return_large_buffers_to_the_os();
         let csp = HeaderValue::from_str(&options.config.content_security_policy).ok();
         let shared = options
             .shared

@@ -101,16 +101,19 @@ pub fn optimize(
     };
     let (dst_w, dst_h) = target_size(upright, width);
     let shrink = jpeg_shrink_on_load(f64::from(upright.0) / f64::from(dst_w));
-    let scaled = if shrink > 1 && detect::content_type(input) == Some(detect::JPEG) {
-        decode_jpeg_scaled(input, shrink)
+    let source_type = detect::content_type(input);
+    let decoded = if shrink > 1 && source_type == Some(detect::JPEG) {
+        decode_jpeg_scaled(input, shrink).map(DynamicImage::ImageRgb8)
+    } else if source_type == Some(detect::WEBP) {
+        decode_webp(input)
     } else {
         None
     };
-    let mut img = match scaled {
-        Some(rgb) => {
+    let mut img = match decoded {
+        Some(img) => {
             // Only the header was read: the full-size decoder (and its copy of the source) goes.
             drop(decoder);
-            DynamicImage::ImageRgb8(rgb)
+            img
         }
         None => {
             let mut limits = Limits::default();
@@ -202,6 +205,19 @@ fn decode_jpeg_scaled(input: &[u8], shrink: u32) -> Option<image::RgbImage> {
         .ok()?
         .ok()
         .flatten()
+}
+
+/// A still WebP decoded by libwebp (what sharp decodes it with; the pure-Rust decoder took over
+/// twice as long); `None` (use the pure-Rust decoder) for an animation or
+/// any libwebp error. The caller has checked the size against the pixel limit.
+fn decode_webp(input: &[u8]) -> Option<DynamicImage> {
+    let decoded = webp::Decoder::new(input).decode()?;
+    let (w, h) = (decoded.width(), decoded.height());
+    if decoded.is_alpha() {
+        image::RgbaImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgba8)
+    } else {
+        image::RgbImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgb8)
+    }
 }
 
 /// RGB8, alpha composited over black as libvips does when JPEG drops it.

@@ -26,10 +26,13 @@ pub struct Function {
     pub entry: String,
     /// Calling convention.
     pub kind: EntryKind,
-    /// A page next-server treats as SSG (`isSSG` in base-server.js): an app page whose own
-    /// (non-dynamic) pathname is prerendered, or a pages-router page with `getStaticProps`
-    /// (any prerender names it as parent). Only GET and HEAD may reach it.
+    /// A page next-server treats as SSG (`isSSG` in base-server.js): an app page or route
+    /// handler whose own (non-dynamic) pathname is prerendered, or a pages-router page with
+    /// `getStaticProps` (any prerender names it as parent). Only GET and HEAD may reach it.
     pub ssg: bool,
+    /// An edge-runtime entrypoint (next-server runs it through its edge sandbox, which skips
+    /// `setVaryHeader`).
+    pub edge: bool,
 }
 
 /// The loaded deployment.
@@ -61,6 +64,8 @@ pub struct App {
     pub control_token: String,
     /// The `/_next/image` optimizer, made on first use (see `pipeline/image.rs`).
     pub(crate) image_optimizer: OnceLock<Arc<ferry_image::Optimizer>>,
+    /// `/_next/image` answered before routing when no rule can change it (`pipeline/image.rs`).
+    pub(crate) image_preroute: Option<pipeline::image::Preroute>,
     /// `--cache-url` when it is Redis: the image optimizer shares its cache there too.
     pub(crate) image_cache_url: Option<String>,
     in_flight: AtomicUsize,
@@ -102,8 +107,12 @@ impl App {
                     !f.pathname.contains('[') && prerendered.contains(f.pathname.as_str())
                 }
                 FunctionKind::Pages => has_prerender_child(&f.id),
+                FunctionKind::AppRoute => {
+                    !f.pathname.contains('[') && prerendered.contains(f.pathname.as_str())
+                }
                 _ => false,
             },
+            edge: f.runtime == "edge",
         };
         let functions = manifest
             .functions
@@ -119,6 +128,7 @@ impl App {
             entry: absolute(&m.entry),
             kind: EntryKind::Middleware,
             ssg: false,
+            edge: m.runtime == "edge",
         });
         let control_token = random_token();
         let workers = match (&manifest.kind, &manifest.server) {
@@ -173,6 +183,7 @@ impl App {
             _ => None,
         };
         let postponed = crate::pipeline::prerendered::postponed_states(&manifest);
+        let image_preroute = pipeline::image::preroute(&manifest, &router);
         Ok(Arc::new(App {
             manifest,
             bundle_dir,
@@ -185,6 +196,7 @@ impl App {
             middleware,
             workers,
             local_addr: OnceLock::from(local_addr),
+            image_preroute,
             image_optimizer: OnceLock::new(),
             image_cache_url: config
                 .cache_url

@@ -33,6 +33,8 @@ pub fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         cache_max_size: args.cache_max_size,
         cache_memory_size: args.cache_memory_size,
     };
+    // Before any thread exists: image transforms' large buffers go back to the OS when freed.
+    crate::alloc::return_large_buffers_to_the_os();
     // Before the runtime starts: its threads and the Node.js workers inherit the policy (see
     // ferry_workers::sched: no preemption ping-pong between Ferry and a worker on one core).
     if let Err(err) = ferry_workers::sched::apply_batch_policy() {

@@ -65,7 +65,7 @@ pub async fn serve(
     }
     let mut res = res;
     let rsc_request = output.rsc.as_ref().is_some_and(|r| r.header);
-    if needs_router_vary(function.kind, rsc_request) {
+    if !function.edge && needs_router_vary(function.kind, rsc_request) {
         prepend_vary(res.headers_mut(), &app.manifest.routing.rsc.vary_header);
     }
     if function.kind == ferry_workers::EntryKind::Pages
@@ -96,7 +96,8 @@ pub fn data_request_page(app: &App, pathname: &str) -> Option<String> {
 
 /// next-server's `setVaryHeader` (base-server.js) appends the router headers to `Vary` before it
 /// runs a route handler, or a pages-router page for an RSC request; app pages set their own
-/// `Vary`, API routes never get one. Invoked directly, the entrypoints skip that layer.
+/// `Vary`, API routes never get one. Invoked directly, the entrypoints skip that layer. Edge
+/// entrypoints never get it (next-server hands them to its edge sandbox before that point).
 fn needs_router_vary(kind: ferry_workers::EntryKind, rsc_request: bool) -> bool {
     use ferry_workers::EntryKind;
     match kind {

@@ -1,8 +1,8 @@
 //! Stage 3b: which methods a page accepts, as next-server's `renderToResponseWithComponents`
 //! (base-server.js) decides before it runs a page's entrypoint:
 //!
-//! - a non-GET/HEAD request to an SSG page that is not a possible Server Action: 405,
-//!   `Allow: GET` + `Allow: HEAD`, body `Method Not Allowed`;
+//! - a non-GET/HEAD request to an SSG page (or a prerendered route handler) that is not a
+//!   possible Server Action: 405, `Allow: GET` + `Allow: HEAD`, body `Method Not Allowed`;
 //! - an `OPTIONS` request to any other page (not a route handler, not the 404 page): 400, empty.
 //!
 //! Both come after next-server set the router `Vary` (app pages; pages-router pages only for an
@@ -36,7 +36,12 @@ pub fn page_function<'a>(app: &'a App, output: &ferry_router::Output) -> Option<
                 .find(|p| p.pathname == base)?;
             app.functions_by_id.get(&parent.parent_output_id)
         })
-        .filter(|f| matches!(f.kind, EntryKind::AppPage | EntryKind::Pages))
+        // Route handlers only when prerendered (a `force-static` GET): next start answers
+        // another method 405 there too; other route handlers handle every method themselves.
+        .filter(|f| {
+            matches!(f.kind, EntryKind::AppPage | EntryKind::Pages)
+                || (f.kind == EntryKind::AppRoute && f.ssg)
+        })
 }
 
 /// `getIsPossibleServerAction` (server-action-request-meta.js).
@@ -92,7 +97,7 @@ pub fn check(app: &App, ctx: &RequestCtx, output: &ferry_router::Output) -> Opti
         return None;
     };
     let rsc_request = output.rsc.as_ref().is_some_and(|r| r.header);
-    if function.kind == EntryKind::AppPage || rsc_request {
+    if matches!(function.kind, EntryKind::AppPage | EntryKind::AppRoute) || rsc_request {
         super::functions::prepend_vary(res.headers_mut(), &app.manifest.routing.rsc.vary_header);
     }
     Some(res)

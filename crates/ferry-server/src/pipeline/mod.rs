@@ -52,7 +52,16 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
     if let Err(rejection) = guard::check(app, &mut parts) {
         return rejection.into_response();
     }
+    // resolve-routes.js's first check, before the middleware and every rule (files included):
+    // repeated slashes or backslashes in the path answer 308 to the cleaned path.
+    if let Some(res) = redirect::repeated_slashes(&parts.uri) {
+        return res;
+    }
     let ctx = RequestCtx { parts, remote };
+    // `/_next/image` that no routing rule can change: answered before routing.
+    if let Some(res) = image::serve_prerouted(app, &ctx).await {
+        return res;
+    }
     let body = ferry_http::boxed(body);
     let (resolution, body) = match route::route(app, &ctx, body).await {
         route::Routed::Resolved(resolution, body) => (resolution, body),
@@ -97,17 +106,14 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
             request_headers,
             ..
         } => {
-            let res = match redirect::repeated_slashes(&ctx.parts.uri) {
-                Some(res) => res,
-                // With an app router `/_not-found` that page answers instead (router-server
-                // only short-circuits `invokeRender('/404')`).
-                None if marked_data_request(app, &ctx)
-                    && !app.functions.contains_key("/_not-found") =>
-                {
+            // With an app router `/_not-found` that page answers instead (router-server only
+            // short-circuits `invokeRender('/404')`).
+            let res =
+                if marked_data_request(app, &ctx) && !app.functions.contains_key("/_not-found") {
                     data_not_found(app, &ctx)
-                }
-                None => not_found::respond(app, &ctx, &request_headers).await,
-            };
+                } else {
+                    not_found::respond(app, &ctx, &request_headers).await
+                };
             finish::finish(app, &ctx, res, &headers)
         }
         Resolution::Output(output) => {
@@ -336,12 +342,6 @@ async fn serve_output(
     if rsc_output && not_found::is_rsc_url(app, ctx) {
         return not_found::respond(app, ctx, &output.request_headers).await;
     }
-    // Files are served by next start's router before next-server's own checks.
-    if app.statics.get(&output.pathname).is_none()
-        && let Some(res) = redirect::repeated_slashes(&ctx.parts.uri)
-    {
-        return res;
-    }
     if is_app_rsc_request(app, output)
         && app.manifest.config.validate_rsc_request_headers
         && let Some(res) = rsc::check(ctx)
@@ -374,8 +374,14 @@ fn is_app_rsc_request(app: &App, output: &ferry_router::Output) -> bool {
         .map_or(output.pathname.as_str(), |i| &output.pathname[..i]);
     let base = base.strip_suffix(".rsc").unwrap_or(base);
     let base = if base == "/index" { "/" } else { base };
-    functions::function_for(app, base).is_some_and(|f| f.kind == ferry_workers::EntryKind::AppPage)
-        && base != "/_not-found"
+    // App pages and route handlers alike (an RSC request to `/api/x` without the right `_rsc`
+    // gets next start's 307 too; edge-app differential).
+    functions::function_for(app, base).is_some_and(|f| {
+        matches!(
+            f.kind,
+            ferry_workers::EntryKind::AppPage | ferry_workers::EntryKind::AppRoute
+        )
+    }) && base != "/_not-found"
 }
 
 #[cfg(test)]

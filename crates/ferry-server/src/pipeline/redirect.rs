@@ -38,9 +38,9 @@ pub fn respond(
     res
 }
 
-/// next-server's first step for anything it renders (base-server.js `handleRequestImpl`): a path
+/// resolve-routes.js's first step for every request (before the middleware, rules and files): a path
 /// with repeated slashes or backslashes is answered 308 to its cleaned form
-/// (`normalizeRepeatedSlashes`), with that URL as the body. Files are served before that layer.
+/// (`normalizeRepeatedSlashes`), with that URL as the body.
 pub fn repeated_slashes(uri: &http::Uri) -> Option<Response<Body>> {
     let path = uri.path();
     if !path.contains("//") && !path.contains('\\') {
