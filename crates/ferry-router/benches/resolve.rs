@@ -16,6 +16,23 @@ use ferry_manifest::{
 use ferry_router::{RequestInfo, Resolution, Router, Step};
 
 fn main() {
+    // `FERRY_PROFILE=<table>/<case>:<n>` runs that case n times and exits, for instruction counts
+    // (`valgrind --tool=callgrind`: the difference between two `n` over their difference).
+    if let Ok(spec) = std::env::var("FERRY_PROFILE") {
+        let (name, n) = spec.split_once(':').expect("<table>/<case>:<n>");
+        let (table, case) = name.split_once('/').expect("<table>/<case>");
+        let router = if table == "rules500" {
+            &*RULES500
+        } else {
+            &*SHOWCASE
+        };
+        let req = request(case);
+        let _ = route(router, &req);
+        for _ in 0..n.parse::<usize>().expect("n") {
+            black_box(route(router, black_box(&req)));
+        }
+        return;
+    }
     divan::main();
 }
 

@@ -321,19 +321,28 @@ struct PhaseMeta {
 }
 
 /// A dynamic route's destination for one request.
-struct DynamicDestination {
+struct DynamicDestination<'u> {
     matched: matcher::RegexMatch,
     /// The destination with the captures in it, when the route has one.
     dest: Option<String>,
-    url: Url,
+    /// The request URL the route matched.
+    url: &'u Url,
 }
 
-impl DynamicDestination {
+impl DynamicDestination<'_> {
     /// The destination pathname (the request's when the route has no destination).
     fn path(&self) -> &str {
         match &self.dest {
             Some(d) => before_question_mark(d),
             None => self.url.path(),
+        }
+    }
+
+    /// The URL to invoke (destination query merged): built only for the route that answers.
+    fn invocation_url(&self) -> Cow<'_, Url> {
+        match self.dest.as_deref() {
+            Some(d) => Cow::Owned(merge_destination_query(self.url, d)),
+            None => Cow::Borrowed(self.url),
         }
     }
 }
@@ -462,7 +471,7 @@ fn dynamic_page_prerenders(manifest: &Manifest) -> HashSet<String> {
 }
 
 /// `/\[[^/]+?\]/.test(p)`: a `[slug]`-style template pathname.
-fn is_dynamic_template(p: &str) -> bool {
+pub(crate) fn is_dynamic_template(p: &str) -> bool {
     let b = p.as_bytes();
     b.iter().enumerate().any(|(i, &c)| {
         if c != b'[' {
@@ -1483,7 +1492,18 @@ impl Router {
                 let p = p.to_string();
                 f.set_path(&p);
             }
+            // (A locale with brackets could hide the template when the locale is stripped.)
+            let fs_is_template = is_dynamic_template(fs)
+                || self
+                    .i18n
+                    .as_ref()
+                    .is_some_and(|i| i.locales.iter().any(|l| l.contains('[')));
             for route in self.dynamic_route_list().matching(f.path()) {
+                // A destination that is a template whatever the request (`/blog/[slug]$2?…`)
+                // can only name `fs` when `fs` is a template too: skip its regex.
+                if !fs_is_template && route.dest_always_template {
+                    continue;
+                }
                 let Some(d) = self.dynamic_destination(route, &state, &f) else {
                     continue;
                 };
@@ -1493,8 +1513,9 @@ impl Router {
                     Some(found) if found == fs || is_dynamic_template(fs) => found,
                     Some(_) => continue,
                 };
+                let url = d.invocation_url().into_owned();
                 let params = route_params(d.matched);
-                return self.output_final(&mut state, &d.url, target, f.path(), params);
+                return self.output_final(&mut state, &url, target, f.path(), params);
             }
             return self.output_final(&mut state, &f, fs, f.path(), Vec::new());
         }
@@ -1653,8 +1674,9 @@ impl Router {
                 continue;
             };
             if let Some(found) = self.match_pathname_locale_fallback(d.path()) {
+                let invocation = d.invocation_url().into_owned();
                 let params = route_params(d.matched);
-                return Some(self.output_final(state, &d.url, found, url.path(), params));
+                return Some(self.output_final(state, &invocation, found, url.path(), params));
             }
         }
         None
@@ -1662,21 +1684,17 @@ impl Router {
 
     /// A dynamic route applied to `url`: its match, destination pathname and the URL to invoke
     /// (destination query merged), or `None` when the route does not match.
-    fn dynamic_destination(
+    fn dynamic_destination<'u>(
         &self,
         route: &CompiledRoute,
         state: &RoutingState,
-        url: &Url,
-    ) -> Option<DynamicDestination> {
+        url: &'u Url,
+    ) -> Option<DynamicDestination<'u>> {
         let (matched, caps) = route.match_dynamic(url, &state.request_headers)?;
         let dest = route
             .destination
             .as_ref()
             .map(|d| replace_destination(d, Some(&matched), &caps));
-        let url = dest
-            .as_deref()
-            .map(|d| merge_destination_query(url, d))
-            .unwrap_or_else(|| url.clone());
         Some(DynamicDestination { matched, dest, url })
     }
 

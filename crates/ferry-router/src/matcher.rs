@@ -45,8 +45,8 @@ pub(crate) struct JsRegex {
 }
 
 impl JsRegex {
-    /// The cheap checks: `false` only when the regex cannot match `text`.
-    fn may_match(&self, text: &str) -> bool {
+    /// The literal prefix and suffix checks: `false` only when the regex cannot match `text`.
+    fn ends_may_match(&self, text: &str) -> bool {
         if text.len() > MAX_REGEX_INPUT {
             return false;
         }
@@ -59,18 +59,23 @@ impl JsRegex {
                 a == b
             }
         };
-        let literals = t.len() >= p.len().max(s.len())
+        t.len() >= p.len().max(s.len())
             && same(&t[..p.len()], p)
             && same(&t[t.len() - s.len()..], s)
-            && contains_literal(text, &self.required, ci);
+    }
+
+    /// The cheap checks after [`JsRegex::ends_may_match`]: `false` only when the regex cannot
+    /// match `text`.
+    fn rest_may_match(&self, text: &str) -> bool {
         // A `regex`-crate engine is exact and as fast as the prefilter: skip the second scan.
-        literals && (self.bounded.is_plain() || self.prefilter.may_match(text))
+        contains_literal(text, &self.required, self.case_insensitive)
+            && (self.bounded.is_plain() || self.prefilter.may_match(text))
     }
 }
 
 /// Whether `re` matches `text` (`RegExp.prototype.test`), without building the captures.
 pub(crate) fn js_is_match(re: &JsRegex, text: &str) -> bool {
-    if !re.may_match(text) {
+    if !re.ends_may_match(text) || !re.rest_may_match(text) {
         return false;
     }
     match re.bounded.is_match(text) {
@@ -81,7 +86,10 @@ pub(crate) fn js_is_match(re: &JsRegex, text: &str) -> bool {
 
 /// Runs `re` on `text` the way `String.prototype.match` (non-global) does.
 pub(crate) fn js_match(re: &JsRegex, text: &str) -> Option<RegexMatch> {
-    if !re.may_match(text) {
+    if !re.ends_may_match(text) {
+        return None;
+    }
+    if !re.rest_may_match(text) {
         return None;
     }
     // Bounded first (src/bounded.rs): regress alone may backtrack exponentially.
@@ -385,6 +393,10 @@ pub(crate) struct CompiledRoute {
     /// Every header of the rule as written is one `Headers.set` accepts (checked once, for
     /// the matches that use the rule's own headers).
     pub headers_valid: bool,
+    /// The destination pathname is a `[param]` template for every request: the literal part
+    /// before any `$` substitution and any `?` already is one (substitutions only append to
+    /// it, and a `?` a substituted value brings comes after it).
+    pub dest_always_template: bool,
 }
 
 /// A successful `matchRoute`.
@@ -408,6 +420,10 @@ impl CompiledRoute {
         let headers_valid = headers
             .iter()
             .all(|(k, v)| crate::headers::valid_header(k, v));
+        let dest_always_template = r.destination.as_deref().is_some_and(|d| {
+            let end = d.bytes().position(|b| b == b'$' || b == b'?');
+            crate::is_dynamic_template(&d[..end.unwrap_or(d.len())])
+        });
         Ok(Self {
             re: compile(&r.source_regex, case_sensitive)?,
             has: conditions(r.has.as_deref()),
@@ -417,6 +433,7 @@ impl CompiledRoute {
             status: r.status.filter(|s| *s != 0),
             interpolates,
             headers_valid,
+            dest_always_template,
         })
     }
 

@@ -238,8 +238,7 @@ pub(crate) fn contains_literal(text: &str, lit: &str, ci: bool) -> bool {
     // Scan for one byte of the literal, then check the literal around it. Preferred: one case
     // cannot change and other than `/` (paths are full of `/`), else the last byte other than
     // `/` (compared case-folded when `ci`: for `/ssr` against `/_next/static/…` few hits, where
-    // `/` would hit every segment). Paths are short: a plain byte loop beats `str::find`'s
-    // per-call setup here.
+    // `/` would hit every segment).
     let at = l
         .iter()
         .position(|b| !b.is_ascii_alphabetic() && *b != b'/')
@@ -247,18 +246,24 @@ pub(crate) fn contains_literal(text: &str, lit: &str, ci: bool) -> bool {
         .unwrap_or(0);
     let needle = l[at];
     let window = &t[at..=t.len() - l.len() + at];
-    if ci && needle.is_ascii_alphabetic() {
-        // `b | 0x20` is the lowercase letter exactly when `b` is that letter in either case.
-        let lower = needle.to_ascii_lowercase();
-        window
-            .iter()
-            .enumerate()
-            .any(|(start, &b)| b | 0x20 == lower && same(start))
+    let lower = needle.to_ascii_lowercase();
+    let folded = ci && needle.is_ascii_alphabetic();
+    if window.len() < 24 {
+        // Short: a byte loop beats `memchr`'s per-call setup. `b | 0x20` is the lowercase
+        // letter exactly when `b` is that letter in either case.
+        return window.iter().enumerate().any(|(start, &b)| {
+            (if folded {
+                b | 0x20 == lower
+            } else {
+                b == needle
+            }) && same(start)
+        });
+    }
+    // Longer: `memchr` scans a vector at a time.
+    if folded {
+        memchr::memchr2_iter(lower, needle.to_ascii_uppercase(), window).any(same)
     } else {
-        window
-            .iter()
-            .enumerate()
-            .any(|(start, &b)| b == needle && same(start))
+        memchr::memchr_iter(needle, window).any(same)
     }
 }
 
