@@ -460,15 +460,8 @@ async fn render(
     token: Option<&str>,
     query: Option<&str>,
 ) -> Result<Rendered, String> {
-    let pool = app.workers.as_ref().ok_or("no workers")?;
     let inv = render_invocation(app, function, pathname, token, query)?;
-    let res = pool.dispatch(inv).await.map_err(|e| e.to_string())?;
-    let (parts, body) = res.into_parts();
-    let bytes: Bytes = Limited::new(body, MAX_RENDER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let (parts, bytes) = dispatch_whole(app, inv).await?;
     if parts.status.is_server_error() {
         return Err(format!("status {}", parts.status));
     }
@@ -512,6 +505,23 @@ fn ppr_html_pathname(app: &App, regen: &Regeneration) -> Option<String> {
         .cloned()
 }
 
+/// Runs a background render in a worker and reads its whole answer (at most
+/// `MAX_RENDER_BYTES`).
+async fn dispatch_whole(
+    app: &App,
+    inv: ferry_workers::Invocation,
+) -> Result<(http::response::Parts, Bytes), String> {
+    let pool = app.workers.as_ref().ok_or("no workers")?;
+    let res = pool.dispatch(inv).await.map_err(|e| e.to_string())?;
+    let (parts, body) = res.into_parts();
+    let bytes = Limited::new(body, MAX_RENDER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((parts, bytes))
+}
+
 /// One prerender of the PPR page `html`, as the group's entries: the shell with its postponed
 /// state, and each segment prefetch the group has. The `.rsc` variant is left out: a PPR page's
 /// RSC navigation is a dynamic render (the build seeds no `.rsc` for it either).
@@ -522,18 +532,11 @@ async fn render_ppr_group(
     html: &str,
     query: Option<&str>,
 ) -> Result<Vec<(String, Rendered)>, String> {
-    let pool = app.workers.as_ref().ok_or("no workers")?;
     let mut inv = render_invocation(app, function, html, regen.bypass_token.as_deref(), query)?;
     inv.meta
         .extra
         .insert("ferryCacheEntry".into(), serde_json::Value::Bool(true));
-    let res = pool.dispatch(inv).await.map_err(|e| e.to_string())?;
-    let (parts, body) = res.into_parts();
-    let bytes: Bytes = Limited::new(body, MAX_RENDER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let (parts, bytes) = dispatch_whole(app, inv).await?;
     if parts.headers.get("x-ferry-cache-entry").is_none() {
         return Err(format!(
             "the page answered {} without a cache entry",
