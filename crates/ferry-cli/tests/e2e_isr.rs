@@ -14,7 +14,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::{Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -251,6 +251,33 @@ fn wait_renders_settled(log: &Path) -> usize {
     last
 }
 
+/// Runs `request(i)` for `i` in `0..n` on `n` threads released together by a barrier; every
+/// result, or the first error.
+fn released_together<T: Send>(
+    n: usize,
+    request: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let barrier = Barrier::new(n);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, request) = (&barrier, &request);
+                s.spawn(move || {
+                    barrier.wait();
+                    request(i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
+            })
+            .collect()
+    })
+}
+
 #[test]
 fn a_burst_on_a_stale_isr_page_regenerates_it_once_and_answers_from_the_stale_entry() -> Result<()>
 {
@@ -279,32 +306,14 @@ fn a_burst_on_a_stale_isr_page_regenerates_it_once_and_answers_from_the_stale_en
 
     // 100 concurrent requests, released together.
     const N: usize = 100;
-    let barrier = Arc::new(Barrier::new(N));
-    let results: Vec<Result<(u16, String, String, Duration)>> = thread::scope(|s| {
-        let handles: Vec<_> = (0..N)
-            .map(|_| {
-                let barrier = barrier.clone();
-                let ferry = &ferry;
-                s.spawn(move || {
-                    barrier.wait();
-                    let started = Instant::now();
-                    let resp = ferry.send(RawRequest::get("/isr"), Duration::from_secs(30))?;
-                    let took = started.elapsed();
-                    let cache = resp.header("x-nextjs-cache").unwrap_or("-").to_owned();
-                    let at = paragraph(&body_text(&resp)?, "rendered-at")?;
-                    Ok((resp.status, cache, at, took))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
-            })
-            .collect()
-    });
-    let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let results = released_together(N, |_| {
+        let started = Instant::now();
+        let resp = ferry.send(RawRequest::get("/isr"), Duration::from_secs(30))?;
+        let took = started.elapsed();
+        let cache = resp.header("x-nextjs-cache").unwrap_or("-").to_owned();
+        let at = paragraph(&body_text(&resp)?, "rendered-at")?;
+        Ok((resp.status, cache, at, took))
+    })?;
     let slowest = results.iter().map(|r| r.3).max().unwrap_or_default();
     let bodies: HashSet<&str> = results.iter().map(|r| r.2.as_str()).collect();
     eprintln!(
@@ -414,34 +423,17 @@ fn a_stale_page_hit_on_two_instances_at_once_regenerates_once_overall() -> Resul
 
     // 100 concurrent requests, half to each instance, released together.
     const N: usize = 100;
-    let barrier = Arc::new(Barrier::new(N));
-    let results: Vec<Result<(String, String)>> = thread::scope(|s| {
-        let handles: Vec<_> = (0..N)
-            .map(|i| {
-                let barrier = barrier.clone();
-                let ferry = if i % 2 == 0 { &a } else { &b };
-                s.spawn(move || {
-                    barrier.wait();
-                    let resp = ferry.send(RawRequest::get("/isr"), Duration::from_secs(30))?;
-                    ensure!(
-                        resp.status == 200,
-                        "a burst request answered {}",
-                        resp.status
-                    );
-                    let cache = resp.header("x-nextjs-cache").unwrap_or("-").to_owned();
-                    Ok((cache, paragraph(&body_text(&resp)?, "rendered-at")?))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
-            })
-            .collect()
-    });
-    let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let results = released_together(N, |i| {
+        let ferry = if i % 2 == 0 { &a } else { &b };
+        let resp = ferry.send(RawRequest::get("/isr"), Duration::from_secs(30))?;
+        ensure!(
+            resp.status == 200,
+            "a burst request answered {}",
+            resp.status
+        );
+        let cache = resp.header("x-nextjs-cache").unwrap_or("-").to_owned();
+        Ok((cache, paragraph(&body_text(&resp)?, "rendered-at")?))
+    })?;
     for (cache, _) in &results {
         ensure!(cache == "STALE", "a burst request answered {cache}");
     }
@@ -560,26 +552,7 @@ fn requests_after_revalidate_path_share_one_render() -> Result<()> {
     for round in 0..ROUNDS {
         let before = renders(&log);
         expire_isr(&ferry)?;
-        let barrier = Arc::new(Barrier::new(N));
-        let results: Vec<Result<(u16, String, String)>> = thread::scope(|s| {
-            let handles: Vec<_> = (0..N)
-                .map(|_| {
-                    let (barrier, ferry) = (barrier.clone(), &ferry);
-                    s.spawn(move || {
-                        barrier.wait();
-                        isr(ferry)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
-                })
-                .collect()
-        });
-        let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+        let results = released_together(N, |_| isr(&ferry))?;
         let bodies: HashSet<&str> = results.iter().map(|r| r.2.as_str()).collect();
         for (status, cache, _) in &results {
             ensure!(

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ferry_manifest::Manifest;
-use ferry_prerender::{CacheState, PrerenderCache, Rendered};
+use ferry_prerender::{CacheHit, CacheState, PrerenderCache, Rendered};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -705,6 +705,19 @@ fn regenerated_entries_keep_their_tags() {
     );
 }
 
+/// A request waiting for the render in flight (`lookup_after_regeneration`, 5 s at most).
+fn spawn_waiter(
+    cache: &Arc<PrerenderCache>,
+    pathname: &'static str,
+) -> tokio::task::JoinHandle<Option<CacheHit>> {
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        cache
+            .lookup_after_regeneration(pathname, Duration::from_secs(5))
+            .await
+    })
+}
+
 /// An expired lookup that finds the group's render claimed waits for that render instead of
 /// rendering beside it (next start's response cache shares one render per key): it gets the
 /// fresh entry when the render stored one, and the claim when it did not.
@@ -733,14 +746,7 @@ async fn expired_lookups_wait_for_the_render_in_flight() {
     assert!(second.regeneration.is_none() && cache.is_regenerating("/isr"));
 
     // The render in flight stores a fresh entry: the waiter answers with it.
-    let waiter = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .lookup_after_regeneration("/isr", Duration::from_secs(5))
-                .await
-        })
-    };
+    let waiter = spawn_waiter(&cache, "/isr");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiter.is_finished(), "the waiter did not wait");
     cache.store(&claim.pathname, page("new"), SystemTime::now());
@@ -755,14 +761,7 @@ async fn expired_lookups_wait_for_the_render_in_flight() {
         .lookup("/isr", SystemTime::now())
         .and_then(|h| h.regeneration)
         .expect("claimed");
-    let waiter = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .lookup_after_regeneration("/isr", Duration::from_secs(5))
-                .await
-        })
-    };
+    let waiter = spawn_waiter(&cache, "/isr");
     tokio::time::sleep(Duration::from_millis(50)).await;
     cache.regeneration_failed(&claim.pathname);
     let hit = waiter.await.expect("join").expect("hit");
