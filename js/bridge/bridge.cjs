@@ -60,6 +60,15 @@ if (!nextEnvironment) {
   console.error('[ferry bridge] next/dist/server/node-environment not found; running without it')
 }
 
+// Renders Ferry makes to fill its own cache (meta `ferryOwnedEntry`: pages of dynamic routes
+// rendered on demand) run in this context: Ferry stores the result, shared by every worker and
+// instance, so Ferry's cache handler (js/cache-handler/incremental.cjs) does not keep a second,
+// per-worker copy in Next's file-system cache (which a client requesting /blog/<random> would
+// otherwise grow without bound).
+const { AsyncLocalStorage } = require('node:async_hooks')
+const ferryOwnedRender = new AsyncLocalStorage()
+globalThis.__ferryOwnedRender = ferryOwnedRender
+
 // ---- cache invalidation reaches Ferry ------------------------------------------
 // Ferry serves prerendered pages from its own cache. When app code revalidates tags or
 // paths (revalidateTag / revalidatePath lower to `_N_T_` tags), Next's IncrementalCache in
@@ -534,9 +543,15 @@ async function handleEntry(req, res, entry) {
   const requestMeta = buildRequestMeta(req, meta)
   if (postponed !== undefined) requestMeta.postponed = postponed
   if (captureEntry) requestMeta.onCacheEntry = (entry) => sendCacheEntry(res, entry)
+  const owned = meta.ferryOwnedEntry === true
+  delete meta.ferryOwnedEntry
   // Like router-server's invokeRender({ invokeStatus }): an error page rendered for a status
   // (405, 416 ...) starts with it, and `_error`'s getInitialProps reads it from res.statusCode.
   if (Number.isInteger(meta.invokeStatus)) res.statusCode = meta.invokeStatus
+  if (owned) {
+    await ferryOwnedRender.run(true, () => mod.node(req, res, { waitUntil, requestMeta }))
+    return
+  }
   await mod.node(req, res, { waitUntil, requestMeta })
 }
 

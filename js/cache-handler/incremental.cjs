@@ -6,7 +6,8 @@
 // cache store, shared by every worker and, on Redis, every instance; revalidateTag /
 // revalidatePath reach Ferry's marks, which invalidate data entries and prerendered pages alike.
 // Rendered responses stay with Next's own file-system cache (Ferry keeps the pages it serves
-// itself), but a response whose tags Ferry has expired is not served from it.
+// itself), but a response whose tags Ferry has expired is not served from it, and the pages
+// Ferry renders on demand for its own cache are not kept here at all.
 //
 // Without Ferry (`next build`, plain `next start`) everything is Next's file-system cache.
 
@@ -53,6 +54,9 @@ class FerryCacheHandler {
   }
 
   async set(key, data, ctx) {
+    // A page Ferry rendered for its own cache (an on-demand page of a dynamic route, see
+    // js/bridge/bridge.cjs `ferryOwnedRender`): Ferry keeps it; no per-worker copy.
+    if (client.enabled && !ctx.fetchCache && ownedByFerry(data)) return
     if (!client.enabled || !ctx.fetchCache) return this.local.set(key, data, ctx)
     if (!data) return
     const tags = ctx.tags || data.tags || []
@@ -65,6 +69,13 @@ class FerryCacheHandler {
     await this.local.revalidateTag(tags, durations)
     if (client.enabled) await client.revalidateTags(tags, durations)
   }
+}
+
+/** Whether `data` is a rendered page from a render Ferry asked for to fill its own cache. */
+function ownedByFerry(data) {
+  const owned = globalThis.__ferryOwnedRender
+  if (!owned || owned.getStore() !== true) return false
+  return !!data && (data.kind === 'APP_PAGE' || data.kind === 'PAGES')
 }
 
 module.exports = FerryCacheHandler

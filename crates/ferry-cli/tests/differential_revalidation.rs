@@ -13,6 +13,9 @@
 //! start renders before answering: `MISS`), `revalidateTag(tag, 'max')` (stale-while-revalidate),
 //! and `res.revalidate` in a pages API route (regenerated before the API answers). Query
 //! strings: the same entries answer requests with a query (next start keys ISR by pathname).
+//! On-demand ISR: new slugs of dynamic routes (app `generateStaticParams` + `dynamicParams`,
+//! pages `fallback: 'blocking'`): first request, second, RSC / data, after expiry, regenerated,
+//! after `revalidatePath` / `res.revalidate`, `notFound()`.
 //!
 //! Run: `cargo test -p ferry-cli --test differential_revalidation -- --nocapture`
 //! (`FERRY_DIFF_KEEP=1` keeps the work directory with both servers' logs).
@@ -104,6 +107,56 @@ const PAGES_DATA_QUERY: Resource = Resource {
 const ROUTE_QUERY: Resource = Resource {
     target: "/api/reval-route?foo=1",
     ..ROUTE
+};
+
+/// On-demand ISR (issue 4): pages of a dynamic route the build did not prerender
+/// (`/ondemand/[slug]`: `generateStaticParams` lists only `pre`; `/legacy-od/[slug]`: pages
+/// router, `fallback: 'blocking'`), rendered on their first request and cached from then on. Each
+/// scenario uses slugs no other step requests.
+const OD_PAGE: Resource = Resource {
+    name: "on-demand app page HTML",
+    target: "/ondemand/alpha",
+    headers: &[],
+};
+const OD_PAGE_RSC: Resource = Resource {
+    name: "on-demand app page RSC",
+    target: "/ondemand/alpha?_rsc=",
+    headers: &[("rsc", "1")],
+};
+const OD_RSC_FIRST: Resource = Resource {
+    name: "on-demand app page RSC, requested first",
+    target: "/ondemand/beta?_rsc=",
+    headers: &[("rsc", "1")],
+};
+const OD_RSC_FIRST_HTML: Resource = Resource {
+    name: "on-demand app page HTML, after its RSC",
+    target: "/ondemand/beta",
+    headers: &[],
+};
+const OD_NOT_FOUND: Resource = Resource {
+    name: "on-demand app page calling notFound()",
+    target: "/ondemand/missing",
+    headers: &[],
+};
+const OD_PAGES: Resource = Resource {
+    name: "on-demand pages router HTML",
+    target: "/legacy-od/alpha",
+    headers: &[],
+};
+const OD_PAGES_DATA: Resource = Resource {
+    name: "on-demand pages router _next/data",
+    target: "/_next/data/{build_id}/legacy-od/alpha.json",
+    headers: &[("x-nextjs-data", "1")],
+};
+const OD_PAGES_FRESH: Resource = Resource {
+    name: "pages router page first revalidated by res.revalidate",
+    target: "/legacy-od/gamma",
+    headers: &[],
+};
+const OD_PAGES_NOT_FOUND: Resource = Resource {
+    name: "on-demand pages router notFound",
+    target: "/legacy-od/missing",
+    headers: &[],
 };
 
 /// What is compared of one answer.
@@ -377,6 +430,69 @@ fn query_strings(side: &mut Side) -> Result<Steps> {
     Ok(steps)
 }
 
+/// A new slug of an app route: first request (rendered: `MISS`), second (`HIT`), its RSC
+/// payload (cached with it), after expiry (`STALE`), regenerated, then `revalidatePath` of the
+/// slug (`MISS`, new content) and the request after (`HIT`).
+fn on_demand_app_page(side: &mut Side) -> Result<Steps> {
+    let mut steps = Steps::new();
+    steps.push(("first request".into(), side.get(OD_PAGE)?));
+    steps.push(("second request".into(), side.get(OD_PAGE)?));
+    steps.push(("RSC".into(), side.get(OD_PAGE_RSC)?));
+    thread::sleep(PAST_EXPIRY);
+    steps.push(("after expiry".into(), side.get(OD_PAGE)?));
+    steps.push(("during regeneration".into(), side.get(OD_PAGE)?));
+    steps.push(("regenerated".into(), side.until_hit(OD_PAGE)?));
+    steps.push(("RSC regenerated".into(), side.until_hit(OD_PAGE_RSC)?));
+    let trigger = "/api/revalidate?path=/ondemand/alpha";
+    steps.push((format!("GET {trigger}"), side.trigger(trigger)?));
+    steps.push(("first request after".into(), side.get(OD_PAGE)?));
+    steps.push(("second request after".into(), side.get(OD_PAGE)?));
+    Ok(steps)
+}
+
+/// A new slug requested as RSC first (a client navigation), then as HTML: one render serves
+/// both.
+fn on_demand_rsc_first(side: &mut Side) -> Result<Steps> {
+    Ok(vec![
+        ("RSC first".into(), side.get(OD_RSC_FIRST)?),
+        ("then HTML".into(), side.get(OD_RSC_FIRST_HTML)?),
+        ("RSC again".into(), side.get(OD_RSC_FIRST)?),
+    ])
+}
+
+/// `notFound()` in a new slug's render: next start caches an app page's 404 like a page; a
+/// pages-router `notFound` is its 404 page.
+fn on_demand_not_found(side: &mut Side) -> Result<Steps> {
+    Ok(vec![
+        ("app first request".into(), side.get(OD_NOT_FOUND)?),
+        ("app second request".into(), side.get(OD_NOT_FOUND)?),
+        ("pages first request".into(), side.get(OD_PAGES_NOT_FOUND)?),
+        ("pages second request".into(), side.get(OD_PAGES_NOT_FOUND)?),
+    ])
+}
+
+/// A new slug of a pages-router route with `fallback: 'blocking'`: HTML and data JSON cached
+/// together, stale after expiry, regenerated, `res.revalidate` of the slug; and `res.revalidate`
+/// of a slug nobody requested yet (rendered and cached by the revalidation).
+fn on_demand_pages(side: &mut Side) -> Result<Steps> {
+    let mut steps = Steps::new();
+    steps.push(("first request".into(), side.get(OD_PAGES)?));
+    steps.push(("data".into(), side.get(OD_PAGES_DATA)?));
+    steps.push(("second request".into(), side.get(OD_PAGES)?));
+    thread::sleep(PAST_EXPIRY);
+    steps.push(("after expiry".into(), side.get(OD_PAGES)?));
+    steps.push(("during regeneration".into(), side.get(OD_PAGES)?));
+    steps.push(("regenerated".into(), side.until_hit(OD_PAGES)?));
+    let trigger = "/api/revalidate-pages?path=/legacy-od/alpha";
+    steps.push((format!("GET {trigger}"), side.trigger(trigger)?));
+    steps.push(("HTML after".into(), side.get(OD_PAGES)?));
+    steps.push(("data after".into(), side.get(OD_PAGES_DATA)?));
+    let trigger = "/api/revalidate-pages?path=/legacy-od/gamma";
+    steps.push((format!("GET {trigger}"), side.trigger(trigger)?));
+    steps.push(("never requested, after".into(), side.get(OD_PAGES_FRESH)?));
+    Ok(steps)
+}
+
 const SCENARIOS: &[(&str, Script)] = &[
     ("query strings: one entry per pathname", query_strings),
     ("time-based: app page HTML", page_html),
@@ -392,6 +508,10 @@ const SCENARIOS: &[(&str, Script)] = &[
         revalidate_path_route,
     ),
     ("on demand: res.revalidate (pages API)", res_revalidate),
+    ("on-demand ISR: new app page slug", on_demand_app_page),
+    ("on-demand ISR: new slug, RSC first", on_demand_rsc_first),
+    ("on-demand ISR: notFound", on_demand_not_found),
+    ("on-demand ISR: new pages router slug", on_demand_pages),
 ];
 
 /// A difference between the sides that is accepted, with its reason: the scenario and step it

@@ -27,6 +27,7 @@ pub mod codec;
 mod data;
 mod disk;
 pub mod etag;
+mod on_demand;
 mod redis_store;
 pub mod store;
 
@@ -48,6 +49,7 @@ pub use bypass::BypassRule;
 pub use data::{DATA_PREFIX, DataEntry, DataHit, TagMarks, data_key};
 pub use disk::DiskStore;
 pub use etag::generate_etag;
+pub use on_demand::DEFAULT_ON_DEMAND_PAGES;
 pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{BoxFuture, CacheStore, MemoryStore};
 
@@ -439,6 +441,10 @@ pub struct PrerenderCache {
     /// Seeded prerenders, to reload a seed the store no longer holds (evicted, lost).
     seeds: HashMap<String, (Arc<Prerender>, Option<FunctionKind>)>,
     seed_config: SeedConfig,
+    /// Route templates that render unknown params on demand, by HTML template pathname.
+    templates: HashMap<String, on_demand::Template>,
+    /// The pages registered from those templates (bounded).
+    registry: Mutex<on_demand::Registry>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -584,6 +590,8 @@ impl PrerenderCache {
             bundle_dir: bundle_dir.to_owned(),
             seeds,
             seed_config,
+            templates: on_demand::templates(manifest),
+            registry: Mutex::new(on_demand::Registry::new(DEFAULT_ON_DEMAND_PAGES)),
         })
     }
 
@@ -927,6 +935,110 @@ impl PrerenderCache {
     /// The route template a runtime page was stored under, if it was.
     pub fn template_of(&self, pathname: &str) -> Option<String> {
         self.route(pathname).and_then(|r| r.template.clone())
+    }
+
+    /// On-demand ISR: makes `pathname` (`/blog/new`, `/blog/new.rsc`, a segment prefetch of it,
+    /// `/_next/data/<id>/legacy/new.json`) a prerender of the dynamic route whose HTML template
+    /// is `template` (`/blog/[slug]`), if that route renders unknown params on demand (see
+    /// `on_demand::templates`). Its variants form one group, so a regeneration or `res.revalidate`
+    /// covers HTML and RSC / data together. `true` when `pathname` is a prerender afterwards.
+    /// The registry is bounded ([`DEFAULT_ON_DEMAND_PAGES`]); dropped pages are registered again
+    /// on their next request (their entries stay in the store).
+    pub fn register_on_demand(&self, pathname: &str, template: &str) -> bool {
+        if self.route(pathname).is_some() {
+            return true;
+        }
+        let Some(t) = self.templates.get(template) else {
+            return false;
+        };
+        let page = match data_page(pathname, &self.build_id) {
+            Some(page) => page,
+            None => match base_pathname(pathname) {
+                "/index" => "/".to_owned(),
+                base => base.to_owned(),
+            },
+        };
+        let mut members = on_demand::concrete_members(template, &page, &t.members);
+        let segment = pathname.contains(".segments/");
+        if !segment && !members.iter().any(|m| m == pathname) {
+            return false;
+        }
+        let group = GroupKey {
+            group_id: t.group_id,
+            base: Some(page.clone()),
+        };
+        let Some(tr) = self.route(template) else {
+            return false;
+        };
+        let route = Arc::new(Route {
+            parent_output_id: tr.parent_output_id.clone(),
+            group: group.clone(),
+            bypass_token: tr.bypass_token.clone(),
+            bypass_rules: tr.bypass_rules.clone(),
+            template: Some(template.to_owned()),
+            kind: tr.kind,
+        });
+        if segment {
+            members.push(pathname.to_owned());
+        }
+        // One registry lock around the map updates (order: registry, routes, groups), so a page
+        // dropped by one registration cannot be re-inserted behind the registry's back by another.
+        let mut registry = lock(&self.registry);
+        let mut dropped = Vec::new();
+        for m in &members {
+            dropped.extend(registry.add(&page, m));
+        }
+        let mut dropped_groups = Vec::new();
+        {
+            let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+            let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+            for (_, paths) in dropped {
+                for p in &paths {
+                    if let Some(r) = routes.remove(p) {
+                        groups.remove(&r.group);
+                        dropped_groups.push(r.group.clone());
+                    }
+                }
+            }
+            for m in &members {
+                routes.entry(m.clone()).or_insert_with(|| route.clone());
+            }
+            let list = groups.entry(group).or_default();
+            for m in members {
+                if !list.contains(&m) {
+                    list.push(m);
+                }
+            }
+        }
+        drop(registry);
+        if !dropped_groups.is_empty() {
+            // A render of a dropped page still in flight can no longer release its claim by
+            // pathname: release it now, or the page would wait for the claim's timeout.
+            let mut inflight = lock(&self.inflight);
+            for g in &dropped_groups {
+                inflight.remove(g);
+            }
+        }
+        true
+    }
+
+    /// How many on-demand pages are registered now.
+    pub fn on_demand_pages(&self) -> usize {
+        lock(&self.registry).len()
+    }
+
+    /// Changes how many on-demand pages stay registered at once.
+    pub fn set_on_demand_limit(&self, pages: usize) {
+        lock(&self.registry).set_limit(pages);
+    }
+
+    /// Claims the render of `pathname`'s group when nothing is cached for it yet (an on-demand
+    /// page's first request): `Some` for exactly one caller until the result is stored
+    /// ([`store_group`](Self::store_group)) or the render fails
+    /// ([`regeneration_failed`](Self::regeneration_failed)); the others wait for it with
+    /// [`lookup_after_regeneration`](Self::lookup_after_regeneration).
+    pub fn claim_render(&self, pathname: &str) -> Option<Regeneration> {
+        self.claim_regeneration(pathname)
     }
 
     /// Ends a regeneration that failed: the stale entry stays, and the next stale lookup may try

@@ -393,6 +393,97 @@ fn runtime_pages_of_dynamic_routes() {
     assert!(cache.lookup("/blog/dyn", now).is_none());
 }
 
+#[test]
+fn on_demand_pages_register_from_their_template_with_one_group() {
+    let (_dir, cache) = isr_cache();
+    let now = SystemTime::now();
+    // Not the template of a route that renders unknown params on demand.
+    assert!(!cache.register_on_demand("/isr/x", "/isr"));
+    assert!(!cache.register_on_demand("/blog/new", "/nope/[slug]"));
+    assert!(cache.register_on_demand("/blog/new.rsc", "/blog/[slug]"));
+    assert!(
+        cache.is_prerender("/blog/new"),
+        "the whole group is registered"
+    );
+    assert!(cache.register_on_demand("/blog/new.segments/_tree.segment.rsc", "/blog/[slug]"));
+    assert_eq!(cache.on_demand_pages(), 1);
+    // Nothing cached yet: one render claim for the whole group.
+    assert!(cache.lookup("/blog/new", now).is_none());
+    let regen = cache.claim_render("/blog/new.rsc").expect("claimed");
+    assert!(
+        cache.claim_render("/blog/new").is_none(),
+        "one render per group"
+    );
+    assert_eq!(regen.parent_output_id, "/blog/[slug]");
+    assert_eq!(
+        regen.group_pathnames,
+        vec![
+            "/blog/new".to_owned(),
+            "/blog/new.rsc".to_owned(),
+            "/blog/new.segments/_tree.segment.rsc".to_owned()
+        ]
+    );
+    assert!(cache.is_regenerating("/blog/new"));
+    let html = rendered(
+        "<p>1</p>",
+        "text/html; charset=utf-8",
+        "s-maxage=2, stale-while-revalidate=10",
+        "_N_T_/blog/new",
+    );
+    let rsc = rendered(
+        "0:1",
+        "text/x-component",
+        "s-maxage=2, stale-while-revalidate=10",
+        "_N_T_/blog/new",
+    );
+    cache.store_group(
+        vec![("/blog/new.rsc".into(), rsc), ("/blog/new".into(), html)],
+        now,
+    );
+    assert!(
+        !cache.is_regenerating("/blog/new"),
+        "storing ends the claim"
+    );
+    let hit = cache.lookup("/blog/new", now).expect("cached");
+    assert_eq!(hit.state, CacheState::Fresh);
+    // Stale after 2 s: one regeneration of the page's own group.
+    let later = now + Duration::from_secs(3);
+    let stale = cache.lookup("/blog/new", later).expect("cached");
+    assert_eq!(stale.state, CacheState::Stale);
+    assert!(stale.regeneration.is_some());
+    assert!(
+        cache
+            .lookup("/blog/new.rsc", later)
+            .expect("rsc")
+            .regeneration
+            .is_none()
+    );
+    // Another page of the route is a group of its own.
+    assert!(cache.register_on_demand("/blog/other", "/blog/[slug]"));
+    assert!(cache.claim_render("/blog/other").is_some());
+    // A path invalidation covers the page's variants.
+    cache.invalidate_path_at("/blog/new", later);
+}
+
+#[test]
+fn the_on_demand_registry_is_bounded() {
+    let (_dir, cache) = isr_cache();
+    cache.set_on_demand_limit(100);
+    for i in 0..1000 {
+        assert!(cache.register_on_demand(&format!("/blog/p{i}"), "/blog/[slug]"));
+        assert!(cache.register_on_demand(&format!("/blog/p{i}.rsc"), "/blog/[slug]"));
+    }
+    assert_eq!(cache.on_demand_pages(), 100);
+    // The oldest were dropped (routes and groups): registered again on their next request.
+    assert!(!cache.is_prerender("/blog/p0"));
+    assert!(!cache.is_prerender("/blog/p0.rsc"));
+    assert!(cache.is_prerender("/blog/p999.rsc"));
+    assert!(cache.register_on_demand("/blog/p0", "/blog/[slug]"));
+    assert_eq!(cache.on_demand_pages(), 100);
+    // Manifest prerenders are never dropped.
+    assert!(cache.is_prerender("/blog/hello"));
+}
+
 // ---------------------------------------------------------------- real HTTP
 
 struct Server {

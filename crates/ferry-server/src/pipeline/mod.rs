@@ -18,6 +18,7 @@ pub mod guard;
 pub mod image;
 pub mod method;
 pub mod not_found;
+pub mod on_demand;
 pub mod prerendered;
 pub mod proxy;
 pub mod redirect;

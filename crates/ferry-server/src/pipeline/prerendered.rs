@@ -27,12 +27,21 @@ pub async fn serve(
     output: &ferry_router::Output,
 ) -> Option<Response<Body>> {
     let key = cache_key(output);
-    if !app.prerenders.is_prerender(&key) {
+    // A page of a dynamic route the build did not prerender becomes one of the route's
+    // prerenders here (on-demand ISR), if the route renders unknown params on demand.
+    if !app.prerenders.is_prerender(&key) && !super::on_demand::register(app, output, &key) {
         return None;
     }
     // The guard keeps `x-prerender-revalidate` only with the deployment's secret token: this is
     // Next's on-demand revalidation (`res.revalidate`) calling back into the server.
     if ctx.parts.headers.contains_key("x-prerender-revalidate") {
+        if app.prerenders.template_of(&key).is_some() && app.prerenders.fetch(&key).await.is_none()
+        {
+            // An on-demand page revalidated before anything was cached for it: rendered and
+            // stored (an uncacheable render, e.g. `notFound`, is left to the worker, which
+            // answers the revalidation itself).
+            return super::on_demand::render_miss(app, ctx, &key, "REVALIDATED").await;
+        }
         return Some(revalidate_now(app, ctx, &key).await);
     }
     if bypasses(app, ctx, output, &key) {
@@ -40,10 +49,17 @@ pub async fn serve(
     }
     // A memory miss looks behind the memory tier (disk, Redis: bounded by the store's timeout),
     // then reloads the bundle's seed.
-    let mut hit = app
+    let Some(mut hit) = app
         .prerenders
         .lookup_or_fetch(&key, SystemTime::now())
-        .await?;
+        .await
+    else {
+        // Nothing cached: an on-demand page's first request renders it into the cache.
+        if app.prerenders.template_of(&key).is_some() {
+            return super::on_demand::render_miss(app, ctx, &key, "MISS").await;
+        }
+        return None;
+    };
     // A PPR shell is answered like any entry (stale: served, regenerated once in the background;
     // expired: rendered first), but as the shell with its resumed dynamic part appended.
     let ppr = app.postponed.get(&key).cloned();
@@ -283,7 +299,7 @@ async fn revalidate_now(app: &Arc<App>, ctx: &RequestCtx, key: &str) -> Response
 }
 
 /// How long an on-demand revalidation waits for a regeneration another request started.
-const REVALIDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(super) const REVALIDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A segment prefetch (`next-router-segment-prefetch`) for a page whose prerender has segment
 /// data, naming a segment it does not have.
@@ -391,7 +407,7 @@ pub async fn regenerate(app: Arc<App>, regen: Regeneration) {
 }
 
 /// [`regenerate`], rendering each pathname with `query` (the triggering request's, if any).
-async fn render_group(app: Arc<App>, regen: Regeneration, query: Option<String>) {
+pub(super) async fn render_group(app: Arc<App>, regen: Regeneration, query: Option<String>) {
     let Some(function) = app.functions_by_id.get(&regen.parent_output_id).cloned() else {
         tracing::warn!(
             "cannot regenerate {}: no function {}",
@@ -401,6 +417,10 @@ async fn render_group(app: Arc<App>, regen: Regeneration, query: Option<String>)
         app.prerenders.regeneration_failed(&regen.pathname);
         return;
     };
+    if let Some(template) = app.prerenders.template_of(&regen.pathname) {
+        render_on_demand_group(&app, &function, regen, template, query.as_deref()).await;
+        return;
+    }
     if let Some(html) = ppr_html_pathname(&app, &regen) {
         match render_ppr_group(&app, &function, &regen, &html, query.as_deref()).await {
             Ok(mut results) => {
@@ -441,6 +461,54 @@ async fn render_group(app: Arc<App>, regen: Regeneration, query: Option<String>)
     cache_write(&app, move |c| c.store_group(results, SystemTime::now())).await;
 }
 
+/// Renders the group of an on-demand page (see `on_demand`): an app page's variants from one
+/// render's cache entry, a pages-router page's HTML and data JSON like a build-time prerender's.
+async fn render_on_demand_group(
+    app: &Arc<App>,
+    function: &crate::app::Function,
+    regen: Regeneration,
+    template: String,
+    query: Option<&str>,
+) {
+    let results = if function.kind == ferry_workers::EntryKind::AppPage {
+        super::on_demand::render_app_group(app, function, &regen, query).await
+    } else {
+        let token = regen.bypass_token.as_deref();
+        let route = template.as_str();
+        let renders = regen.group_pathnames.iter().map(|pathname| async move {
+            let rendered =
+                super::on_demand::render_pages_variant(app, function, pathname, token, query).await;
+            rendered.map(|mut r| {
+                super::on_demand::name_data_route(app, route, pathname, &mut r);
+                (pathname.clone(), r)
+            })
+        });
+        let results: Result<Vec<_>, String> = futures_util::future::join_all(renders)
+            .await
+            .into_iter()
+            .collect();
+        // A pages-router page that is not found (or redirects) is not cached as the page: next
+        // start answers `notFound` of a blocking fallback with the 404 page, which the worker
+        // renders for the request.
+        results.and_then(
+            |r| match r.iter().find(|(_, r)| r.status != http::StatusCode::OK) {
+                Some((p, r)) => Err(format!("{p} answered {}", r.status)),
+                None => Ok(r),
+            },
+        )
+    };
+    match results {
+        Ok(results) => super::on_demand::store(app, &regen, template, results).await,
+        Err(err) => {
+            tracing::debug!(
+                "rendering the on-demand page {} failed: {err}",
+                regen.pathname
+            );
+            app.prerenders.regeneration_failed(&regen.pathname);
+        }
+    }
+}
+
 /// Runs a cache write off the async executor: the disk store writes through (with fsync).
 pub(crate) async fn cache_write(
     app: &Arc<App>,
@@ -469,7 +537,7 @@ async fn render(
 }
 
 /// The worker request that renders `pathname` for the cache.
-fn render_invocation(
+pub(super) fn render_invocation(
     app: &App,
     function: &crate::app::Function,
     pathname: &str,
@@ -507,7 +575,7 @@ fn ppr_html_pathname(app: &App, regen: &Regeneration) -> Option<String> {
 
 /// Runs a background render in a worker and reads its whole answer (at most
 /// `MAX_RENDER_BYTES`).
-async fn dispatch_whole(
+pub(super) async fn dispatch_whole(
     app: &App,
     inv: ferry_workers::Invocation,
 ) -> Result<(http::response::Parts, Bytes), String> {
@@ -618,19 +686,21 @@ async fn previous_headers(app: &App, pathname: &str, content_type: &'static str)
 /// The bridge's answer to a render with `onCacheEntry` (js/bridge/bridge.cjs `sendCacheEntry`):
 /// one JSON line, then the parts it lists, back to back.
 #[derive(Debug)]
-struct CacheEntryFrame {
-    status: http::StatusCode,
-    headers: HeaderMap,
+pub(super) struct CacheEntryFrame {
+    pub(super) status: http::StatusCode,
+    pub(super) headers: HeaderMap,
     /// Seconds; `None`: never revalidates.
     revalidate: Option<u64>,
     expire: Option<u64>,
-    html: Bytes,
+    pub(super) html: Bytes,
     postponed: Option<String>,
-    segments: Vec<(String, Bytes)>,
+    /// The RSC payload (stored for on-demand pages; a PPR page's is a dynamic render).
+    pub(super) rsc: Option<Bytes>,
+    pub(super) segments: Vec<(String, Bytes)>,
 }
 
 impl CacheEntryFrame {
-    fn parse(data: &Bytes) -> Result<Self, String> {
+    pub(super) fn parse(data: &Bytes) -> Result<Self, String> {
         let nl = data
             .iter()
             .position(|&b| b == b'\n')
@@ -652,8 +722,7 @@ impl CacheEntryFrame {
         let postponed = take(&meta["postponed"])?
             .map(|b| String::from_utf8(b.to_vec()).map_err(|_| "postponed state is not UTF-8"))
             .transpose()?;
-        // The RSC payload is not stored (see render_ppr_group) but must be skipped.
-        take(&meta["rsc"])?;
+        let rsc = take(&meta["rsc"])?;
         let mut segments = Vec::new();
         for item in meta["segments"].as_array().into_iter().flatten() {
             let name = item[0].as_str().ok_or("segment without a name")?;
@@ -695,12 +764,13 @@ impl CacheEntryFrame {
             expire: meta["expire"].as_u64(),
             html,
             postponed,
+            rsc,
             segments,
         })
     }
 
     /// Revalidate / expire as [`Rendered`] holds them (`CACHE_ONE_YEAR` and up: static).
-    fn lifetime(&self) -> (Option<u64>, Option<u64>) {
+    pub(super) fn lifetime(&self) -> (Option<u64>, Option<u64>) {
         match self.revalidate {
             None => (None, None),
             Some(r) if r >= ferry_prerender::CACHE_ONE_YEAR => (None, None),

@@ -1,0 +1,188 @@
+//! Pages of dynamic routes rendered at request time (on-demand ISR): `/blog/new` of a route
+//! `/blog/[slug]` whose `generateStaticParams` did not list it (app router, `dynamicParams`
+//! true: the route's fallback is blocking) or of a pages-router route with `fallback:
+//! 'blocking'`. next start renders such a page on its first request and caches it like a
+//! build-time prerender; Ferry does the same in its own cache.
+//!
+//! The manifest lists the route's *template* prerenders (`/blog/[slug]`, `/blog/[slug].rsc`,
+//! `/_next/data/<id>/legacy/[slug].json`), without a seed. A concrete page is registered from its
+//! template on its first request (its variants form one group, keyed by the page), in a bounded
+//! registry: the registry only caches what can be derived again from the template, so dropping
+//! the oldest registrations when it is full costs a re-registration, never a render.
+
+use std::collections::{HashMap, VecDeque};
+
+use ferry_manifest::{Manifest, Prerender};
+
+/// Pages registered at most at once (oldest dropped first; see the module docs).
+pub const DEFAULT_ON_DEMAND_PAGES: usize = 20_000;
+
+/// A route template that may render pages on demand.
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    /// The template's group (its HTML and RSC / data variants).
+    pub(crate) group_id: u64,
+    /// The template pathnames of that group (`/blog/[slug]`, `/blog/[slug].rsc`).
+    pub(crate) members: Vec<String>,
+}
+
+/// The templates of `manifest` whose routes render unknown params on demand, by HTML template
+/// pathname: a seedless template prerender (fallback `null`: blocking; a `fallback: true`
+/// template has a fallback shell as its seed and is left to the workers) of a route none of
+/// whose prerenders says `parentFallbackMode: false` (those answer 404), and not partially
+/// static (a PPR page's shell would need its own resume; left to the workers).
+pub(crate) fn templates(manifest: &Manifest) -> HashMap<String, Template> {
+    let closed: std::collections::HashSet<&str> = manifest
+        .prerenders
+        .iter()
+        .filter(|p| p.parent_fallback_mode == serde_json::Value::Bool(false))
+        .map(|p| p.route.as_str())
+        .collect();
+    let mut out = HashMap::new();
+    for p in &manifest.prerenders {
+        if !is_html_template(p) || closed.contains(p.route.as_str()) {
+            continue;
+        }
+        if p.seed.as_ref().is_some_and(|s| s.file.is_some()) {
+            continue;
+        }
+        if p.rendering_mode.as_deref() == Some("PARTIALLY_STATIC") {
+            continue;
+        }
+        let members = manifest
+            .prerenders
+            .iter()
+            .filter(|m| m.group_id == p.group_id)
+            .map(|m| m.pathname.clone())
+            .collect();
+        out.insert(
+            p.pathname.clone(),
+            Template {
+                group_id: p.group_id,
+                members,
+            },
+        );
+    }
+    out
+}
+
+/// The prerender of a dynamic route's page itself (`/blog/[slug]`), not a concrete page or a
+/// variant.
+fn is_html_template(p: &Prerender) -> bool {
+    p.pathname == p.route && p.route.contains('[')
+}
+
+/// The concrete pathnames of the variants of `page` (`/blog/new`) from its template's members:
+/// the template page replaced by the concrete one (`/blog/[slug].rsc` → `/blog/new.rsc`,
+/// `/_next/data/<id>/legacy/[slug].json` → `/_next/data/<id>/legacy/new.json`).
+pub(crate) fn concrete_members(template_page: &str, page: &str, members: &[String]) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(|m| {
+            if m == template_page {
+                return Some(page.to_owned());
+            }
+            // A root page's variants are named after `/index`.
+            let (t, c) = if page == "/" {
+                (template_page, "/index")
+            } else {
+                (template_page, page)
+            };
+            m.contains(t).then(|| m.replacen(t, c, 1))
+        })
+        .collect()
+}
+
+/// Registered pages in registration order, to drop the oldest when full.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    limit: usize,
+    order: VecDeque<String>,
+    /// Page → the pathnames registered for it (its variants, segments as they appear).
+    pages: HashMap<String, Vec<String>>,
+}
+
+impl Registry {
+    pub(crate) fn new(limit: usize) -> Self {
+        Registry {
+            limit: limit.max(1),
+            order: VecDeque::new(),
+            pages: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.max(1);
+    }
+
+    /// Records `pathname` under `page`; returns the pages to drop (over the limit).
+    pub(crate) fn add(&mut self, page: &str, pathname: &str) -> Vec<(String, Vec<String>)> {
+        match self.pages.get_mut(page) {
+            Some(paths) => {
+                if !paths.iter().any(|p| p == pathname) {
+                    paths.push(pathname.to_owned());
+                }
+                return Vec::new();
+            }
+            None => {
+                self.pages
+                    .insert(page.to_owned(), vec![pathname.to_owned()]);
+                self.order.push_back(page.to_owned());
+            }
+        }
+        let mut dropped = Vec::new();
+        while self.pages.len() > self.limit {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(paths) = self.pages.remove(&old) {
+                dropped.push((old, paths));
+            }
+        }
+        dropped
+    }
+
+    /// Pages registered now.
+    pub(crate) fn len(&self) -> usize {
+        self.pages.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_follow_the_concrete_page() {
+        let members = vec!["/blog/[slug]".to_owned(), "/blog/[slug].rsc".to_owned()];
+        assert_eq!(
+            concrete_members("/blog/[slug]", "/blog/new", &members),
+            vec!["/blog/new".to_owned(), "/blog/new.rsc".to_owned()]
+        );
+        let members = vec![
+            "/legacy/[slug]".to_owned(),
+            "/_next/data/B/legacy/[slug].json".to_owned(),
+        ];
+        assert_eq!(
+            concrete_members("/legacy/[slug]", "/legacy/x", &members),
+            vec![
+                "/legacy/x".to_owned(),
+                "/_next/data/B/legacy/x.json".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_registry_drops_the_oldest_pages() {
+        let mut r = Registry::new(2);
+        assert!(r.add("/a", "/a").is_empty());
+        assert!(r.add("/a", "/a.rsc").is_empty());
+        assert!(r.add("/b", "/b").is_empty());
+        let dropped = r.add("/c", "/c");
+        assert_eq!(
+            dropped,
+            vec![("/a".to_owned(), vec!["/a".to_owned(), "/a.rsc".to_owned()])]
+        );
+        assert_eq!(r.len(), 2);
+    }
+}
