@@ -13,6 +13,12 @@
 #                         without it)
 #   BENCH_KEEP=1          keep the work directory (build, logs)
 #   BENCH_SERVERS="next memory disk redis"  the servers to measure (a subset skips the others)
+#   BENCH_APP=dir         reuse a showcase copy already built by `ferry build` (e.g. one kept with
+#                         BENCH_KEEP=1: <work dir>/app) instead of copying and building it again;
+#                         compare two binaries on one build with it
+#   BENCH_REDIS_CPU=0     the core redis-server is pinned to (default 0, the server's core, so
+#                         Redis' own CPU time counts against Ferry; 1 shares wrk's core instead)
+#   BENCH_OUT=path        where the table is written (default bench/results/isr-latest.md)
 #
 # What it does: copies examples/showcase, builds it ONCE with `ferry build`, then runs one server
 # at a time, pinned with `taskset -c 0` (wrk pinned with `taskset -c 1`, as bench/run.sh does):
@@ -43,7 +49,8 @@ DISK_PORT=$((PORT_BASE + 3))
 REDIS_FERRY_PORT=$((PORT_BASE + 4))
 REDIS_PORT=$((PORT_BASE + 5))
 REDIS_SERVER="${REDIS_SERVER:-/usr/bin/redis-server}"
-OUT="$RESULTS_DIR/isr-latest.md"
+OUT="${BENCH_OUT:-$RESULTS_DIR/isr-latest.md}"
+REDIS_CPU="${BENCH_REDIS_CPU:-0}"
 
 for tool in wrk taskset setsid curl node ps; do command -v "$tool" >/dev/null || die "$tool not found"; done
 
@@ -52,9 +59,16 @@ for tool in wrk taskset setsid curl node ps; do command -v "$tool" >/dev/null ||
 "$FERRY" start --help 2>/dev/null | grep -q -- --cache-memory-size \
   || die "$FERRY has no --cache-memory-size (rebuild it: cargo build --release -p ferry-cli)"
 
-copy_showcase /tmp/ferry-bench-isr.XXXXXX
-log "building it with ferry build"
-(cd "$APP" && "$FERRY" build "$APP" >"$WORK/build.log" 2>&1) || die "ferry build failed: $(tail -20 "$WORK/build.log")"
+if [[ -n "${BENCH_APP:-}" ]]; then
+  APP="$(cd "$BENCH_APP" && pwd)"
+  [[ -f "$APP/.ferry/manifest.json" ]] || die "$APP has no .ferry/manifest.json (build it with ferry build)"
+  WORK="$(mktemp -d /tmp/ferry-bench-isr.XXXXXX)"
+  log "reusing the build in $APP (logs in $WORK)"
+else
+  copy_showcase /tmp/ferry-bench-isr.XXXXXX
+  log "building it with ferry build"
+  (cd "$APP" && "$FERRY" build "$APP" >"$WORK/build.log" 2>&1) || die "ferry build failed: $(tail -20 "$WORK/build.log")"
+fi
 
 # --- measurement ---------------------------------------------------------------------------------
 # cache_header URL [HEADER]: the x-nextjs-cache value of one answer.
@@ -104,6 +118,7 @@ for server in "${SERVERS[@]}"; do
       if [[ ! -x "$REDIS_SERVER" ]]; then log "no $REDIS_SERVER: Redis = n/a"; continue; fi
       start_bg "$WORK/redis.log" "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
       REDIS_PID=$BG_PID
+      [[ "$REDIS_CPU" == 0 ]] || taskset -a -p -c "$REDIS_CPU" "$REDIS_PID" >/dev/null
       for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.05; done
       port=$REDIS_FERRY_PORT
       start_bg "$WORK/ferry-redis.log" "$FERRY" start "$APP" -p "$port" -H 127.0.0.1 --workers 1 --cache-url "redis://127.0.0.1:$REDIS_PORT/" ;;
@@ -121,7 +136,7 @@ for server in "${SERVERS[@]}"; do
 done
 
 # --- report --------------------------------------------------------------------------------------
-mkdir -p "$RESULTS_DIR"
+mkdir -p "$(dirname "$OUT")"
 {
   echo "ISR hits, req/s (median of $RUNS × ${DURATION}s, wrk -t1 -c$CONNS pinned to core 1; each server alone on core 0, \`--workers 1\`)"
   echo
@@ -148,5 +163,5 @@ mkdir -p "$RESULTS_DIR"
   echo "Raw runs (req/s; * = wrk saw errors or non-2xx/3xx):"
   for key in "${!RESULT[@]}"; do echo "- $key: ${RESULT[$key]}"; done | sort
   echo
-  echo "Machine: $(nproc) cores, $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ); ferry $("$FERRY" --version 2>/dev/null || echo '?')."
+  echo "Machine: $(nproc) cores, $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ); load average $(cut -d' ' -f1-3 /proc/loadavg); ferry $("$FERRY" --version 2>/dev/null || echo '?') ($FERRY); redis-server on core $REDIS_CPU."
 } | tee "$OUT"

@@ -1,11 +1,17 @@
 //! The binary form of a [`CachedEntry`] on disk and in Redis.
 //!
-//! Layout (integers big-endian): `FRYC`, version `1` or `2`, then the fields (pathname, status,
-//! headers, tags, revalidate, expire, created in ns since the epoch, etag, [version 2: the PPR
-//! postponed state], body), each string or byte field length-prefixed, and last an FNV-1a 64
-//! checksum of everything before it. An entry without a postponed state is written as version 1,
-//! so stores written before version 2 existed and entries written now read alike. A truncated or
-//! corrupt value fails to decode (a cache miss), it never panics.
+//! Layout (integers big-endian): `FRYC`, a version byte, then the fields (pathname, status,
+//! headers, tags, revalidate, expire, created in ns since the epoch, etag, the PPR postponed
+//! state, body), each string or byte field length-prefixed, and last a 64-bit checksum of
+//! everything before it. Versions:
+//!
+//! - `3` (written now): the postponed state is an optional field (flag byte, then the value);
+//!   the checksum is XXH3-64, which checks a page at memory speed (a disk hit without a memory
+//!   tier decodes the file on every request; FNV-1a, one multiply per byte, was most of it).
+//! - `1` (no postponed state) and `2` (with one, no flag byte), checksum FNV-1a 64: written by
+//!   earlier Ferry versions, still read, so a store survives the upgrade.
+//!
+//! A truncated or corrupt value fails to decode (a cache miss), it never panics.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,10 +21,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use crate::CachedEntry;
 
 const MAGIC: &[u8; 4] = b"FRYC";
-/// Entries without a postponed state.
-const VERSION: u8 = 1;
-/// Entries with a PPR postponed state (the field sits before the body).
-const VERSION_POSTPONED: u8 = 2;
+/// Earlier entries without a postponed state (FNV-1a checksum; read only).
+const VERSION_1: u8 = 1;
+/// Earlier entries with a PPR postponed state before the body (FNV-1a checksum; read only).
+const VERSION_2: u8 = 2;
+/// Entries written now: optional postponed state, XXH3-64 checksum.
+const VERSION: u8 = 3;
 
 /// Why a stored value could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +45,7 @@ pub enum DecodeError {
     Field(&'static str),
 }
 
-/// FNV-1a 64: a fast checksum against truncation and bit rot (not against tampering).
+/// FNV-1a 64: the checksum of versions 1 and 2, and the entry file name hash.
 pub(crate) fn fnv1a64(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in data {
@@ -78,11 +86,7 @@ fn put_opt(out: &mut Vec<u8>, v: Option<u64>) {
 pub fn encode(e: &CachedEntry) -> Vec<u8> {
     let mut out = Vec::with_capacity(e.body.len() + 512);
     out.extend_from_slice(MAGIC);
-    out.push(if e.postponed.is_some() {
-        VERSION_POSTPONED
-    } else {
-        VERSION
-    });
+    out.push(VERSION);
     put_bytes(&mut out, e.pathname.as_bytes());
     out.extend_from_slice(&e.status.as_u16().to_be_bytes());
     out.extend_from_slice(&(e.headers.len() as u64).to_be_bytes());
@@ -104,13 +108,27 @@ pub fn encode(e: &CachedEntry) -> Vec<u8> {
         }
         None => out.push(0),
     }
-    if let Some(p) = &e.postponed {
-        put_bytes(&mut out, p.as_bytes());
+    match &e.postponed {
+        Some(p) => {
+            out.push(1);
+            put_bytes(&mut out, p.as_bytes());
+        }
+        None => out.push(0),
     }
     put_bytes(&mut out, &e.body);
-    let sum = fnv1a64(&out);
+    let sum = checksum(VERSION, &out);
     out.extend_from_slice(&sum.to_be_bytes());
     out
+}
+
+/// The checksum a version uses: XXH3-64 (against truncation and bit rot, not tampering) from
+/// version 3 on, FNV-1a 64 before.
+fn checksum(version: u8, data: &[u8]) -> u64 {
+    if version >= VERSION {
+        xxhash_rust::xxh3::xxh3_64(data)
+    } else {
+        fnv1a64(data)
+    }
 }
 
 struct Reader<'a> {
@@ -159,14 +177,14 @@ pub fn decode(data: &Bytes) -> Result<CachedEntry, DecodeError> {
     if data.len() < MAGIC.len() + 1 + 8 {
         return Err(DecodeError::Truncated);
     }
-    if &data[..4] != MAGIC || !matches!(data[4], VERSION | VERSION_POSTPONED) {
+    if &data[..4] != MAGIC || !matches!(data[4], VERSION_1 | VERSION_2 | VERSION) {
         return Err(DecodeError::Format);
     }
     let version = data[4];
     let (payload, sum) = data.split_at(data.len() - 8);
     let mut s = [0u8; 8];
     s.copy_from_slice(sum);
-    if fnv1a64(payload) != u64::from_be_bytes(s) {
+    if checksum(version, payload) != u64::from_be_bytes(s) {
         return Err(DecodeError::Checksum);
     }
     let mut r = Reader {
@@ -176,12 +194,14 @@ pub fn decode(data: &Bytes) -> Result<CachedEntry, DecodeError> {
     let pathname = r.string()?;
     let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError::Field("status"))?;
     let n = r.u64()?;
-    let mut headers = HeaderMap::new();
+    // Sized up front, bounded: `n` is read from the value before it is proven sane.
+    let mut headers = HeaderMap::with_capacity(usize::try_from(n).unwrap_or(0).min(64));
     for _ in 0..n {
         let name =
             HeaderName::from_bytes(r.bytes()?).map_err(|_| DecodeError::Field("header name"))?;
-        let value =
-            HeaderValue::from_bytes(r.bytes()?).map_err(|_| DecodeError::Field("header value"))?;
+        // Values share the buffer read (no copy per header).
+        let value = HeaderValue::from_maybe_shared(data.slice_ref(r.bytes()?))
+            .map_err(|_| DecodeError::Field("header value"))?;
         headers.append(name, value);
     }
     let n = r.u64()?;
@@ -194,10 +214,22 @@ pub fn decode(data: &Bytes) -> Result<CachedEntry, DecodeError> {
     let created = from_nanos(r.u64()?);
     let etag = match r.u8()? {
         0 => None,
-        1 => Some(HeaderValue::from_bytes(r.bytes()?).map_err(|_| DecodeError::Field("etag"))?),
+        1 => Some(
+            HeaderValue::from_maybe_shared(data.slice_ref(r.bytes()?))
+                .map_err(|_| DecodeError::Field("etag"))?,
+        ),
         _ => return Err(DecodeError::Field("etag flag")),
     };
-    let postponed = if version == VERSION_POSTPONED {
+    let has_postponed = match version {
+        VERSION_1 => false,
+        VERSION_2 => true,
+        _ => match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError::Field("postponed flag")),
+        },
+    };
+    let postponed = if has_postponed {
         let p = std::str::from_utf8(r.bytes()?).map_err(|_| DecodeError::Field("postponed"))?;
         Some(std::sync::Arc::from(p))
     } else {
@@ -256,23 +288,68 @@ mod tests {
     }
 
     #[test]
-    fn postponed_state_round_trips_and_version_1_still_reads() {
+    fn postponed_state_round_trips_in_version_3() {
         let plain = encode(&sample());
-        assert_eq!(
-            plain[4], 1,
-            "an entry without a postponed state stays version 1"
+        assert_eq!(plain[4], 3, "entries are written as version 3");
+        assert!(
+            decode(&Bytes::from(plain))
+                .expect("plain")
+                .postponed
+                .is_none()
         );
-        assert!(decode(&Bytes::from(plain)).expect("v1").postponed.is_none());
         let e = sample().with_postponed(Some("{\"state\":1}é".into()));
         let bytes = encode(&e);
-        assert_eq!(bytes[4], 2);
-        let d = decode(&Bytes::from(bytes.clone())).expect("v2");
+        assert_eq!(bytes[4], 3);
+        let d = decode(&Bytes::from(bytes.clone())).expect("with postponed");
         assert_eq!(d.postponed.as_deref(), Some("{\"state\":1}é"));
         assert_eq!(d.body, e.body);
         assert_eq!(d.etag(), e.etag());
         for n in [bytes.len() - 9, bytes.len() / 2] {
             assert!(decode(&Bytes::copy_from_slice(&bytes[..n])).is_err(), "{n}");
         }
+    }
+
+    /// A version 3 value must carry an XXH3 checksum: the same bytes with the FNV-1a sum of the
+    /// older versions are corrupt, not silently accepted.
+    #[test]
+    fn version_3_rejects_the_old_checksum() {
+        let mut bytes = encode(&sample());
+        let end = bytes.len() - 8;
+        let fnv = fnv1a64(&bytes[..end]);
+        bytes[end..].copy_from_slice(&fnv.to_be_bytes());
+        assert!(matches!(
+            decode(&Bytes::from(bytes)),
+            Err(DecodeError::Checksum)
+        ));
+    }
+
+    /// A version 2 value (PPR postponed state, FNV-1a) written by an earlier Ferry still decodes.
+    #[test]
+    fn decodes_a_frozen_version_2_value() {
+        let mut v = Vec::new();
+        v.extend_from_slice(b"FRYC\x02");
+        put_bytes(&mut v, b"/ppr");
+        v.extend_from_slice(&200u16.to_be_bytes());
+        v.extend_from_slice(&1u64.to_be_bytes()); // headers
+        put_bytes(&mut v, b"content-type");
+        put_bytes(&mut v, b"text/html");
+        v.extend_from_slice(&1u64.to_be_bytes()); // tags
+        put_bytes(&mut v, b"t");
+        put_opt(&mut v, Some(5));
+        put_opt(&mut v, Some(60));
+        v.extend_from_slice(&7u64.to_be_bytes()); // created
+        v.push(1);
+        put_bytes(&mut v, b"\"e\"");
+        put_bytes(&mut v, b"{\"s\":1}"); // postponed, no flag byte in version 2
+        put_bytes(&mut v, b"shell");
+        let sum = fnv1a64(&v);
+        v.extend_from_slice(&sum.to_be_bytes());
+        let d = decode(&Bytes::from(v)).expect("decode");
+        assert_eq!((d.pathname.as_str(), &d.body[..]), ("/ppr", &b"shell"[..]));
+        assert_eq!(d.postponed.as_deref(), Some("{\"s\":1}"));
+        assert_eq!(d.headers["content-type"], "text/html");
+        assert_eq!(d.tags, vec!["t".to_owned()]);
+        assert_eq!(d.etag().map(HeaderValue::as_bytes), Some(&b"\"e\""[..]));
     }
 
     /// A version 1 value written by an earlier Ferry (bytes frozen here) still decodes.

@@ -4,13 +4,17 @@
 //! survive a restart; a corrupt or truncated file is a logged miss, never a crash.
 //!
 //! Writes are synchronous (durable when `set` / `mark` return): call them off the async executor
-//! (`spawn_blocking`). Memory hits never touch the disk.
+//! (`spawn_blocking`). Memory hits never touch the disk. A read behind the memory tier
+//! ([`CacheStore::fetch`]) is done on the executor when the page cache holds the whole file, as
+//! nginx reads page-cache-hot files in its event loop (`preadv2` with `RWF_NOWAIT` says so without
+//! waiting): a thread hand-off would cost more than the read. Only a read that would wait for the
+//! disk is moved off the executor (`block_in_place`).
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -23,6 +27,9 @@ use crate::store::{BoxFuture, CacheStore, MemoryStore};
 const ENTRIES_DIR: &str = "entries";
 const MARKS_FILE: &str = "marks.json";
 const ENTRY_EXT: &str = "entry";
+/// Larger entry files are read off the executor even when the page cache holds them: copying
+/// and checking them takes longer than the thread hand-off it would save.
+const NOWAIT_MAX_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 struct FileInfo {
@@ -51,7 +58,13 @@ pub struct DiskStore {
     max_bytes: u64,
     marks_lock: Mutex<()>,
     tmp_counter: AtomicU64,
+    /// Whether reads try `RWF_NOWAIT` first (off once the kernel or file system refuses it).
+    nowait: AtomicBool,
 }
+
+/// A read that would have waited for the disk (the page cache does not hold the whole file).
+#[derive(Debug)]
+struct WouldBlock;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -124,6 +137,7 @@ impl DiskStore {
             max_bytes,
             marks_lock: Mutex::new(()),
             tmp_counter: AtomicU64::new(0),
+            nowait: AtomicBool::new(cfg!(target_os = "linux")),
         };
         store.load_marks();
         store.evict(None);
@@ -163,17 +177,33 @@ impl DiskStore {
 
     /// Reads and decodes the file of `pathname`; a bad file is logged, removed and a miss.
     fn read_entry(&self, pathname: &str) -> Option<CachedEntry> {
+        self.read_entry_with(pathname, false).unwrap_or(None)
+    }
+
+    /// [`read_entry`](Self::read_entry); with `only_if_cached`, `Err(WouldBlock)` instead of
+    /// waiting for the disk (nothing is logged or removed then: the caller reads again).
+    fn read_entry_with(
+        &self,
+        pathname: &str,
+        only_if_cached: bool,
+    ) -> Result<Option<CachedEntry>, WouldBlock> {
         let name = file_name(pathname);
         let path = self.entries_dir.join(&name);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        let read = if only_if_cached {
+            self.read_if_cached(&path)
+        } else {
+            fs::read(&path).map(Some)
+        };
+        let data = match read {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
                 tracing::warn!("cache entry {} unreadable: {e}", path.display());
-                return None;
+                return Ok(None);
             }
         };
-        match codec::decode(&Bytes::from(data)) {
+        Ok(match codec::decode(&Bytes::from(data)) {
             Ok(entry) if entry.pathname == pathname => {
                 if let Some(info) = lock(&self.index).files.get_mut(&name) {
                     info.stamp = crate::store::tick();
@@ -190,7 +220,46 @@ impl DiskStore {
                 self.remove_file(&name);
                 None
             }
+        })
+    }
+
+    /// The whole file at `path` if the page cache holds it, read without waiting for the disk;
+    /// `Ok(None)` when (part of) it would have to come from the disk, or the kernel cannot say.
+    fn read_if_cached(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        if !self.nowait.load(Ordering::Relaxed) {
+            return Ok(None);
         }
+        let file = fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        if len > NOWAIT_MAX_BYTES {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| io::Error::other("cache entry too large"))?;
+        // Exactly the stat'ed size, no read to EOF: entry files are replaced by renames, never
+        // rewritten in place, and one that changed anyway fails its checksum.
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match read_nowait(&file, &mut buf[done..], done as u64) {
+                Ok(0) => {
+                    buf.truncate(done);
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    // An old kernel or a file system without RWF_NOWAIT: always off the executor.
+                    tracing::debug!(
+                        "RWF_NOWAIT reads unsupported ({e}): disk reads go off the executor"
+                    );
+                    self.nowait.store(false, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(buf))
     }
 
     fn remove_file(&self, name: &str) {
@@ -312,6 +381,32 @@ impl DiskStore {
     }
 }
 
+/// One `preadv2(RWF_NOWAIT)`: `WouldBlock` when the data is not in the page cache,
+/// `Unsupported` when the kernel or file system cannot tell.
+#[cfg(target_os = "linux")]
+fn read_nowait(file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    match preadv2(
+        file,
+        &mut [io::IoSliceMut::new(buf)],
+        offset,
+        ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(n) => Ok(n),
+        Err(Errno::AGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e @ (Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL)) => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, e))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// No `RWF_NOWAIT` outside Linux: every read behind the memory tier goes off the executor.
+#[cfg(not(target_os = "linux"))]
+fn read_nowait(_file: &fs::File, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 impl CacheStore for DiskStore {
     fn get(&self, pathname: &str) -> Option<Arc<CachedEntry>> {
         self.memory.get(pathname)
@@ -392,12 +487,15 @@ impl CacheStore for DiskStore {
             if let Some(hit) = self.memory.get(pathname) {
                 return Some(hit);
             }
-            let entry = match tokio::runtime::Handle::try_current() {
-                // Tell the executor this thread blocks: the read may take a while on a slow disk.
-                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(|| self.read_entry(pathname))
-                }
-                _ => self.read_entry(pathname),
+            let entry = match self.read_entry_with(pathname, true) {
+                Ok(found) => found,
+                Err(WouldBlock) => match tokio::runtime::Handle::try_current() {
+                    // Tell the executor this thread blocks: the read waits for the disk.
+                    Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                        tokio::task::block_in_place(|| self.read_entry(pathname))
+                    }
+                    _ => self.read_entry(pathname),
+                },
             }?;
             let entry = Arc::new(entry);
             if self.no_memory_tier {
@@ -406,5 +504,127 @@ impl CacheStore for DiskStore {
             self.memory.insert_if_newer(pathname, entry.clone());
             self.memory.get(pathname).or(Some(entry))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, StatusCode};
+
+    fn entry(pathname: &str, body: &str) -> Arc<CachedEntry> {
+        Arc::new(CachedEntry::new(
+            pathname,
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(body.to_owned()),
+            vec!["t".into()],
+            Some(5),
+            None,
+            SystemTime::now(),
+            true,
+        ))
+    }
+
+    fn body(e: &CachedEntry) -> &str {
+        std::str::from_utf8(&e.body).unwrap_or("<not utf-8>")
+    }
+
+    /// A file just written is in the page cache: read on the executor, no hand-off.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_page_cache_hot_file_is_read_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DiskStore::open(dir.path(), 1 << 20, 0).expect("open");
+        store.set("/p", entry("/p", "hot"));
+        let path = store.entries_dir.join(file_name("/p"));
+        let data = store
+            .read_if_cached(&path)
+            .expect("read")
+            .expect("hot file read without blocking");
+        assert_eq!(data, fs::read(&path).expect("read"));
+        let e = store.read_entry_with("/p", true).expect("not blocking");
+        assert_eq!(e.as_ref().map(body), Some("hot"));
+        assert!(store.nowait.load(Ordering::Relaxed));
+    }
+
+    /// A file the page cache dropped would block: the executor is not made to wait, and
+    /// `fetch` still answers, from a read moved off the executor.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_cold_file_is_read_off_the_executor() {
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DiskStore::open(dir.path(), 1 << 20, 0).expect("open");
+        store.set("/p", entry("/p", &"cold ".repeat(20_000)));
+        let path = store.entries_dir.join(file_name("/p"));
+        // The file is fsynced (clean): DONTNEED drops its pages from the page cache.
+        let file = fs::File::open(&path).expect("open");
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        // `f_type`'s integer type differs between architectures.
+        #[allow(clippy::useless_conversion)]
+        let on_tmpfs = rustix::fs::statfs(dir.path())
+            .map(|s| i64::from(s.f_type) == TMPFS_MAGIC)
+            .unwrap_or(true);
+        if !on_tmpfs {
+            assert!(
+                matches!(store.read_entry_with("/p", true), Err(WouldBlock)),
+                "a dropped file must not be read on the executor"
+            );
+        }
+        let e = store.fetch("/p").await.expect("fetched off the executor");
+        assert_eq!(e.body.len(), 100_000);
+        // Read once, it is hot again.
+        assert!(store.read_entry_with("/p", true).is_ok_and(|e| e.is_some()));
+    }
+
+    /// A large entry is read off the executor even when it is hot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_large_file_is_read_off_the_executor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DiskStore::open(dir.path(), 8 << 20, 0).expect("open");
+        let big = "x".repeat(usize::try_from(NOWAIT_MAX_BYTES).expect("usize") + 1);
+        store.set("/big", entry("/big", &big));
+        assert!(matches!(
+            store.read_entry_with("/big", true),
+            Err(WouldBlock)
+        ));
+        let e = store.fetch("/big").await.expect("read off the executor");
+        assert_eq!(e.body.len(), big.len());
+    }
+
+    /// Without a memory tier every hit reads the file: a truncated or corrupt one is a logged
+    /// miss, removed, never a panic; a good one keeps answering.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn bad_files_read_on_the_executor_are_misses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DiskStore::open(dir.path(), 1 << 20, 0).expect("open");
+        for p in ["/good", "/truncated", "/flipped", "/empty", "/grown"] {
+            store.set(p, entry(p, &format!("body of {p}")));
+        }
+        let file = |p: &str| store.entries_dir.join(file_name(p));
+        let data = fs::read(file("/truncated")).expect("read");
+        fs::write(file("/truncated"), &data[..data.len() - 3]).expect("truncate");
+        let mut data = fs::read(file("/flipped")).expect("read");
+        let mid = data.len() / 2;
+        data[mid] ^= 0x01;
+        fs::write(file("/flipped"), data).expect("flip");
+        fs::write(file("/empty"), b"").expect("empty");
+        let mut data = fs::read(file("/grown")).expect("read");
+        data.extend_from_slice(b"tail");
+        fs::write(file("/grown"), data).expect("grow");
+        let before = store.disk_bytes();
+
+        for _ in 0..3 {
+            let good = store.fetch("/good").await.expect("good entry");
+            assert_eq!(body(&good), "body of /good");
+        }
+        for p in ["/truncated", "/flipped", "/empty", "/grown"] {
+            assert!(store.fetch(p).await.is_none(), "{p} must be a miss");
+            assert!(!file(p).exists(), "{p} must be removed");
+            assert!(store.fetch(p).await.is_none(), "{p} stays a miss");
+        }
+        assert!(store.disk_bytes() < before);
+        assert!(store.fetch("/good").await.is_some());
     }
 }
