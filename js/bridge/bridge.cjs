@@ -521,6 +521,9 @@ async function handleEntry(req, res, entry) {
     await handleImage(req, res)
     return
   }
+  const fused = meta.ferryMiddleware
+  delete meta.ferryMiddleware
+  if (fused && !(await runFusedMiddleware(req, res, fused))) return
   const mod = (await loadEdgeEntry(entry)) || loadEntry(entry)
   if (kind === 'MIDDLEWARE') {
     if (!mod.middleware) throw new Error(`entry ${entry} exports no middleware handler`)
@@ -615,7 +618,67 @@ async function readPostponed(req) {
   return Buffer.concat(chunks).toString('utf8')
 }
 
+// Ferry sent a page with the middleware (proxy) riding along (meta `ferryMiddleware`,
+// crates/ferry-server/src/pipeline/fused.rs): one trip where next start makes none. The
+// middleware runs first, as its own invocation would. Only after a plain `NextResponse.next()`
+// does the page run (true), its response naming the middleware's headers for Ferry's router;
+// any other answer is sent as the middleware's and Ferry routes on from it (false).
+async function runFusedMiddleware(req, res, fused) {
+  const mod = loadEntry(fused.entry)
+  if (!mod.middleware) throw new Error(`entry ${fused.entry} exports no middleware handler`)
+  const meta = fused.meta || {}
+  delete meta.ferryConnection
+  const response = await callMiddleware(req, res, mod.middleware, meta)
+  if (response && isPlainNext(response)) {
+    const pairs = [...response.headers]
+    res.setHeader('x-ferry-middleware', JSON.stringify(pairs))
+    requestWithMiddlewareHeaders(req, pairs)
+    return true
+  }
+  res.setHeader('x-ferry-middleware-answer', '1')
+  await sendMiddlewareResponse(res, response)
+  return false
+}
+
+/** `NextResponse.next()` and nothing that changes routing: no rewrite, redirect, request
+ * header override, cookie or body. */
+function isPlainNext(response) {
+  if (response.status !== 200 || response.body || response.headers.get('x-middleware-next') !== '1') return false
+  for (const name of response.headers.keys()) {
+    if (name === 'location' || name === 'set-cookie') return false
+    if (name.startsWith('x-middleware-') && name !== 'x-middleware-next') return false
+  }
+  return true
+}
+
+/** resolve-routes after a plain `next()`: every header of the middleware's response is set on the
+ * request too (Ferry's router does the same, `ferry_router` middleware.rs, and checks it). */
+function requestWithMiddlewareHeaders(req, pairs) {
+  for (const [name, rawValue] of pairs) {
+    if (name === 'x-middleware-next' || name === 'content-length') continue
+    const value = rawValue.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '')
+    const raw = []
+    let found = false
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      if (req.rawHeaders[i].toLowerCase() !== name) raw.push(req.rawHeaders[i], req.rawHeaders[i + 1])
+      else if (!found) {
+        found = true
+        raw.push(req.rawHeaders[i], value)
+      }
+    }
+    if (!found) raw.push(name, value)
+    req.rawHeaders = raw
+    req.headers[name] = value
+  }
+}
+
 async function runMiddleware(req, res, handler, meta, { toClient = false } = {}) {
+  const response = await callMiddleware(req, res, handler, meta)
+  await sendMiddlewareResponse(res, response, toClient)
+}
+
+/** Calls a web handler (middleware, edge route) with the request; its Response or nothing. */
+async function callMiddleware(req, res, handler, meta) {
   const { port, protocol } = meta
   const proto = protocol || 'http'
   const host = formatHostname(meta.hostname || 'localhost')
@@ -648,11 +711,15 @@ async function runMiddleware(req, res, handler, meta, { toClient = false } = {})
     body,
   })
   const { port: _p, protocol: _q, initURL: _i, revalidateOrigin: _r, ...rest } = meta
-  const response = await handler(request, {
+  return handler(request, {
     waitUntil,
     signal: abort.signal,
     requestMeta: { relativeProjectDir: '.', ...rest },
   })
+}
+
+/** Writes a web handler's Response: for a middleware, as-is for Ferry to interpret. */
+async function sendMiddlewareResponse(res, response, toClient = false) {
   if (!response) {
     plain(res, 500, 'middleware returned no response')
     return

@@ -1048,3 +1048,55 @@ fn gzip_compression_of_a_streamed_page_does_not_hold_back_the_shell() -> Result<
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Proxy and page in one worker trip
+// ---------------------------------------------------------------------------------------------
+
+/// A page the proxy lets through with a plain `NextResponse.next()` renders in the proxy's own
+/// worker trip (`pipeline/fused.rs`): one request per page view reaches the workers, and the page
+/// still sees the proxy's response headers as request headers (`x-ferry-proxy`), as under next
+/// start. A proxy that changes the request (`?greet=`: an extra request header) costs its own
+/// trip, and the page sees the header. The count comes from the pool's own counter, logged at
+/// shutdown.
+#[test]
+fn proxy_and_page_it_lets_through_share_one_worker_trip() -> Result<()> {
+    let mut ferry = start(&[], &[])?;
+    for i in 0..5 {
+        let resp = ferry.send(RawRequest::get("/ssr"), REQUEST_TIMEOUT)?;
+        expect_status(&resp, 200, "GET /ssr")?;
+        expect_header(&resp, "x-ferry-proxy", "seen", "GET /ssr")?;
+        let html = body_text(&resp)?;
+        ensure!(
+            paragraph(&html, "proxy")? == "seen" && paragraph(&html, "greeting")? == "none",
+            "request {i}: the page saw the wrong request headers: {html}"
+        );
+    }
+    for i in 0..3 {
+        let resp = ferry.send(RawRequest::get("/ssr?greet=hi"), REQUEST_TIMEOUT)?;
+        expect_status(&resp, 200, "GET /ssr?greet=hi")?;
+        let html = body_text(&resp)?;
+        ensure!(
+            paragraph(&html, "proxy")? == "seen" && paragraph(&html, "greeting")? == "hi",
+            "greet request {i}: the page saw the wrong request headers: {html}"
+        );
+    }
+    ferry.process().signal("-TERM");
+    let status = ferry.process().wait_exit(Duration::from_secs(15))?;
+    ensure!(
+        status.is_some_and(|s| s.code() == Some(0)),
+        "ferry did not exit 0 after SIGTERM ({status:?}):\n{}",
+        ferry.log_tail()
+    );
+    let log = ferry.log_tail();
+    let line = log
+        .lines()
+        .find(|l| l.contains("workers: "))
+        .ok_or_else(|| anyhow!("no worker statistics logged at shutdown:\n{log}"))?;
+    // 5 plain page views in one trip each, 3 greeted ones in two (proxy, then page).
+    ensure!(
+        line.contains("workers: 11 requests,"),
+        "expected 11 worker requests for 5 fused and 3 two-trip page views: {line}"
+    );
+    Ok(())
+}

@@ -33,6 +33,10 @@ pub struct Function {
     /// An edge-runtime entrypoint (next-server runs it through its edge sandbox, which skips
     /// `setVaryHeader`).
     pub edge: bool,
+    /// No prerender is this function's or names it as parent: every request it answers is
+    /// rendered, never served from a cache, so the middleware may run in the same worker trip
+    /// (`pipeline/fused.rs`).
+    pub always_renders: bool,
 }
 
 /// The loaded deployment.
@@ -113,6 +117,9 @@ impl App {
                 _ => false,
             },
             edge: f.runtime == "edge",
+            always_renders: f.runtime != "edge"
+                && !prerendered.contains(f.pathname.as_str())
+                && !has_prerender_child(&f.id),
         };
         let functions = manifest
             .functions
@@ -129,6 +136,7 @@ impl App {
             kind: EntryKind::Middleware,
             ssg: false,
             edge: m.runtime == "edge",
+            always_renders: false,
         });
         let control_token = random_token();
         let workers = match (&manifest.kind, &manifest.server) {

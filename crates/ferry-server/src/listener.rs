@@ -119,6 +119,17 @@ pub async fn serve(
         tracing::warn!("shutdown timeout of {grace:?} reached with requests still in flight");
     }
     app.shutdown_workers(grace).await;
+    if let Some(pool) = app.workers.as_ref() {
+        let stats = pool.stats();
+        tracing::info!(
+            "workers: {} requests, {} restarts, {} crashed, {} timed out, {} refused",
+            stats.dispatched,
+            stats.restarts,
+            stats.crashed,
+            stats.timeouts,
+            stats.rejected
+        );
+    }
     tracing::info!("bye");
     Ok(())
 }

@@ -18,12 +18,32 @@ pub async fn serve(
 ) -> Option<Response<Body>> {
     let function = function_for(app, &output.pathname)?;
     let pool = app.workers.as_ref()?;
+    let Ok(inv) = invocation(app, ctx, output, function, body) else {
+        return Some(guard::reject(400));
+    };
+    let res = match pool.dispatch(inv).await {
+        Ok(res) => res,
+        Err(err) => {
+            tracing::error!("{} {}: {err}", ctx.parts.method, ctx.parts.uri);
+            return Some(err.to_response());
+        }
+    };
+    Some(complete(app, ctx, output, function, res).await)
+}
+
+/// The worker request for `function` answering `output`; an error when the request target
+/// cannot be handed on (the client gets a 400).
+pub fn invocation(
+    app: &App,
+    ctx: &RequestCtx,
+    output: &ferry_router::Output,
+    function: &crate::app::Function,
+    body: Body,
+) -> Result<Invocation, http::uri::InvalidUri> {
     // next-server hands the entrypoint the URL the client asked for (`request.url` is the
     // initURL's path and query) and what routing resolved in requestMeta (`query`, `locale`);
     // the page shows the former as its `asPath`, whatever it was rewritten to.
-    let Ok(uri) = original_uri(&ctx.parts.uri) else {
-        return Some(guard::reject(400));
-    };
+    let uri = original_uri(&ctx.parts.uri)?;
     let mut inv = Invocation::new(
         function.entry.clone(),
         function.kind,
@@ -35,13 +55,18 @@ pub async fn serve(
     inv.body = body;
     inv.meta = meta(app, ctx);
     add_routing_meta(app, ctx, output, &mut inv.meta);
-    let res = match pool.dispatch(inv).await {
-        Ok(res) => res,
-        Err(err) => {
-            tracing::error!("{} {}: {err}", ctx.parts.method, ctx.parts.uri);
-            return Some(err.to_response());
-        }
-    };
+    Ok(inv)
+}
+
+/// What next-server does with an entrypoint's response before it leaves: the 404 page when the
+/// handler asked for it, the router `Vary`, the matched path of a `_next/data` answer.
+pub async fn complete(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    output: &ferry_router::Output,
+    function: &crate::app::Function,
+    res: Response<Body>,
+) -> Response<Body> {
     let not_found = res
         .extensions()
         .get::<WorkerResponseInfo>()
@@ -61,7 +86,7 @@ pub async fn serve(
         if let Some(state) = cache_state {
             page.headers_mut().insert("x-nextjs-cache", state);
         }
-        return Some(page);
+        return page;
     }
     let mut res = res;
     let rsc_request = output.rsc.as_ref().is_some_and(|r| r.header);
@@ -77,7 +102,7 @@ pub async fn serve(
         // answered 200 names the page it matched.
         res.headers_mut().insert("x-nextjs-matched-path", value);
     }
-    Some(res)
+    res
 }
 
 /// The page behind a `_next/data/<buildId>/<page>.json` output pathname (`/index` is `/`).

@@ -14,6 +14,7 @@ pub mod control;
 pub mod files;
 pub mod finish;
 pub mod functions;
+pub mod fused;
 pub mod guard;
 pub mod image;
 pub mod method;
@@ -67,6 +68,15 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
     let (resolution, body) = match route::route(app, &ctx, body).await {
         route::Routed::Resolved(resolution, body) => (resolution, body),
         route::Routed::Respond(res, headers) => return finish::finish(app, &ctx, res, &headers),
+        route::Routed::Rendered(rendered) => {
+            let fused::Rendered {
+                output,
+                function,
+                response,
+            } = *rendered;
+            let res = functions::complete(app, &ctx, &output, &function, response).await;
+            return finish_output(app, &ctx, &output, res);
+        }
     };
     // next start matches `/_next/image` in the filesystem check, after middleware.
     if let Some((res, headers)) = image::serve(app, &ctx, &resolution).await {
@@ -118,15 +128,26 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
             finish::finish(app, &ctx, res, &headers)
         }
         Resolution::Output(output) => {
-            let mut res = serve_output(app, &ctx, &output, body).await;
-            if output.next_data_page || marked_data_request(app, &ctx) {
-                name_data_page(app, &output, &mut res);
-            }
-            let mut headers = output.headers.clone();
-            headers.extend(rsc_rewrite_headers(&ctx, &output));
-            finish::finish(app, &ctx, res, &headers)
+            let res = serve_output(app, &ctx, &output, body).await;
+            finish_output(app, &ctx, &output, res)
         }
     }
+}
+
+/// The last steps for an output's response: the matched page of a `_next/data` answer, then
+/// the routing headers (stage 5).
+fn finish_output(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    output: &ferry_router::Output,
+    mut res: Response<Body>,
+) -> Response<Body> {
+    if output.next_data_page || marked_data_request(app, ctx) {
+        name_data_page(app, output, &mut res);
+    }
+    let mut headers = output.headers.clone();
+    headers.extend(rsc_rewrite_headers(ctx, output));
+    finish::finish(app, ctx, res, &headers)
 }
 
 /// next start (resolve-routes.js) tells the client router where an RSC request was rewritten:

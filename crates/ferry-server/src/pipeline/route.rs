@@ -10,7 +10,7 @@ use ferry_workers::Invocation;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 
-use super::{RequestCtx, functions, guard};
+use super::{RequestCtx, functions, fused, guard};
 use crate::App;
 
 /// Largest request body buffered so both the middleware and the route can read it (next's
@@ -24,6 +24,8 @@ pub enum Routed {
     /// The middleware answered (or failed): send this response, with the response headers
     /// routing resolved before it (next start keeps the `headers()` rules on it).
     Respond(Response<Body>, Vec<(String, String)>),
+    /// The middleware and the page it let through ran in one worker trip (`fused.rs`).
+    Rendered(Box<fused::Rendered>),
 }
 
 /// Builds the router's view of the request.
@@ -317,11 +319,24 @@ async fn route_pass(
     let Some(pool) = app.workers.as_ref() else {
         return Routed::Resolved(app.router.finish(state), ferry_http::full(bytes));
     };
-    let res = match pool.dispatch(inv).await {
-        Ok(res) => res,
-        Err(err) => {
-            tracing::error!("middleware failed for {}: {err}", ctx.parts.uri);
-            return Routed::Respond(ferry_http::HttpError::to_response(&err), Vec::new());
+    let planned = if declined.is_empty() && bytes.is_empty() {
+        fused::plan(app, ctx, &state, middleware, &inv)
+    } else {
+        None
+    };
+    let res = if let Some(plan) = planned {
+        match fused::run(app, ctx, pool, &mut state, plan, inv).await {
+            fused::Outcome::Rendered(rendered) => return Routed::Rendered(rendered),
+            fused::Outcome::Routed(routed) => return routed,
+            fused::Outcome::MiddlewareAnswered(res) => res,
+        }
+    } else {
+        match pool.dispatch(inv).await {
+            Ok(res) => res,
+            Err(err) => {
+                tracing::error!("middleware failed for {}: {err}", ctx.parts.uri);
+                return Routed::Respond(ferry_http::HttpError::to_response(&err), Vec::new());
+            }
         }
     };
     let status = res.status().as_u16();
@@ -472,7 +487,7 @@ pub fn latin1_header(value: &str) -> Result<HeaderValue, http::header::InvalidHe
 }
 
 /// A middleware that answers itself must not leak the internal signalling headers.
-fn strip_middleware_signals(mut res: Response<Body>) -> Response<Body> {
+pub(crate) fn strip_middleware_signals(mut res: Response<Body>) -> Response<Body> {
     let doomed: Vec<HeaderName> = res
         .headers()
         .keys()
