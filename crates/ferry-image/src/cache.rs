@@ -254,10 +254,9 @@ impl DiskCache {
             return Some((entry, now_ms() > expire_at));
         }
         self.budget().await;
-        let dir = self.dir.join(key);
-        let (path, name) = tokio::task::spawn_blocking(move || entry_file(&dir))
-            .await
-            .ok()??;
+        // One directory read in the local cache directory, on this thread: a cold request
+        // (a miss) then costs no trip to the blocking pool and back before its transform.
+        let (path, name) = entry_file(&self.dir.join(key))?;
         let buffer = tokio::fs::read(&path).await.ok()?;
         if buffer.is_empty() {
             return None;
@@ -304,9 +303,6 @@ impl DiskCache {
                 hot.remove(old);
             }
         }
-        for old in evicted {
-            let _ = tokio::fs::remove_dir_all(self.dir.join(old)).await;
-        }
         let name = format!(
             "{}.{}.{}.{}.{}",
             entry.max_age, expire_at, entry.etag, entry.upstream_etag, entry.extension
@@ -317,13 +313,22 @@ impl DiskCache {
             .dir
             .join(format!(".tmp-{}-{seq}-{key}", std::process::id()));
         let target = self.dir.join(key);
-        let write = async {
-            tokio::fs::create_dir_all(&tmp).await?;
-            tokio::fs::write(tmp.join(&name), &entry.buffer).await?;
-            let _ = tokio::fs::remove_dir_all(&target).await;
-            tokio::fs::rename(&tmp, &target).await
-        };
-        match write.await {
+        // Evictions and the write in one trip to the blocking pool (each tokio::fs call is a
+        // trip of its own, and a cold request waits for this one).
+        let (dir, buffer, tmp_dir) = (self.dir.clone(), entry.buffer.clone(), tmp.clone());
+        let write = tokio::task::spawn_blocking(move || {
+            for old in evicted {
+                let _ = std::fs::remove_dir_all(dir.join(old));
+            }
+            std::fs::create_dir_all(&tmp_dir)?;
+            std::fs::write(tmp_dir.join(&name), &buffer)?;
+            let _ = std::fs::remove_dir_all(&target);
+            std::fs::rename(&tmp_dir, &target)
+        });
+        match write
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        {
             Ok(()) => {
                 if let Ok(mut hot) = self.hot.lock() {
                     hot.put(key, Arc::clone(entry), expire_at);

@@ -16,6 +16,7 @@ pub mod params;
 mod quantize;
 pub mod shared;
 pub mod transform;
+pub mod webp;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -200,6 +201,24 @@ impl LocalSource for LoopbackSource {
             Ok(Upstream::new(body.freeze(), cache_control, etag.as_deref()))
         }
         .boxed()
+    }
+}
+
+/// Runs CPU-bound `f` off the async scheduler; `Err` if it panicked. On a multi-thread runtime
+/// it runs on the current worker thread (`block_in_place`: the worker's other tasks move to
+/// another thread), so a cold request does not wait for a blocking-pool thread to be scheduled
+/// and then for the worker to be woken again: on a busy core each of those waits can last a
+/// scheduler slice. Elsewhere (a current-thread runtime) it goes to the blocking pool.
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ()> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ())
+        })
+    } else {
+        tokio::task::spawn_blocking(f).await.map_err(|_| ())
     }
 }
 
@@ -558,10 +577,9 @@ impl Optimizer {
         );
         let input = upstream.buffer.clone();
         let (width, quality, limit) = (params.width, params.quality, self.options.max_input_pixels);
-        let out = tokio::task::spawn_blocking(move || {
-            transform::optimize(&input, content_type, width, quality, limit)
-        })
-        .await;
+        let out =
+            run_blocking(move || transform::optimize(&input, content_type, width, quality, limit))
+                .await;
         match out {
             Ok(Ok(bytes)) => {
                 let etag = fetch::hash(&[&bytes]);
@@ -585,8 +603,8 @@ impl Optimizer {
                 tracing::warn!("cannot optimize {}: {err}; serving it as is", params.href);
                 Ok(as_is(cfg.minimum_cache_ttl))
             }
-            Err(err) => {
-                tracing::error!("image transform of {} panicked: {err}", params.href);
+            Err(()) => {
+                tracing::error!("image transform of {} panicked", params.href);
                 Ok(as_is(cfg.minimum_cache_ttl))
             }
         }

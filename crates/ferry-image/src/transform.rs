@@ -74,8 +74,7 @@ pub fn optimize(
     // zune-jpeg decodes what is there; sharp (`failOn: 'warning'`) refuses a truncated file, and
     // next then serves the source as it is.
     // (An EXIF thumbnail has its own markers, so the end must follow the last scan.)
-    let last = |m: u8| input.windows(2).rposition(|w| w == [0xff, m]);
-    if detect::content_type(input) == Some(detect::JPEG) && last(0xd9) < last(0xda) {
+    if detect::content_type(input) == Some(detect::JPEG) && jpeg_truncated(input) {
         return Err(TransformError::Truncated);
     }
     let mut decoder = ImageReader::new(Cursor::new(input))
@@ -105,11 +104,11 @@ pub fn optimize(
     let decoded = if shrink > 1 && source_type == Some(detect::JPEG) {
         decode_jpeg_scaled(input, shrink).map(DynamicImage::ImageRgb8)
     } else if source_type == Some(detect::WEBP) {
-        decode_webp(input)
+        decode_webp(input, max_pixels)
     } else {
         None
     };
-    let mut img = match decoded {
+    let img = match decoded {
         Some(img) => {
             // Only the header was read: the full-size decoder (and its copy of the source) goes.
             drop(decoder);
@@ -123,9 +122,15 @@ pub fn optimize(
             DynamicImage::from_decoder(decoder)?
         }
     };
-    if let Some(o) = orientation {
-        img.apply_orientation(o);
-    }
+    // The orientation is applied after the resize, to the smaller image: a quarter turn of
+    // the full-size decode cost a full-size copy. Resized in the stored orientation, to the
+    // upright size with its axes swapped back.
+    let orientation = orientation.filter(|&o| o != Orientation::NoTransforms);
+    let stored_dst = if orientation.is_some_and(swaps_axes) {
+        (dst_h, dst_w)
+    } else {
+        (dst_w, dst_h)
+    };
     let has_alpha = img.color().has_alpha() && content_type != detect::JPEG;
     let (src_w, src_h) = (img.width(), img.height());
     let (mut pixels, channels) = if has_alpha {
@@ -133,8 +138,11 @@ pub fn optimize(
     } else {
         (flatten_rgb(img), 3)
     };
-    if (dst_w, dst_h) != (src_w, src_h) {
-        pixels = resize(pixels, channels, (src_w, src_h), (dst_w, dst_h))?;
+    if stored_dst != (src_w, src_h) {
+        pixels = resize(pixels, channels, (src_w, src_h), stored_dst)?;
+    }
+    if let Some(o) = orientation {
+        pixels = orient(pixels, channels, stored_dst, o)?;
     }
     if let Some(icc) = icc {
         to_srgb(&icc, &mut pixels, channels);
@@ -145,6 +153,36 @@ pub fn optimize(
         detect::PNG => encode_png(&pixels, channels, dst_w, dst_h),
         detect::AVIF => encode_avif(&pixels, channels, dst_w, dst_h, quality),
         other => Err(TransformError::Unsupported(other.to_owned())),
+    }
+}
+
+/// Applies an EXIF orientation to packed RGB or RGBA rows of `size`.
+fn orient(
+    pixels: Vec<u8>,
+    channels: usize,
+    size: (u32, u32),
+    o: Orientation,
+) -> Result<Vec<u8>, TransformError> {
+    let bad = || TransformError::Resize("pixel buffer does not match its size".into());
+    let mut img = if channels == 4 {
+        DynamicImage::ImageRgba8(
+            image::RgbaImage::from_raw(size.0, size.1, pixels).ok_or_else(bad)?,
+        )
+    } else {
+        DynamicImage::ImageRgb8(image::RgbImage::from_raw(size.0, size.1, pixels).ok_or_else(bad)?)
+    };
+    img.apply_orientation(o);
+    Ok(img.into_bytes())
+}
+
+/// Whether a start-of-scan marker (FFDA) follows the last end-of-image marker (FFD9), or there
+/// is a scan and no end at all. Scans from the end for FFD9 (it is normally the last two bytes)
+/// and for FFDA only after it: the whole file is read once at most, and usually not at all.
+fn jpeg_truncated(input: &[u8]) -> bool {
+    let is = |m: u8| move |w: &[u8]| w == [0xff, m];
+    match input.windows(2).rposition(is(0xd9)) {
+        Some(end) => input[end..].windows(2).any(is(0xda)),
+        None => input.windows(2).any(is(0xda)),
     }
 }
 
@@ -210,13 +248,15 @@ fn decode_jpeg_scaled(input: &[u8], shrink: u32) -> Option<image::RgbImage> {
 /// A still WebP decoded by libwebp (what sharp decodes it with; the pure-Rust decoder took over
 /// twice as long); `None` (use the pure-Rust decoder) for an animation or
 /// any libwebp error. The caller has checked the size against the pixel limit.
-fn decode_webp(input: &[u8]) -> Option<DynamicImage> {
-    let decoded = webp::Decoder::new(input).decode()?;
-    let (w, h) = (decoded.width(), decoded.height());
-    if decoded.is_alpha() {
-        image::RgbaImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgba8)
-    } else {
-        image::RgbImage::from_raw(w, h, decoded.to_vec()).map(DynamicImage::ImageRgb8)
+fn decode_webp(input: &[u8], max_pixels: u64) -> Option<DynamicImage> {
+    let d = crate::webp::decode(input, max_pixels).ok()?;
+    match d.layout {
+        crate::webp::Layout::Rgba => {
+            image::RgbaImage::from_raw(d.width, d.height, d.pixels).map(DynamicImage::ImageRgba8)
+        }
+        crate::webp::Layout::Rgb => {
+            image::RgbImage::from_raw(d.width, d.height, d.pixels).map(DynamicImage::ImageRgb8)
+        }
     }
 }
 
@@ -261,7 +301,7 @@ fn resize(
 
 /// Converts from the embedded RGB profile to sRGB (sharp outputs sRGB without a profile); a
 /// profile that cannot be read or applied leaves the pixels as they are.
-fn to_srgb(icc: &[u8], pixels: &mut [u8], channels: usize) {
+fn to_srgb(icc: &[u8], pixels: &mut Vec<u8>, channels: usize) {
     let Ok(input) = moxcms::ColorProfile::new_from_slice(icc) else {
         return;
     };
@@ -281,10 +321,11 @@ fn to_srgb(icc: &[u8], pixels: &mut [u8], channels: usize) {
     };
     let mut out = vec![0u8; pixels.len()];
     if t.transform(pixels, &mut out).is_ok() {
-        pixels.copy_from_slice(&out);
+        *pixels = out;
     }
 }
 
+/// Lossy WebP as sharp's `webp({ quality })` (libwebp 1.6, default preset, method 4).
 fn encode_webp(
     pixels: &[u8],
     channels: usize,
@@ -292,18 +333,17 @@ fn encode_webp(
     h: u32,
     quality: u8,
 ) -> Result<Vec<u8>, TransformError> {
-    let encoder = if channels == 4 {
-        webp::Encoder::from_rgba(pixels, w, h)
+    let layout = if channels == 4 {
+        crate::webp::Layout::Rgba
     } else {
-        webp::Encoder::from_rgb(pixels, w, h)
+        crate::webp::Layout::Rgb
     };
-    encoder
-        .encode_simple(false, f32::from(quality))
-        .map(|m| m.to_vec())
-        .map_err(|e| TransformError::Encode {
+    crate::webp::encode(pixels, layout, w, h, f32::from(quality)).map_err(|e| {
+        TransformError::Encode {
             format: detect::WEBP,
-            reason: format!("{e:?}"),
-        })
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// AVIF quality as next asks sharp for it (`max(round(q * 50 / 80), 1)`, scaled "to try and
@@ -495,6 +535,25 @@ mod tests {
     }
 
     #[test]
+    fn truncation_check_matches_the_last_markers() {
+        // (the old definition: the last FFD9 comes before the last FFDA)
+        let last = |b: &[u8], m: u8| b.windows(2).rposition(|w| w == [0xff, m]);
+        let cases: [&[u8]; 8] = [
+            b"\xff\xd8\xff\xda..\xff\xd9",
+            b"\xff\xd8\xff\xda....",
+            b"\xff\xd8\xff\xd9\xff\xda..",
+            b"\xff\xd8....",
+            b"\xff\xd8\xff\xd9",
+            b"\xff\xd8\xff\xda\xff\xd9\xff\xda\xff\xd9",
+            b"\xff\xd8\xff\xda\xff\xd9\xff\xda",
+            b"",
+        ];
+        for c in cases {
+            assert_eq!(jpeg_truncated(c), last(c, 0xd9) < last(c, 0xda), "{c:?}");
+        }
+    }
+
+    #[test]
     fn shrink_on_load_follows_sharp() {
         assert_eq!(jpeg_shrink_on_load(1.5), 1);
         assert_eq!(jpeg_shrink_on_load(2.3), 1); // integer part 2: halved
@@ -551,6 +610,39 @@ mod tests {
         for (width, expected) in [(256, (256, 384)), (128, (128, 192))] {
             let out = optimize(&jpeg, detect::JPEG, width, 75, 1 << 24)?;
             assert_eq!(image::load_from_memory(&out)?.dimensions(), expected);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn orienting_after_the_resize_matches_orienting_before() -> Result<(), TransformError> {
+        // Four distinct quadrants and a gradient: any wrong flip or turn moves them.
+        let (w, h) = (300u32, 200u32);
+        let src = image::RgbImage::from_fn(w, h, |x, y| {
+            let q = u8::from(x >= w / 2) + 2 * u8::from(y >= h / 2);
+            image::Rgb([q * 60, (x * 255 / w) as u8, (y * 255 / h) as u8])
+        });
+        for o in [
+            Orientation::NoTransforms,
+            Orientation::Rotate90,
+            Orientation::Rotate180,
+            Orientation::Rotate270,
+            Orientation::FlipHorizontal,
+            Orientation::FlipVertical,
+            Orientation::Rotate90FlipH,
+            Orientation::Rotate270FlipH,
+        ] {
+            let mut upright = DynamicImage::ImageRgb8(src.clone());
+            upright.apply_orientation(o);
+            let (uw, uh) = (upright.width(), upright.height());
+            let dst = target_size((uw, uh), 120);
+            let reference = resize(upright.into_rgb8().into_raw(), 3, (uw, uh), dst)?;
+            let stored = if swaps_axes(o) { (dst.1, dst.0) } else { dst };
+            let small = resize(src.clone().into_raw(), 3, (w, h), stored)?;
+            let ours = orient(small, 3, stored, o)?;
+            assert_eq!(ours.len(), reference.len(), "{o:?}");
+            let diff = mean_diff(&ours, &reference);
+            assert!(diff < 1.0, "{o:?}: mean difference {diff}");
         }
         Ok(())
     }
