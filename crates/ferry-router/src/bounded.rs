@@ -75,6 +75,10 @@ enum Engine {
 #[derive(Debug)]
 struct Plain {
     re: regex_automata::meta::Regex,
+    /// For an anchored pattern, the same regex without the lazy DFA, for capture searches:
+    /// the meta engine would first run the DFA to find the match and then the backtracker on
+    /// it, where one anchored backtracker run finds both (same leftmost-first captures).
+    captures_re: Option<regex_automata::meta::Regex>,
     /// The pattern (`(?i)` included), for a phase's multi-pattern scan.
     pattern: Box<str>,
     /// The named groups: (group index, name).
@@ -90,14 +94,21 @@ const STACK_SLOTS: usize = 32;
 impl Plain {
     /// Compiles a translated pattern, or `None` when the `regex` crate refuses it (lookarounds).
     fn new(pattern: &str, anchored: bool) -> Option<Self> {
+        let config = regex_automata::meta::Config::new()
+            .nfa_size_limit(Some(1 << 20))
+            .onepass_size_limit(Some(1 << 20));
         let re = regex_automata::meta::Regex::builder()
-            .configure(
-                regex_automata::meta::Config::new()
-                    .nfa_size_limit(Some(1 << 20))
-                    .onepass_size_limit(Some(1 << 20)),
-            )
+            .configure(config.clone())
             .build(pattern)
             .ok()?;
+        let captures_re = anchored
+            .then(|| {
+                regex_automata::meta::Regex::builder()
+                    .configure(config.hybrid(false))
+                    .build(pattern)
+                    .ok()
+            })
+            .flatten();
         let names = re
             .group_info()
             .pattern_names(regex_automata::PatternID::ZERO)
@@ -106,6 +117,7 @@ impl Plain {
             .collect();
         Some(Plain {
             re,
+            captures_re,
             pattern: pattern.into(),
             names,
             anchored,
@@ -134,7 +146,10 @@ impl Plain {
             heap = vec![None; len];
             &mut heap[..]
         };
-        self.re.search_slots(&self.input(hay), slots)?;
+        self.captures_re
+            .as_ref()
+            .unwrap_or(&self.re)
+            .search_slots(&self.input(hay), slots)?;
         let group = |i: usize| match (slots.get(2 * i), slots.get(2 * i + 1)) {
             (Some(Some(a)), Some(Some(b))) => text.get(a.get()..b.get()).map(str::to_string),
             _ => None,

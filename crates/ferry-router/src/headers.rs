@@ -40,7 +40,13 @@ impl PartialEq for HeaderList {
 impl Eq for HeaderList {}
 
 fn trim_http_ws(v: &str) -> &str {
-    v.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+    // Byte scans (the four are ASCII, so the ends stay char boundaries): `trim_matches` with a
+    // char predicate decodes every char.
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let b = v.as_bytes();
+    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |e| e + 1);
+    &v[start..end]
 }
 
 /// Whether `Headers.set(name, value)` accepts the pair (undici throws a `TypeError`
@@ -285,6 +291,24 @@ mod tests {
             HeaderList::from_pairs([("cookie", "a=1"), ("Cookie", "b=2"), ("x", "1"), ("x", "2")]);
         assert_eq!(h.get("cookie").as_deref(), Some("a=1; b=2"));
         assert_eq!(h.get("x").as_deref(), Some("1, 2"));
+    }
+
+    #[test]
+    fn trims_http_whitespace_only() {
+        for v in [
+            "",
+            " ",
+            " \t\r\n ",
+            "a",
+            " a ",
+            "\ta b\n",
+            "\u{a0}a\u{a0}",
+            " é ",
+            "\x0bx\x0b",
+        ] {
+            let expect = v.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+            assert_eq!(trim_http_ws(v), expect, "{v:?}");
+        }
     }
 
     #[test]

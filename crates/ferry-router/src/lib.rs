@@ -34,6 +34,7 @@ mod memo;
 mod middleware;
 mod next_start;
 mod prefilter;
+mod rurl;
 mod urls;
 
 use std::borrow::Cow;
@@ -41,7 +42,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use ferry_manifest::{I18nConfig, Manifest, RscConfig};
-use url::Url;
+use rurl::Url;
 
 pub use headers::{HeaderList, SharedHeaders};
 use matcher::{
@@ -627,23 +628,23 @@ impl Router {
     }
 
     fn request_url(req: &RequestInfo) -> Result<Url, String> {
-        let mut u = Self::origin_url(req.secure, req.host.as_deref())?;
-        u.set_path(&req.path);
+        let mut u = Self::origin_url(req.secure, req.host.as_deref(), &req.path)?;
         if let Some(q) = req.query.as_deref().filter(|q| !q.is_empty()) {
             u.set_query(Some(q));
         }
         Ok(u)
     }
 
-    /// `{scheme}://{host}/` (`localhost` for a missing or invalid host). Parsing it is a good
-    /// part of a resolution, and a server sees the same few hosts: each thread keeps the last.
-    fn origin_url(secure: bool, host: Option<&str>) -> Result<Url, String> {
+    /// `{scheme}://{host}{path}` (`localhost` for a missing or invalid host). Parsing the
+    /// origin is a good part of a resolution, and a server sees the same few hosts: each
+    /// thread keeps the last.
+    fn origin_url(secure: bool, host: Option<&str>, path: &str) -> Result<Url, String> {
         thread_local! {
             static LAST: std::cell::RefCell<Option<(bool, Option<String>, Url)>> =
                 const { std::cell::RefCell::new(None) };
         }
         let cached = LAST.with_borrow(|last| match last {
-            Some((s, h, u)) if *s == secure && h.as_deref() == host => Some(u.clone()),
+            Some((s, h, u)) if *s == secure && h.as_deref() == host => Some(u.with_path(path)),
             _ => None,
         });
         if let Some(u) = cached {
@@ -653,8 +654,9 @@ impl Router {
         let u = Url::parse(&format!("{scheme}://{}/", host.unwrap_or("localhost")))
             .or_else(|_| Url::parse(&format!("{scheme}://localhost/")))
             .map_err(|e| e.to_string())?;
-        LAST.set(Some((secure, host.map(str::to_string), u.clone())));
-        Ok(u)
+        let with_path = u.with_path(path);
+        LAST.set(Some((secure, host.map(str::to_string), u)));
+        Ok(with_path)
     }
 
     /// Whether `path` starts with [`Router::next_data_prefix`], without building it.
@@ -1408,7 +1410,8 @@ impl Router {
 
     fn finish_unbounded(&self, mut state: RoutingState) -> Resolution {
         let data = self.data_mode(&state);
-        let mut f = state.url.clone();
+        // Nothing below reads `state.url` again: move it.
+        let mut f = state.url.take();
         if data {
             f = self.normalize_next_data(&f);
         }
@@ -1936,9 +1939,26 @@ fn merge_destination_query(u: &Url, dest: &str) -> Url {
         n if n < dest.len() => before_question_mark(&dest[n + 1..]),
         _ => "",
     };
+    let serialized_as_is =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
     let verbatim = |q: &str| {
-        let serialized_as_is =
-            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_');
+        // `k=v` pairs joined by `&`, one `=` each, every other byte kept as it is: one byte
+        // pass (the usual destination has one pair, so its keys are unique).
+        let mut eq = false;
+        for b in q.bytes() {
+            match b {
+                b'&' if eq => eq = false,
+                b'=' if !eq => eq = true,
+                b if serialized_as_is(b) => {}
+                _ => return false,
+            }
+        }
+        if !eq {
+            return false;
+        }
+        if !q.contains('&') {
+            return true;
+        }
         // Unique keys: each checked against the ones before it (a destination has few).
         q.split('&').enumerate().all(|(i, pair)| {
             let Some((k, v)) = pair.split_once('=') else {
@@ -2000,6 +2020,38 @@ mod tests {
         BundleKind, MANIFEST_VERSION, Route, RuntimeConfig, StaticFile, StaticSource,
     };
     use std::time::{Duration, Instant};
+
+    /// The verbatim shortcut of `merge_destination_query` gives what the full
+    /// `URLSearchParams` merge does.
+    #[test]
+    fn destination_query_shortcut_matches_the_full_merge() {
+        let bare = Url::parse("http://h/blog/x").expect("url");
+        let with_query = Url::parse("http://h/blog/x?a=1").expect("url");
+        for dest in [
+            "/blog/[slug]?nxtPslug=x",
+            "/p?a=1&b=2",
+            "/p?a=1&a=2",
+            "/p?a=1&",
+            "/p?a=1&&b=2",
+            "/p?=b",
+            "/p?a",
+            "/p?a=b=c",
+            "/p?a=%20",
+            "/p?a=b+c",
+            "/p?a=é",
+            "/p?a=1?b=2",
+            "/p?",
+            "/p",
+        ] {
+            for u in [&bare, &with_query] {
+                assert_eq!(
+                    merge_destination_query(u, dest),
+                    urls::merge_destination_query(u, dest),
+                    "{dest}"
+                );
+            }
+        }
+    }
 
     /// The showcase app's real routing table (tests/fixtures/showcase.json).
     fn showcase() -> Manifest {

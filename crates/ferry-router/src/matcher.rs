@@ -5,9 +5,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::rurl::Url;
 use ferry_manifest::{HasKind, Route, RouteHas};
 use regress::Regex;
-use url::Url;
 
 use crate::bounded::{Bounded, Verdict};
 use crate::headers::HeaderList;
@@ -42,6 +42,24 @@ pub(crate) struct JsRegex {
     /// Every match ends the text with this (see [`required_literals`]).
     suffix: Box<str>,
     case_insensitive: bool,
+    /// The regex is path-to-regexp's `/:path*` ([`CATCH_ALL`]): a match is decided without it.
+    catch_all: bool,
+    /// For a middleware matcher (`^` + [`DATA_GROUP`] + the rest): the literal every match of
+    /// the rest starts with (a `/` and more), right at the text's start or after the
+    /// `/_next/data/<segment>` the optional group takes.
+    after_data: Option<Box<str>>,
+}
+
+/// The optional group Next puts in front of every middleware matcher's regex.
+const DATA_GROUP: &str = r"^(?:\/(_next\/data\/[^/]{1,}))?";
+
+/// path-to-regexp's regex for `/:path*` (a `headers()` rule for every path): it matches the
+/// empty string and every `/`-led text without an empty segment (`//`) but a trailing `/`.
+const CATCH_ALL: &str = r"^(?:\/((?:[^\/]+?)(?:\/(?:[^\/]+?))*))?(?:\/)?$";
+
+/// What [`CATCH_ALL`] matches (no case to fold: its only literal is `/`).
+fn catch_all_matches(text: &str) -> bool {
+    text.is_empty() || (text.starts_with('/') && !text.contains("//"))
 }
 
 impl JsRegex {
@@ -62,6 +80,18 @@ impl JsRegex {
         t.len() >= p.len().max(s.len())
             && same(&t[..p.len()], p)
             && same(&t[t.len() - s.len()..], s)
+            && self.after_data.as_deref().is_none_or(|lit| {
+                let (lit, data) = (lit.as_bytes(), b"/_next/data/".as_slice());
+                let starts = |t: &[u8]| t.len() >= lit.len() && same(&t[..lit.len()], lit);
+                // `[^/]{1,}` then the literal's `/`: the segment ends at the first `/`.
+                starts(t)
+                    || (t.len() > data.len()
+                        && same(&t[..data.len()], data)
+                        && t[data.len()..]
+                            .iter()
+                            .position(|&b| b == b'/')
+                            .is_some_and(|n| n > 0 && starts(&t[data.len() + n..])))
+            })
     }
 
     /// The cheap checks after [`JsRegex::ends_may_match`]: `false` only when the regex cannot
@@ -75,6 +105,9 @@ impl JsRegex {
 
 /// Whether `re` matches `text` (`RegExp.prototype.test`), without building the captures.
 pub(crate) fn js_is_match(re: &JsRegex, text: &str) -> bool {
+    if re.catch_all {
+        return text.len() <= MAX_REGEX_INPUT && catch_all_matches(text);
+    }
     if !re.ends_may_match(text) || !re.rest_may_match(text) {
         return false;
     }
@@ -137,6 +170,12 @@ pub(crate) fn compile(source: &str, case_sensitive: bool) -> Result<JsRegex, reg
         required: literals.required.into_boxed_str(),
         suffix: literals.suffix.into_boxed_str(),
         case_insensitive: !case_sensitive,
+        catch_all: source == CATCH_ALL,
+        after_data: source
+            .strip_prefix(DATA_GROUP)
+            .map(|rest| literal_prefix(&format!("^{rest}")))
+            .filter(|lit| lit.len() > 1 && lit.starts_with('/'))
+            .map(String::into_boxed_str),
     })
 }
 
@@ -773,6 +812,80 @@ mod tests {
             ("ab".to_string(), "2".to_string()),
         ];
         assert_eq!(replace_destination("$ab$a$abc", None, &caps), "212c");
+    }
+
+    /// The `/:path*` shortcut decides exactly what the regex (regress, JS semantics) does.
+    #[test]
+    fn catch_all_shortcut_agrees_with_the_regex() {
+        let ci = compile(CATCH_ALL, false).expect("compile");
+        let cs = compile(CATCH_ALL, true).expect("compile");
+        assert!(ci.catch_all && cs.catch_all);
+        let js = Regex::with_flags(CATCH_ALL, "i").expect("regress");
+        for text in [
+            "", "/", "//", "/a", "/a/", "/a//", "//a", "/a//b", "/a/b/c", "/a/b/c/", "a", "a/b",
+            "/%2F", "/\n/x", "/é/ü", "/.", "/..//", "/a/b//", "///", "/ /",
+        ] {
+            let expect = js.find(text).is_some();
+            assert_eq!(js_is_match(&ci, text), expect, "{text:?}");
+            assert_eq!(js_is_match(&cs, text), expect, "{text:?}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_REGEX_INPUT));
+        assert!(!js_is_match(&ci, &long));
+    }
+
+    /// The middleware matchers' `/_next/data/<segment>` reject never refuses what the regex
+    /// (regress, JS semantics) matches.
+    #[test]
+    fn middleware_matcher_reject_agrees_with_the_regex() {
+        let tail = r"(\.json|\.rsc|\.segments\/.+\.segment\.rsc)?[\/#\?]?$";
+        let rest = r"(?:\/((?:[^\/#\?]+?)(?:\/(?:[^\/#\?]+?))*))?";
+        let sources = [
+            format!(r"{DATA_GROUP}\/ssr{tail}"),
+            format!(r"{DATA_GROUP}\/blog{rest}{tail}"),
+            format!(r"{DATA_GROUP}\/proxy-redirect{tail}"),
+            format!(r"{DATA_GROUP}(?:\/)?$"),
+            format!(r"{DATA_GROUP}\/a|\/b"),
+        ];
+        let texts = [
+            "/",
+            "/ssr",
+            "/SSR",
+            "/ssr/",
+            "/ssr.json",
+            "/ssrx",
+            "/x/ssr",
+            "/_next/data/b/ssr",
+            "/_next/data/b/ssr.json",
+            "/_NEXT/DATA/b/SSR",
+            "/_next/data//ssr",
+            "/_next/data/ssr",
+            "/_next/data/b/c/ssr",
+            "/_next/data/é/ssr",
+            "/blog",
+            "/blog/x",
+            "/blog/x/y.rsc",
+            "/_next/data/id/blog/x.json",
+            "/proxy-redirect",
+            "/b",
+            "/a",
+            "/_next/data/x/a",
+            "/_next/data/x/b",
+            "/nope/at/all",
+            "/_next/static/chunks/0cz1d0mv5g_q7.js",
+        ];
+        for src in &sources {
+            for ci in [false, true] {
+                let re = compile(src, !ci).expect("compile");
+                let js = Regex::with_flags(src, if ci { "i" } else { "" }).expect("regress");
+                for text in texts {
+                    let expect = js.find(text).is_some();
+                    assert_eq!(js_is_match(&re, text), expect, "{src} ci={ci} {text:?}");
+                    assert_eq!(js_match(&re, text).is_some(), expect, "{src} {text:?}");
+                }
+            }
+        }
+        let re = compile(&sources[0], false).expect("compile");
+        assert_eq!(re.after_data.as_deref(), Some("/ssr"));
     }
 
     #[test]

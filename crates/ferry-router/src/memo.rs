@@ -12,8 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::rurl::Url;
 use ferry_manifest::Manifest;
-use url::Url;
 
 use crate::matcher::{CompiledRoute, js_is_match};
 use crate::{HeaderList, Output, RequestInfo, Resolution, Router, urls};

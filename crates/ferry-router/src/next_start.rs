@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
+use crate::rurl::Url;
 use ferry_manifest::{HasKind, I18nConfig, RouteHas};
-use url::Url;
 
 use crate::matcher::{
     Captures, CompiledRoute, NsParams, RegexMatch, js_match, replace_destination,

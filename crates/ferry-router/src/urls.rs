@@ -1,9 +1,33 @@
 //! WHATWG URL operations `@next/routing` performs with Node's `URL` / `URLSearchParams`.
 
-use url::Url;
+use crate::rurl::Url;
+
+/// The query and fragment of the routed URL and of a `url::Url`.
+pub(crate) trait QueryFragment {
+    fn query(&self) -> Option<&str>;
+    fn fragment(&self) -> Option<&str>;
+}
+
+impl QueryFragment for Url {
+    fn query(&self) -> Option<&str> {
+        Url::query(self)
+    }
+    fn fragment(&self) -> Option<&str> {
+        Url::fragment(self)
+    }
+}
+
+impl QueryFragment for url::Url {
+    fn query(&self) -> Option<&str> {
+        url::Url::query(self)
+    }
+    fn fragment(&self) -> Option<&str> {
+        url::Url::fragment(self)
+    }
+}
 
 /// `url.search`: `"?query"`, or `""` when the query is absent or empty.
-pub(crate) fn search(u: &Url) -> String {
+pub(crate) fn search(u: &impl QueryFragment) -> String {
     match u.query() {
         Some(q) if !q.is_empty() => format!("?{q}"),
         _ => String::new(),
@@ -11,7 +35,7 @@ pub(crate) fn search(u: &Url) -> String {
 }
 
 /// `url.hash`: `"#fragment"`, or `""`.
-fn hash(u: &Url) -> String {
+fn hash(u: &impl QueryFragment) -> String {
     match u.fragment() {
         Some(f) if !f.is_empty() => format!("#{f}"),
         _ => String::new(),
