@@ -101,6 +101,9 @@ if [[ ! -x "$FERRY" && -z "${FERRY_BIN:-}" ]]; then
   log "building target/release/ferry"
   (cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2) || log "cargo build failed"
 fi
+# Absolute: the scripts run it from the app's directory (a relative FERRY_BIN silently gave
+# "Ferry = n/a").
+if [[ -e "$FERRY" ]]; then FERRY="$(readlink -f "$FERRY")"; fi
 
 # copy_showcase WORKDIR_TEMPLATE: sets WORK (a new temp dir) and APP (a clean copy of
 # examples/showcase in it, npm packages installed, its build output gone but `.next/cache` kept).

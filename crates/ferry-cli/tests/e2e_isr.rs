@@ -14,13 +14,13 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Barrier, OnceLock};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail, ensure};
 use support::redis::Redis;
-use support::{FerryServer, RawRequest};
+use support::{FerryServer, RawRequest, released_together};
 use support::{body_text, paragraph};
 
 /// Each ISR render of the fixture takes this long at runtime.
@@ -249,33 +249,6 @@ fn wait_renders_settled(log: &Path) -> usize {
         }
     }
     last
-}
-
-/// Runs `request(i)` for `i` in `0..n` on `n` threads released together by a barrier; every
-/// result, or the first error.
-fn released_together<T: Send>(
-    n: usize,
-    request: impl Fn(usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    let barrier = Barrier::new(n);
-    thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (barrier, request) = (&barrier, &request);
-                s.spawn(move || {
-                    barrier.wait();
-                    request(i)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
-            })
-            .collect()
-    })
 }
 
 #[test]

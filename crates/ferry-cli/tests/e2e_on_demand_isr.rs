@@ -10,13 +10,13 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Barrier, OnceLock};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, ensure};
 use support::redis::Redis;
-use support::{FerryServer, RawRequest, RawResponse, body_text};
+use support::{FerryServer, RawRequest, RawResponse, body_text, released_together};
 
 /// Each render of the fixture's on-demand pages takes this long at runtime.
 const RENDER_DELAY_MS: u64 = 1000;
@@ -106,32 +106,6 @@ fn rsc(ferry: &FerryServer, path: &str) -> Result<Seen> {
         resp.header("content-type")
     );
     seen(&resp)
-}
-
-/// Runs `request(i)` for `i` in `0..n` on `n` threads released together.
-fn released_together<T: Send>(
-    n: usize,
-    request: impl Fn(usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    let barrier = Barrier::new(n);
-    thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (barrier, request) = (&barrier, &request);
-                s.spawn(move || {
-                    barrier.wait();
-                    request(i)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
-            })
-            .collect()
-    })
 }
 
 /// GET `path` until it answers `HIT`.

@@ -1005,3 +1005,30 @@ pub fn paragraph(html: &str, id: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("unclosed {open}"))?;
     Ok(html[start..start + end].to_owned())
 }
+
+/// Runs `request(i)` for `i` in `0..n` on `n` threads released together by a barrier; every
+/// result, or the first error.
+pub fn released_together<T: Send>(
+    n: usize,
+    request: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let barrier = std::sync::Barrier::new(n);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, request) = (&barrier, &request);
+                s.spawn(move || {
+                    barrier.wait();
+                    request(i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("request thread panicked")))
+            })
+            .collect()
+    })
+}

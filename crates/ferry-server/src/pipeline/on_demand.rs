@@ -16,7 +16,7 @@ use ferry_prerender::Rendered;
 use http::{HeaderMap, HeaderValue, Response};
 
 use super::RequestCtx;
-use super::prerendered::{CacheEntryFrame, REVALIDATE_WAIT, cache_write, render_group};
+use super::prerendered::{REVALIDATE_WAIT, cache_write, render_group};
 use crate::App;
 
 /// Makes `key` (the request's cache key, see `prerendered::cache_key`) an on-demand prerender of
@@ -108,21 +108,8 @@ pub(super) async fn render_app_group(
         regen.bypass_token.as_deref(),
         query,
     )?;
-    inv.meta
-        .extra
-        .insert("ferryCacheEntry".into(), serde_json::Value::Bool(true));
     owned_by_ferry(&mut inv);
-    let (parts, bytes) = super::prerendered::dispatch_whole(app, inv).await?;
-    if parts.headers.get("x-ferry-cache-entry").is_none() {
-        return Err(format!(
-            "the page answered {} without a cache entry",
-            parts.status
-        ));
-    }
-    let frame = CacheEntryFrame::parse(&bytes)?;
-    if frame.status.is_server_error() {
-        return Err(format!("the render failed ({})", frame.status));
-    }
+    let frame = super::prerendered::render_cache_entry(app, inv).await?;
     let (revalidate, expire) = frame.lifetime();
     let vary = HeaderValue::from_str(&rsc.vary_header).ok();
     // next start's headers for an on-demand page (measured, 16.4.6): those of a build-time

@@ -590,17 +590,14 @@ pub(super) async fn dispatch_whole(
     Ok((parts, bytes))
 }
 
-/// One prerender of the PPR page `html`, as the group's entries: the shell with its postponed
-/// state, and each segment prefetch the group has. The `.rsc` variant is left out: a PPR page's
-/// RSC navigation is a dynamic render (the build seeds no `.rsc` for it either).
-async fn render_ppr_group(
+/// Renders `inv` with `onCacheEntry` (meta `ferryCacheEntry`): the bridge answers with next's
+/// fresh APP_PAGE cache entry from that one render (HTML, RSC, postponed state, segments,
+/// headers, cache control), parsed here. A failed render is an error: the handler hands over a
+/// failed prerender too (for next start to resume it once).
+pub(super) async fn render_cache_entry(
     app: &App,
-    function: &crate::app::Function,
-    regen: &Regeneration,
-    html: &str,
-    query: Option<&str>,
-) -> Result<Vec<(String, Rendered)>, String> {
-    let mut inv = render_invocation(app, function, html, regen.bypass_token.as_deref(), query)?;
+    mut inv: Invocation,
+) -> Result<CacheEntryFrame, String> {
     inv.meta
         .extra
         .insert("ferryCacheEntry".into(), serde_json::Value::Bool(true));
@@ -613,9 +610,23 @@ async fn render_ppr_group(
     }
     let frame = CacheEntryFrame::parse(&bytes)?;
     if frame.status.is_server_error() {
-        // The handler hands over a failed prerender too (for next start to resume it once).
         return Err(format!("the render failed ({})", frame.status));
     }
+    Ok(frame)
+}
+
+/// One prerender of the PPR page `html`, as the group's entries: the shell with its postponed
+/// state, and each segment prefetch the group has. The `.rsc` variant is left out: a PPR page's
+/// RSC navigation is a dynamic render (the build seeds no `.rsc` for it either).
+async fn render_ppr_group(
+    app: &App,
+    function: &crate::app::Function,
+    regen: &Regeneration,
+    html: &str,
+    query: Option<&str>,
+) -> Result<Vec<(String, Rendered)>, String> {
+    let inv = render_invocation(app, function, html, regen.bypass_token.as_deref(), query)?;
+    let frame = render_cache_entry(app, inv).await?;
     let postponed = frame.postponed.clone().ok_or(
         "the new render has no postponed state (the page is no longer partially static); \
          the previous shell stays",
