@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use support::{RawRequest, RawResponse, ServerProcess};
+use support::{RawRequest, RawResponse, ServerProcess, stamp};
 
 /// Every runtime render of the fixture's ISR resources takes this long
 /// (`FERRY_TEST_RENDER_DELAY_MS`): long enough to observe a request during a regeneration.
@@ -189,20 +189,6 @@ struct Side {
     addr: SocketAddr,
     build_id: String,
     last_stamp: std::collections::HashMap<&'static str, String>,
-}
-
-/// The render time the fixture prints: the first run of digits after `rendered-at` (HTML, RSC)
-/// or `renderedAt` (JSON).
-fn stamp(body: &str) -> Option<String> {
-    let at = body
-        .find("rendered-at")
-        .or_else(|| body.find("renderedAt"))?;
-    let digits: String = body[at..]
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(char::is_ascii_digit)
-        .collect();
-    (digits.len() >= 10).then_some(digits)
 }
 
 impl Side {

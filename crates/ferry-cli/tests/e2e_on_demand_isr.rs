@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, ensure};
 use support::redis::Redis;
-use support::{FerryServer, RawRequest, RawResponse, body_text, released_together};
+use support::{FerryServer, RawRequest, RawResponse, body_text, released_together, stamp};
 
 /// Each render of the fixture's on-demand pages takes this long at runtime.
 const RENDER_DELAY_MS: u64 = 1000;
@@ -33,17 +33,6 @@ fn app() -> Result<&'static Path> {
     })
     .as_deref()
     .map_err(|e| anyhow!("building the cache fixture failed: {e}"))
-}
-
-/// The render time the fixture prints: the first number after `rendered-at` (HTML and RSC).
-fn stamp(body: &str) -> Option<String> {
-    let at = body.find("rendered-at")?;
-    let digits: String = body[at..]
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(char::is_ascii_digit)
-        .collect();
-    (digits.len() >= 10).then_some(digits)
 }
 
 /// Renders of `path` in the render log.

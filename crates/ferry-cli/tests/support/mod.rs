@@ -1032,3 +1032,17 @@ pub fn released_together<T: Send>(
             .collect()
     })
 }
+
+/// The render time the fixture prints: the first run of digits after `rendered-at` (HTML, RSC)
+/// or `renderedAt` (JSON).
+pub fn stamp(body: &str) -> Option<String> {
+    let at = body
+        .find("rendered-at")
+        .or_else(|| body.find("renderedAt"))?;
+    let digits: String = body[at..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (digits.len() >= 10).then_some(digits)
+}

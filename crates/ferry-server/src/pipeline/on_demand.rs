@@ -110,7 +110,6 @@ pub(super) async fn render_app_group(
     )?;
     owned_by_ferry(&mut inv);
     let frame = super::prerendered::render_cache_entry(app, inv).await?;
-    let (revalidate, expire) = frame.lifetime();
     let vary = HeaderValue::from_str(&rsc.vary_header).ok();
     // next start's headers for an on-demand page (measured, 16.4.6): those of a build-time
     // prerender of the route (`Vary` with the router headers, `x-nextjs-prerender: 1`) plus the
@@ -135,14 +134,7 @@ pub(super) async fn render_app_group(
         }
         h
     };
-    let rendered = |headers: HeaderMap, body: bytes::Bytes| Rendered {
-        status: frame.status,
-        headers,
-        body,
-        revalidate,
-        expire,
-        postponed: None,
-    };
+    let rendered = |headers: HeaderMap, body: bytes::Bytes| frame.rendered(headers, body);
     let mut results = vec![(
         html.clone(),
         rendered(

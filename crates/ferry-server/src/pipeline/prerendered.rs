@@ -631,15 +631,7 @@ async fn render_ppr_group(
         "the new render has no postponed state (the page is no longer partially static); \
          the previous shell stays",
     )?;
-    let (revalidate, expire) = frame.lifetime();
-    let rendered = |headers: HeaderMap, body: Bytes| Rendered {
-        status: frame.status,
-        headers,
-        body,
-        revalidate,
-        expire,
-        postponed: None,
-    };
+    let rendered = |headers: HeaderMap, body: Bytes| frame.rendered(headers, body);
     let mut results = Vec::new();
     // next start replays a regenerated shell with the render's own headers (no
     // `x-nextjs-prerender`, which only the build's seed headers carry for a postponed shell);
@@ -778,6 +770,19 @@ impl CacheEntryFrame {
             rsc,
             segments,
         })
+    }
+
+    /// One entry of this render: its status and lifetime with `headers` and `body`.
+    pub(super) fn rendered(&self, headers: HeaderMap, body: Bytes) -> Rendered {
+        let (revalidate, expire) = self.lifetime();
+        Rendered {
+            status: self.status,
+            headers,
+            body,
+            revalidate,
+            expire,
+            postponed: None,
+        }
     }
 
     /// Revalidate / expire as [`Rendered`] holds them (`CACHE_ONE_YEAR` and up: static).
