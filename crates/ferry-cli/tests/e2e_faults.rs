@@ -259,3 +259,71 @@ fn process_env_wins_over_dotenv() -> Result<()> {
     );
     Ok(())
 }
+
+/// Regression: a SIGKILLed `ferry start` left its workers' run directory (bridge script and
+/// sockets) in the temp dir forever; the next start now removes it.
+#[test]
+fn killed_instance_run_dir_is_swept_by_the_next_start() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let tmp_path = tmp
+        .path()
+        .to_str()
+        .ok_or_else(|| anyhow!("temp dir is not UTF-8"))?
+        .to_owned();
+    let run_dirs = || -> Result<Vec<PathBuf>> {
+        let mut dirs = Vec::new();
+        for entry in std::fs::read_dir(tmp.path())? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("ferry-workers-")
+            {
+                dirs.push(entry.path());
+            }
+        }
+        Ok(dirs)
+    };
+    let env = [("TMPDIR", tmp_path.as_str())];
+
+    let mut first = start(&["--workers", "1"], &env)?;
+    ok(&first, "the first instance")?;
+    let left = run_dirs()?;
+    ensure!(left.len() == 1, "expected one run dir, found {left:?}");
+    let workers = first.children();
+    first.process().signal("-KILL");
+    ensure!(
+        first
+            .process()
+            .wait_exit(Duration::from_secs(10))?
+            .is_some(),
+        "ferry survived SIGKILL"
+    );
+    // Its workers notice their parent is gone (their stdin closes) and exit.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while workers.iter().any(|&p| support::pid_alive(p)) {
+        ensure!(
+            Instant::now() < deadline,
+            "workers {workers:?} outlived their SIGKILLed ferry"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(
+        left[0].exists(),
+        "a SIGKILLed ferry cannot remove its own run dir"
+    );
+
+    let second = start(&["--workers", "1"], &env)?;
+    ok(&second, "the second instance")?;
+    ensure!(
+        !left[0].exists(),
+        "the next start left the dead instance's run dir {}",
+        left[0].display()
+    );
+    ensure!(
+        run_dirs()?.len() == 1,
+        "expected only the live instance's run dir, found {:?}",
+        run_dirs()?
+    );
+    Ok(())
+}

@@ -300,13 +300,24 @@ impl WorkerPool {
                 (dir.clone(), None)
             }
             None => {
+                let temp_root = std::env::temp_dir();
+                sweep_stale_run_dirs(&temp_root);
                 let temp = tempfile::Builder::new()
-                    .prefix("ferry-workers-")
+                    .prefix(RUN_DIR_PREFIX)
                     .tempdir()
                     .map_err(|source| WorkerError::RunDir {
-                        path: std::env::temp_dir(),
+                        path: temp_root,
                         source,
                     })?;
+                // Who owns it: a later Ferry removes the directory if this process dies
+                // without cleaning up (SIGKILL, OOM kill).
+                let owner = temp.path().join(RUN_DIR_OWNER);
+                std::fs::write(&owner, std::process::id().to_string()).map_err(|source| {
+                    WorkerError::RunDir {
+                        path: owner,
+                        source,
+                    }
+                })?;
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
@@ -830,6 +841,47 @@ async fn control(socket: &Path, path: &str) -> std::io::Result<StatusCode> {
     Ok(status)
 }
 
+/// Prefix of the temporary run directories (bridge script and worker sockets).
+const RUN_DIR_PREFIX: &str = "ferry-workers-";
+/// File in a run directory holding the owning Ferry process's pid.
+const RUN_DIR_OWNER: &str = "owner.pid";
+
+/// Removes run directories left behind by Ferry processes that no longer exist (a graceful
+/// exit removes its own; a SIGKILL cannot). Only directories whose `owner.pid` names a dead
+/// process are touched; anything unreadable or foreign is left alone. Best effort: errors are
+/// ignored, a sweep never stops a start.
+fn sweep_stale_run_dirs(temp_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(RUN_DIR_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(owner) = std::fs::read_to_string(dir.join(RUN_DIR_OWNER)) else {
+            continue;
+        };
+        let Ok(pid) = owner.trim().parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && process_is_gone(pid) {
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                tracing::debug!("cannot remove stale run dir {}: {err}", dir.display());
+            } else {
+                tracing::debug!("removed stale run dir {} of pid {pid}", dir.display());
+            }
+        }
+    }
+}
+
+/// Whether no process with this pid exists (`/proc/<pid>` is absent). Without `/proc` the
+/// answer is "not known to be gone", so nothing is removed.
+fn process_is_gone(pid: u32) -> bool {
+    Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Spawns one worker process and waits until its socket answers the health check.
 async fn start_worker(
     shared: &Shared,
@@ -1055,5 +1107,37 @@ mod tests {
         assert!(cfg.workers >= 1);
         assert!(cfg.queue_limit > 0);
         assert_eq!(cfg.node, PathBuf::from("node"));
+    }
+
+    #[test]
+    fn stale_run_dirs_of_dead_owners_are_swept() {
+        let root = tempfile::tempdir().expect("tmp");
+        // A pid that surely ended: a child we started and reaped.
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let dead = child.id();
+        child.wait().expect("wait true");
+        let make = |name: &str, owner: Option<String>| {
+            let dir = root.path().join(name);
+            std::fs::create_dir(&dir).expect("mkdir");
+            std::fs::write(dir.join("w0-0.sock"), b"").expect("file");
+            if let Some(owner) = owner {
+                std::fs::write(dir.join(RUN_DIR_OWNER), owner).expect("owner");
+            }
+            dir
+        };
+        let stale = make("ferry-workers-dead", Some(dead.to_string()));
+        let live = make("ferry-workers-live", Some(std::process::id().to_string()));
+        let unowned = make("ferry-workers-unowned", None);
+        let garbage = make("ferry-workers-garbage", Some("not a pid".into()));
+        let foreign = make("something-else", Some(dead.to_string()));
+
+        sweep_stale_run_dirs(root.path());
+
+        assert!(!stale.exists(), "a dead owner's run dir is removed");
+        for kept in [&live, &unowned, &garbage, &foreign] {
+            assert!(kept.exists(), "{} is kept", kept.display());
+        }
     }
 }
