@@ -86,6 +86,37 @@ run_wrk() {
   grep -qE 'Non-2xx or 3xx responses|Socket errors' "$out" && flag="*"
   WRK_RPS="${rps:-0}${flag}"
 }
+# tree_cpu_ticks PID: user + system CPU ticks (1/CLK_TCK s) used so far by PID and every live
+# descendant (a server's Node workers, next-server's children).
+tree_cpu_ticks() {
+  local pids p total=0 t
+  pids=$(ps -e -o pid=,ppid= | awk -v root="$1" '
+    { parent[$1] = $2 }
+    END {
+      n = 1; list[1] = root; seen[root] = 1
+      for (i = 1; i <= n; i++)
+        for (p in parent) if (parent[p] == list[i] && !(p in seen)) { seen[p] = 1; list[++n] = p }
+      for (i = 1; i <= n; i++) print list[i]
+    }')
+  for p in $pids; do
+    # Fields after the parenthesized command name: utime and stime are the 12th and 13th.
+    t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+# run_wrk_cpu PID URL [HEADER]: run_wrk, and sets WRK_CPU_US to the CPU time PID's process tree
+# spent per request during the run, in µs (less sensitive than req/s to other load on a shared
+# machine: time the server waits for a CPU is not counted).
+run_wrk_cpu() {
+  local pid=$1 before after requests
+  before=$(tree_cpu_ticks "$pid")
+  run_wrk "$2" "${3:-}"
+  after=$(tree_cpu_ticks "$pid")
+  requests="$(awk '/ requests in / { print $1 }' "$WORK/wrk.out")"
+  WRK_CPU_US="$(awk -v d=$((after - before)) -v n="${requests:-0}" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (n > 0) printf "%.1f", d * 1e6 / hz / n; else print "n/a" }')"
+}
 # median: of the space-separated numbers on stdin ("n/a" when there are none; "*" flags dropped).
 median() { tr ' ' '\n' | sed -e '/^$/d' -e 's/\*$//' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # fmt_rps N: 1234.5 -> 1.2k.

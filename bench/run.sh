@@ -198,7 +198,7 @@ CASES=(
   "\`/ssr\` dynamic|/ssr||no"
   "\`/api/hello\` route handler|/api/hello||no"
 )
-declare -A RESULT
+declare -A RESULT CPU
 for spec in "${CASES[@]}"; do
   IFS='|' read -r name path header with_nginx <<<"$spec"
   # Warm up: prerender caches, ISR regeneration, JIT.
@@ -207,8 +207,12 @@ for spec in "${CASES[@]}"; do
   done
   for run in $(seq "$RUNS"); do
     log "$name: run $run/$RUNS"
-    run_wrk "http://127.0.0.1:$NEXT_PORT$path" "$header"; RESULT["$name|next"]+="$WRK_RPS "
-    if (( FERRY_OK )); then run_wrk "http://127.0.0.1:$FERRY_PORT$path" "$header"; RESULT["$name|ferry"]+="$WRK_RPS "; fi
+    run_wrk_cpu "$NEXT_PID" "http://127.0.0.1:$NEXT_PORT$path" "$header"
+    RESULT["$name|next"]+="$WRK_RPS "; CPU["$name|next"]+="$WRK_CPU_US "
+    if (( FERRY_OK )); then
+      run_wrk_cpu "$FERRY_PID" "http://127.0.0.1:$FERRY_PORT$path" "$header"
+      RESULT["$name|ferry"]+="$WRK_RPS "; CPU["$name|ferry"]+="$WRK_CPU_US "
+    fi
     if [[ $with_nginx == yes ]]; then run_wrk "http://127.0.0.1:$NGINX_PORT$path" "$header"; RESULT["$name|nginx"]+="$WRK_RPS "; fi
   done
 done
@@ -249,6 +253,19 @@ cell() { # cell KEY: median req/s, formatted, starred when a run saw errors
     echo "| $name | $(cell "$name|next") | $(cell "$name|ferry") | $(ratio "$f_med" "$n_med") | $( [[ $with_nginx == yes ]] && cell "$name|nginx" || echo '—') |"
   done
   echo
+  echo "CPU time per request of the whole server (Ferry: with its worker; from /proc utime + stime"
+  echo "around each wrk run, median of the runs). Time spent waiting for the core is not counted, so"
+  echo "this is steadier than req/s on a shared machine; next start / Ferry above 1 means Ferry spends less."
+  echo
+  echo "| request | next start µs/req | Ferry µs/req | next start / Ferry |"
+  echo "|---|---|---|---|"
+  for spec in "${CASES[@]}"; do
+    IFS='|' read -r name _ _ _ <<<"$spec"
+    n_cpu="$(echo "${CPU[$name|next]:-}" | median)"
+    f_cpu="$(echo "${CPU[$name|ferry]:-}" | median)"
+    echo "| $name | $n_cpu | $f_cpu | $(ratio "$n_cpu" "$f_cpu") |"
+  done
+  echo
   echo "Content-Encoding for the largest chunk with \`$AE\`: next start \`${ENC_NEXT:-identity}\`, Ferry \`${ENC_FERRY:-identity}\`, nginx \`${ENC_NGINX:-identity}\` (nginx: gzip_static, serves .gz when the bundle has one)."
   echo "nginx serves the chunks from $STATIC_FROM, one worker on core 0."
   echo
@@ -269,7 +286,7 @@ cell() { # cell KEY: median req/s, formatted, starred when a run saw errors
   for spec in "${CASES[@]}"; do
     IFS='|' read -r name _ _ _ <<<"$spec"
     n_raw="${RESULT[$name|next]:-}"; f_raw="${RESULT[$name|ferry]:-n/a}"; x_raw="${RESULT[$name|nginx]:-—}"
-    echo "- $name: next [${n_raw% }] ferry [${f_raw% }] nginx [${x_raw% }]"
+    echo "- $name: next [${n_raw% }] ferry [${f_raw% }] nginx [${x_raw% }]; CPU µs/req: next [$(echo ${CPU[$name|next]:-})] ferry [$(echo ${CPU[$name|ferry]:-n/a})]"
   done
 } | tee "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
