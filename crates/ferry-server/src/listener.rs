@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::pipeline::guard::{MAX_HEAD_BYTES, MAX_HEADERS};
+use crate::pipeline::proxy::{self, CloseConnection};
 use crate::{App, ServerConfig, ServerError};
 
 /// Connections served at once; more wait in the kernel's accept queue.
@@ -95,7 +96,15 @@ pub async fn serve(
         let app = app.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(req, remote).await) }
+            async move {
+                let res = app.handle(req, remote).await;
+                // An upgrade next start would not answer: hyper closes the connection on an
+                // error from the service, without writing a response.
+                if res.extensions().get::<CloseConnection>().is_some() {
+                    return Err(CloseConnection);
+                }
+                Ok(res)
+            }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
@@ -113,10 +122,16 @@ pub async fn serve(
     let drained = tokio::time::timeout(grace, async {
         graceful.shutdown().await;
         app.drain().await;
+        // Upgraded (WebSocket) connections left hyper's watch when they switched protocols.
+        proxy::tunnels_closed().await;
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("shutdown timeout of {grace:?} reached with requests still in flight");
+        tracing::warn!(
+            "shutdown timeout of {grace:?} reached with requests still in flight ({} upgraded \
+             connection(s) open)",
+            proxy::open_tunnels()
+        );
     }
     app.shutdown_workers(grace).await;
     if let Some(pool) = app.workers.as_ref() {

@@ -54,6 +54,10 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, remote: SocketAddr) 
     if let Err(rejection) = guard::check(app, &mut parts) {
         return rejection.into_response();
     }
+    // WebSocket and other HTTP/1.1 upgrades: proxied for an external rewrite, refused otherwise.
+    if proxy::is_upgrade(&parts) {
+        return proxy::upgrade(app, RequestCtx { parts, remote }, ferry_http::boxed(body)).await;
+    }
     // resolve-routes.js's first check, before the middleware and every rule (files included):
     // repeated slashes or backslashes in the path answer 308 to the cleaned path.
     if let Some(res) = redirect::repeated_slashes(&parts.uri) {

@@ -4,12 +4,22 @@
 //! becomes the destination's, `x-forwarded-host` carries the client's `Host`, nothing else is
 //! added. TLS destinations are verified like Node's https agent does it: the Mozilla root
 //! certificates (Node bundles the same list) plus the PEM file `NODE_EXTRA_CA_CERTS` names.
+//!
+//! WebSocket upgrades (router-server.js `upgradeHandler`, measured on next 16.4.6): an upgrade
+//! request that routes to an external rewrite is proxied like httpxy's `ws()` does it (the same
+//! `Host` / `x-forwarded-host` / query as the HTTP proxy, the client's `Upgrade` and
+//! `Connection`); a `101` from the destination is answered with the destination's headers and
+//! the two connections are joined byte for byte; any other answer is passed through and the
+//! connection closed. Every other upgrade request gets no answer: next start ends the socket (or
+//! leaves it open forever), Ferry closes the connection ([`refuse_upgrade`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferry_http::Body;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+use hyper::upgrade::OnUpgrade;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -17,7 +27,10 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::{RequestCtx, route::header_map};
+use super::RequestCtx;
+use super::route::{self, Routed, header_map};
+use crate::App;
+use ferry_router::Resolution;
 
 /// Time to get response headers from the destination.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -149,36 +162,11 @@ pub async fn forward_with(
     status: Option<u16>,
     body: Body,
 ) -> Response<Body> {
-    let url = match origin {
-        Origin::Rule => with_request_query(url, ctx.parts.uri.query()),
-        Origin::Middleware => url.to_owned(),
+    let (url, uri) = match upstream_uri(ctx, url, origin) {
+        Ok(pair) => pair,
+        Err(msg) => return ferry_http::text_response(StatusCode::BAD_GATEWAY, msg),
     };
-    let Ok(uri) = url.parse::<Uri>() else {
-        return ferry_http::text_response(StatusCode::BAD_GATEWAY, "invalid rewrite destination");
-    };
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return ferry_http::text_response(
-            StatusCode::BAD_GATEWAY,
-            "external rewrite destinations must be http:// or https:// URLs",
-        );
-    }
-    let mut headers = header_map(request_headers);
-    for name in ferry_http::HOP_BY_HOP {
-        headers.remove(*name);
-    }
-    // proxy-request.js: `headers: { 'x-forwarded-host': req.headers.host || '' }`.
-    let client_host = ctx
-        .parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static(""));
-    headers.insert("x-forwarded-host", client_host);
-    if let Some(authority) = uri.authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        headers.insert(header::HOST, host);
-    }
+    let mut headers = upstream_headers(ctx, request_headers, &uri);
     // httpxy: a client that asked to close gets a fresh upstream connection marked `close`;
     // otherwise Node's keep-alive agent says `keep-alive` explicitly.
     let close = ctx
@@ -213,6 +201,324 @@ pub async fn forward_with(
             ferry_http::text_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
         }
         Err(_) => ferry_http::text_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+    }
+}
+
+/// The destination URL (the request's query merged in for a rule) and its parsed form; the
+/// 502 message when it is not an absolute `http://` or `https://` URL.
+fn upstream_uri(
+    ctx: &RequestCtx,
+    url: &str,
+    origin: Origin,
+) -> Result<(String, Uri), &'static str> {
+    let url = match origin {
+        Origin::Rule => with_request_query(url, ctx.parts.uri.query()),
+        Origin::Middleware => url.to_owned(),
+    };
+    let Ok(uri) = url.parse::<Uri>() else {
+        return Err("invalid rewrite destination");
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("external rewrite destinations must be http:// or https:// URLs");
+    }
+    Ok((url, uri))
+}
+
+/// The routed request headers without hop-by-hop ones, `Host` set to the destination's and
+/// `x-forwarded-host` to the client's (httpxy with `changeOrigin`, no `xfwd`).
+fn upstream_headers(
+    ctx: &RequestCtx,
+    request_headers: &[(String, String)],
+    uri: &Uri,
+) -> HeaderMap {
+    let mut headers = header_map(request_headers);
+    for name in ferry_http::HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    // proxy-request.js: `headers: { 'x-forwarded-host': req.headers.host || '' }`.
+    let client_host = ctx
+        .parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(""));
+    headers.insert("x-forwarded-host", client_host);
+    if let Some(authority) = uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
+    }
+    headers
+}
+
+/// Time for the destination to answer an upgrade handshake (connecting included).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time for hyper to hand over the client's connection once the `101` is written.
+const CLIENT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one direction of a tunnel may stay open after the other has ended: a half-closed
+/// tunnel must not live forever (Node's sockets end as soon as the peer does).
+const HALF_CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// Upgraded connections open at once (they no longer count against the listener's connection
+/// limit once upgraded); past this an upgrade gets 503.
+const MAX_TUNNELS: usize = 16 * 1024;
+
+/// Marks a response that must not be sent: the listener closes the connection instead, the way
+/// next start ends the socket of an upgrade request it does not proxy.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("upgrade request not proxied: connection closed without a response")]
+pub struct CloseConnection;
+
+/// Whether the request asks to switch protocols as Node's HTTP parser sees it (and next start's
+/// `upgrade` event fires): an `Upgrade` header and a `Connection` header naming `upgrade`, on an
+/// HTTP/1.1 connection hyper can hand over.
+pub fn is_upgrade(parts: &http::request::Parts) -> bool {
+    // Only WebSocket upgrades take this path. Deliberate difference: next start ends the
+    // socket of any other upgrade (`Upgrade: h2c` from `curl --http2` over http:// gets an
+    // empty reply); Ferry ignores such an `Upgrade`, as RFC 9110 §7.8 allows, and answers
+    // over HTTP/1.1.
+    let websocket = parts
+        .headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
+    websocket
+        && parts.extensions.get::<OnUpgrade>().is_some()
+        && parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The answer to an upgrade request Ferry does not proxy: none; the connection is closed
+/// (the listener sees [`CloseConnection`]).
+pub fn refuse_upgrade() -> Response<Body> {
+    let mut res = Response::new(ferry_http::empty());
+    res.extensions_mut().insert(CloseConnection);
+    res
+}
+
+/// Serves an upgrade request (see [`is_upgrade`]) after the guard: routed like any request
+/// (the middleware included, as resolve-routes.js does for `isUpgradeReq`); proxied when it
+/// resolves to an external rewrite, refused without an answer otherwise (router-server.js ends
+/// the socket of a matched output and does nothing with the rest).
+pub async fn upgrade(app: &Arc<App>, ctx: RequestCtx, body: Body) -> Response<Body> {
+    match route::route(app, &ctx, body).await {
+        Routed::Resolved(
+            Resolution::ExternalRewrite {
+                url,
+                headers,
+                request_headers,
+                ..
+            },
+            _,
+        ) => {
+            let from_middleware = headers.iter().any(|(k, _)| k == "x-middleware-rewrite");
+            let origin = if from_middleware {
+                Origin::Middleware
+            } else {
+                Origin::Rule
+            };
+            forward_upgrade(&ctx, &url, origin, &request_headers).await
+        }
+        _ => refuse_upgrade(),
+    }
+}
+
+/// Proxies an upgrade request (see [`is_upgrade`]) to `url` with the process-wide
+/// [`UpstreamClient`]; the response is final (no routing headers: httpxy writes the
+/// destination's head as it is).
+pub async fn forward_upgrade(
+    ctx: &RequestCtx,
+    url: &str,
+    origin: Origin,
+    request_headers: &[(String, String)],
+) -> Response<Body> {
+    let Some(client) = UpstreamClient::shared() else {
+        return ferry_http::text_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
+    };
+    forward_upgrade_with(client, ctx, url, origin, request_headers).await
+}
+
+/// Proxies an upgrade request to `url` through `client`: on a `101` the client gets the
+/// destination's `101` and a background task copies bytes both ways until either side closes;
+/// any other answer (the destination's, or Ferry's 502 / 503 / 504) is sent with
+/// `Connection: close`: the client's connection was not going to carry HTTP any more.
+pub async fn forward_upgrade_with(
+    client: &UpstreamClient,
+    ctx: &RequestCtx,
+    url: &str,
+    origin: Origin,
+    request_headers: &[(String, String)],
+) -> Response<Body> {
+    let mut res = handshake(client, ctx, url, origin, request_headers).await;
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// [`forward_upgrade_with`] before the non-`101` answers are marked `Connection: close`.
+async fn handshake(
+    client: &UpstreamClient,
+    ctx: &RequestCtx,
+    url: &str,
+    origin: Origin,
+    request_headers: &[(String, String)],
+) -> Response<Body> {
+    // httpxy's ws passes destroy the socket of anything but `GET` + `Upgrade: websocket`.
+    let websocket = ctx
+        .parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let Some(on_client_upgrade) = ctx.parts.extensions.get::<OnUpgrade>().cloned() else {
+        return refuse_upgrade();
+    };
+    if ctx.parts.method != http::Method::GET || !websocket {
+        return refuse_upgrade();
+    }
+    let (url, uri) = match upstream_uri(ctx, url, origin) {
+        Ok(pair) => pair,
+        Err(msg) => return ferry_http::text_response(StatusCode::BAD_GATEWAY, msg),
+    };
+    let Some(slot) = TunnelSlot::acquire() else {
+        tracing::warn!("{MAX_TUNNELS} upgraded connections open; refusing an upgrade to {url}");
+        return ferry_http::text_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    };
+    let mut headers = upstream_headers(ctx, request_headers, &uri);
+    // The handshake's own hop-by-hop headers, as the client sent them (httpxy copies them).
+    for name in [header::CONNECTION, header::UPGRADE] {
+        for value in ctx.parts.headers.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let mut req = Request::new(ferry_http::empty());
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    let mut res = match tokio::time::timeout(HANDSHAKE_TIMEOUT, client.client.request(req)).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(err)) => {
+            tracing::warn!("external rewrite (upgrade) to {url} failed: {err}");
+            return ferry_http::text_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
+        }
+        Err(_) => return ferry_http::text_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+    };
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Passed through, then the connection ends (httpxy pipes the answer into the socket).
+        let (mut parts, body) = res.into_parts();
+        for name in ferry_http::HOP_BY_HOP {
+            parts.headers.remove(*name);
+        }
+        return Response::from_parts(parts, ferry_http::boxed(body));
+    }
+    let on_upstream_upgrade = hyper::upgrade::on(&mut res);
+    let (parts, _) = res.into_parts();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let upstream = match on_upstream_upgrade.await {
+            Ok(io) => io,
+            Err(err) => {
+                tracing::debug!("upgrade to {url}: destination connection lost: {err}");
+                return;
+            }
+        };
+        let client = match tokio::time::timeout(CLIENT_UPGRADE_TIMEOUT, on_client_upgrade).await {
+            Ok(Ok(io)) => io,
+            Ok(Err(err)) => {
+                tracing::debug!("upgrade to {url}: client connection lost: {err}");
+                return;
+            }
+            Err(_) => return,
+        };
+        tunnel(
+            hyper_util::rt::TokioIo::new(client),
+            hyper_util::rt::TokioIo::new(upstream),
+            HALF_CLOSE_LINGER,
+        )
+        .await;
+    });
+    // The destination's 101 as it is (httpxy writes `HTTP/1.1 101 Switching Protocols` and its
+    // headers, `Upgrade` and `Connection` included).
+    let mut out = Response::new(ferry_http::empty());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *out.headers_mut() = parts.headers;
+    out
+}
+
+/// Copies bytes both ways until both directions have ended; once one has, the other gets
+/// `linger` ([`HALF_CLOSE_LINGER`]) to finish. Each direction's end is passed on as a write
+/// shutdown.
+async fn tunnel<A, B>(a: A, b: B, linger: Duration)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let a_to_b = async {
+        let copied = tokio::io::copy(&mut a_read, &mut b_write).await;
+        let _ = b_write.shutdown().await;
+        copied
+    };
+    let b_to_a = async {
+        let copied = tokio::io::copy(&mut b_read, &mut a_write).await;
+        let _ = a_write.shutdown().await;
+        copied
+    };
+    tokio::pin!(a_to_b, b_to_a);
+    tokio::select! {
+        _ = &mut a_to_b => { let _ = tokio::time::timeout(linger, &mut b_to_a).await; }
+        _ = &mut b_to_a => { let _ = tokio::time::timeout(linger, &mut a_to_b).await; }
+    }
+}
+
+/// Upgraded connections open now, and a wake-up when that reaches zero.
+static TUNNELS: AtomicUsize = AtomicUsize::new(0);
+static TUNNELS_IDLE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// One open upgraded connection, counted until dropped.
+struct TunnelSlot;
+
+impl TunnelSlot {
+    fn acquire() -> Option<TunnelSlot> {
+        TUNNELS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_TUNNELS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| TunnelSlot)
+    }
+}
+
+impl Drop for TunnelSlot {
+    fn drop(&mut self) {
+        if TUNNELS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            TUNNELS_IDLE.notify_waiters();
+        }
+    }
+}
+
+/// Upgraded connections (and handshakes under way) open now.
+pub fn open_tunnels() -> usize {
+    TUNNELS.load(Ordering::SeqCst)
+}
+
+/// Waits until no upgraded connection is open (graceful shutdown; bounded by the caller).
+pub async fn tunnels_closed() {
+    loop {
+        let notified = TUNNELS_IDLE.notified();
+        if TUNNELS.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -290,6 +596,36 @@ fn encode_component(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_tunnel_copies_both_ways_and_ends_a_half_closed_side_after_the_linger()
+    -> std::io::Result<()> {
+        let (mut client, client_side) = tokio::io::duplex(1024);
+        let (mut upstream, upstream_side) = tokio::io::duplex(1024);
+        let linger = Duration::from_millis(300);
+        let task = tokio::spawn(tunnel(client_side, upstream_side, linger));
+        let mut buf = [0u8; 5];
+        client.write_all(b"hello").await?;
+        upstream.read_exact(&mut buf).await?;
+        assert_eq!(&buf, b"hello");
+        upstream.write_all(b"world").await?;
+        client.read_exact(&mut buf).await?;
+        assert_eq!(&buf, b"world");
+        // The client stops sending; the destination sees the end but never closes its side.
+        client.shutdown().await?;
+        assert_eq!(upstream.read(&mut buf).await?, 0);
+        let started = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(
+            matches!(ended, Ok(Ok(()))),
+            "the tunnel ends after the linger"
+        );
+        assert!(started.elapsed() >= linger - Duration::from_millis(50));
+        // Both connections are released: the client reads the end too.
+        assert_eq!(client.read(&mut buf).await?, 0);
+        Ok(())
+    }
 
     #[test]
     fn external_rewrite_rule_keeps_the_request_query_under_the_destinations() {
