@@ -548,11 +548,17 @@ async function handleEntry(req, res, entry) {
   if (captureEntry) requestMeta.onCacheEntry = (entry) => sendCacheEntry(res, entry)
   const owned = meta.ferryOwnedEntry === true
   delete meta.ferryOwnedEntry
+  const pagesEntry = meta.ferryPagesEntry === true
+  delete meta.ferryPagesEntry
   // Like router-server's invokeRender({ invokeStatus }): an error page rendered for a status
   // (405, 416 ...) starts with it, and `_error`'s getInitialProps reads it from res.statusCode.
   if (Number.isInteger(meta.invokeStatus)) res.statusCode = meta.invokeStatus
   if (owned) {
-    await ferryOwnedRender.run(true, () => mod.node(req, res, { waitUntil, requestMeta }))
+    // An object store: Ferry's cache handler leaves a PAGES entry there (`ferryPagesEntry`).
+    const store = {}
+    const render = () => mod.node(req, res, { waitUntil, requestMeta })
+    if (pagesEntry) await ferryOwnedRender.run(store, () => sendPagesEntry(res, render, store))
+    else await ferryOwnedRender.run(store, render)
     return
   }
   await mod.node(req, res, { waitUntil, requestMeta })
@@ -598,6 +604,68 @@ async function sendCacheEntry(res, entry) {
   res.setHeader('content-length', body.length)
   res.end(body)
   return true
+}
+
+// Ferry rendering a pages-router page for its own cache (meta `ferryPagesEntry`, with
+// `ferryOwnedEntry`; the request is the page's `_next/data` JSON): next's pages handler renders
+// HTML and data JSON in one render into one PAGES response-cache entry, which Ferry's cache
+// handler hands over here before the handler answers. The handler's answer (the data JSON, its
+// headers and Cache-Control) is held back and sent after the entry's HTML: `x-ferry-pages-entry:
+// 1`, one JSON line (status, the entry's headers, the HTML's byte length), a newline, the HTML,
+// then the data JSON body. Without an entry (`notFound`, a redirect, an uncacheable or failed
+// render) the handler's answer goes out as it was.
+async function sendPagesEntry(res, render, store) {
+  const chunks = []
+  const original = { write: res.write, end: res.end, writeHead: res.writeHead }
+  let ended = false
+  let markEnded
+  const endCalled = new Promise((resolve) => {
+    markEnded = resolve
+  })
+  const push = (chunk, encoding) => {
+    if (chunk == null || typeof chunk === 'function') return
+    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk, typeof encoding === 'string' ? encoding : 'utf8'))
+  }
+  res.writeHead = function (status, reason, headers) {
+    if (reason && typeof reason === 'object') headers = reason
+    res.statusCode = status
+    if (headers && !Array.isArray(headers)) for (const [k, v] of Object.entries(headers)) res.setHeader(k, v)
+    return res
+  }
+  res.write = function (chunk, encoding, cb) {
+    push(chunk, encoding)
+    const done = typeof encoding === 'function' ? encoding : cb
+    if (typeof done === 'function') process.nextTick(done)
+    return true
+  }
+  res.end = function (chunk, encoding, cb) {
+    push(chunk, encoding)
+    ended = true
+    markEnded()
+    const done = [chunk, encoding, cb].find((f) => typeof f === 'function')
+    if (done) process.nextTick(done)
+    return res
+  }
+  try {
+    await render()
+    // A handler may finish its answer after its promise resolved.
+    if (!ended) await endCalled
+  } finally {
+    Object.assign(res, original)
+  }
+  const body = Buffer.concat(chunks)
+  const entry = store.entry
+  const value = entry && entry.value
+  if (!value || res.statusCode !== 200) {
+    res.end(body)
+    return
+  }
+  const html = Buffer.from(typeof value.html === 'string' ? value.html : String(value.html || ''), 'utf8')
+  const head = Buffer.from(JSON.stringify({ status: value.status || 200, headers: value.headers || {}, html: html.length }) + '\n')
+  const out = Buffer.concat([head, html, body])
+  res.setHeader('x-ferry-pages-entry', '1')
+  res.setHeader('content-length', out.length)
+  res.end(out)
 }
 
 // PPR: Ferry served the static shell from its cache and asks for the rest. The adapter docs'

@@ -56,7 +56,7 @@ class FerryCacheHandler {
   async set(key, data, ctx) {
     // A page Ferry rendered for its own cache (an on-demand page of a dynamic route, see
     // js/bridge/bridge.cjs `ferryOwnedRender`): Ferry keeps it; no per-worker copy.
-    if (client.enabled && !ctx.fetchCache && ownedByFerry(data)) return
+    if (client.enabled && !ctx.fetchCache && ownedByFerry(data, ctx)) return
     if (!client.enabled || !ctx.fetchCache) return this.local.set(key, data, ctx)
     if (!data) return
     const tags = ctx.tags || data.tags || []
@@ -71,11 +71,20 @@ class FerryCacheHandler {
   }
 }
 
-/** Whether `data` is a rendered page from a render Ferry asked for to fill its own cache. */
-function ownedByFerry(data) {
+/**
+ * Whether `data` is a rendered page from a render Ferry asked for to fill its own cache. A
+ * pages-router render that asked for its cache entry (the bridge's `ferryPagesEntry`) gets it
+ * here: next stores one PAGES entry (HTML and data JSON from one render) before answering.
+ */
+function ownedByFerry(data, ctx) {
   const owned = globalThis.__ferryOwnedRender
-  if (!owned || owned.getStore() !== true) return false
-  return !!data && (data.kind === 'APP_PAGE' || data.kind === 'PAGES')
+  const store = owned && owned.getStore()
+  if (!store) return false
+  const page = !!data && (data.kind === 'APP_PAGE' || data.kind === 'PAGES')
+  if (page && data.kind === 'PAGES' && typeof store === 'object') {
+    store.entry = { value: data, cacheControl: (ctx && ctx.cacheControl) || null }
+  }
+  return page
 }
 
 module.exports = FerryCacheHandler

@@ -15,7 +15,9 @@
 //! strings: the same entries answer requests with a query (next start keys ISR by pathname).
 //! On-demand ISR: new slugs of dynamic routes (app `generateStaticParams` + `dynamicParams`,
 //! pages `fallback: 'blocking'`): first request, second, RSC / data, after expiry, regenerated,
-//! after `revalidatePath` / `res.revalidate`, `notFound()`.
+//! after `revalidatePath` / `res.revalidate`, `notFound()`; pages `fallback: true`: the fallback
+//! shell for the first HTML requests, the data JSON rendering the page, a bot's blocking render,
+//! an HTML request during the data render.
 //!
 //! Run: `cargo test -p ferry-cli --test differential_revalidation -- --nocapture`
 //! (`FERRY_DIFF_KEEP=1` keeps the work directory with both servers' logs).
@@ -153,6 +155,47 @@ const OD_PAGES_FRESH: Resource = Resource {
     target: "/legacy-od/gamma",
     headers: &[],
 };
+/// `fallback: true` (`/legacy-fb/[slug]`): the first HTML request of a new slug gets the
+/// fallback shell (no render); its data JSON renders the page, cached with its HTML.
+const FB_HTML: Resource = Resource {
+    name: "fallback: true HTML",
+    target: "/legacy-fb/alpha",
+    headers: &[],
+};
+const FB_DATA: Resource = Resource {
+    name: "fallback: true _next/data",
+    target: "/_next/data/{build_id}/legacy-fb/alpha.json",
+    headers: &[("x-nextjs-data", "1")],
+};
+/// A bot gets a blocking render, not the shell (next's `isBot`).
+const FB_BOT: Resource = Resource {
+    name: "fallback: true HTML for a bot",
+    target: "/legacy-fb/bot",
+    headers: &[(
+        "user-agent",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    )],
+};
+const FB_BOT_USER: Resource = Resource {
+    name: "fallback: true HTML after a bot",
+    target: "/legacy-fb/bot",
+    headers: &[],
+};
+const FB_DATA_FIRST: Resource = Resource {
+    name: "fallback: true _next/data requested first",
+    target: "/_next/data/{build_id}/legacy-fb/beta.json",
+    headers: &[("x-nextjs-data", "1")],
+};
+const FB_HTML_DURING: Resource = Resource {
+    name: "fallback: true HTML during its data render",
+    target: "/legacy-fb/beta",
+    headers: &[],
+};
+const FB_NEVER: Resource = Resource {
+    name: "fallback: true page revalidated before any request",
+    target: "/legacy-fb/gamma",
+    headers: &[],
+};
 const OD_PAGES_NOT_FOUND: Resource = Resource {
     name: "on-demand pages router notFound",
     target: "/legacy-od/missing",
@@ -207,7 +250,11 @@ impl Side {
     fn get(&mut self, r: Resource) -> Result<Observed> {
         let resp = self.send(r.target, r.headers)?;
         let body = String::from_utf8_lossy(&resp.decoded_body()?).into_owned();
-        let stamp = stamp(&body);
+        // A `fallback: true` page's shell has no render time; it is content of its own.
+        let stamp = stamp(&body).or_else(|| {
+            body.contains(r#"id="fallback""#)
+                .then(|| "shell".to_owned())
+        });
         ensure!(
             resp.status != 200 || stamp.is_some(),
             "{}: {} answered 200 without a render time: {}",
@@ -479,6 +526,70 @@ fn on_demand_pages(side: &mut Side) -> Result<Steps> {
     Ok(steps)
 }
 
+/// A new slug of a pages-router route with `fallback: true`: the HTML gets the fallback shell
+/// until the data JSON (the client's next request) rendered the page; then HTML and data are
+/// cached together, go stale, regenerate once and follow `res.revalidate`.
+fn fallback_true(side: &mut Side) -> Result<Steps> {
+    let mut steps: Steps = vec![
+        ("HTML first: the shell".into(), side.get(FB_HTML)?),
+        ("HTML again: the shell".into(), side.get(FB_HTML)?),
+        ("data: rendered".into(), side.get(FB_DATA)?),
+        ("data again".into(), side.get(FB_DATA)?),
+        ("HTML after the data".into(), side.get(FB_HTML)?),
+    ];
+    thread::sleep(PAST_EXPIRY);
+    steps.push(("HTML after expiry".into(), side.get(FB_HTML)?));
+    steps.push(("data during regeneration".into(), side.get(FB_DATA)?));
+    steps.push(("regenerated".into(), side.until_hit(FB_HTML)?));
+    steps.push(("data regenerated".into(), side.get(FB_DATA)?));
+    let trigger = "/api/revalidate-pages?path=/legacy-fb/alpha";
+    steps.push((format!("GET {trigger}"), side.trigger(trigger)?));
+    steps.push(("HTML after".into(), side.get(FB_HTML)?));
+    steps.push(("data after".into(), side.get(FB_DATA)?));
+    let trigger = "/api/revalidate-pages?path=/legacy-fb/gamma";
+    steps.push((format!("GET {trigger}"), side.trigger(trigger)?));
+    steps.push(("never requested, after".into(), side.get(FB_NEVER)?));
+    Ok(steps)
+}
+
+/// A bot's first request of a `fallback: true` page is rendered (blocking) and cached; an HTML
+/// request while the page's data JSON renders shares that render (the full page, answered with
+/// the fallback's Cache-Control).
+fn fallback_true_bot_and_during(side: &mut Side) -> Result<Steps> {
+    let mut steps: Steps = vec![
+        ("bot first".into(), side.get(FB_BOT)?),
+        ("bot second".into(), side.get(FB_BOT)?),
+        ("user after the bot".into(), side.get(FB_BOT_USER)?),
+    ];
+    let (data, html) = thread::scope(|s| {
+        let side_ref = &*side;
+        let data = s.spawn(move || side_ref.send(FB_DATA_FIRST.target, FB_DATA_FIRST.headers));
+        thread::sleep(RENDER_DELAY / 3);
+        let html = side_ref.send(FB_HTML_DURING.target, FB_HTML_DURING.headers);
+        let data = data
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("data request panicked")));
+        (data, html)
+    });
+    let observe = |r: RawResponse| -> Result<Observed> {
+        let body = String::from_utf8_lossy(&r.decoded_body()?).into_owned();
+        Ok(Observed {
+            status: r.status,
+            cache: r.header("x-nextjs-cache").map(str::to_owned),
+            cache_control: r.header("cache-control").map(str::to_owned),
+            // Whether the HTML is the full page (not the shell).
+            changed: Some(stamp(&body).is_some()),
+        })
+    };
+    steps.push(("data first".into(), observe(data?)?));
+    steps.push((
+        "HTML during the data render (full page?)".into(),
+        observe(html?)?,
+    ));
+    steps.push(("HTML after".into(), side.get(FB_HTML_DURING)?));
+    Ok(steps)
+}
+
 const SCENARIOS: &[(&str, Script)] = &[
     ("query strings: one entry per pathname", query_strings),
     ("time-based: app page HTML", page_html),
@@ -498,6 +609,11 @@ const SCENARIOS: &[(&str, Script)] = &[
     ("on-demand ISR: new slug, RSC first", on_demand_rsc_first),
     ("on-demand ISR: notFound", on_demand_not_found),
     ("on-demand ISR: new pages router slug", on_demand_pages),
+    ("on-demand ISR: fallback: true", fallback_true),
+    (
+        "on-demand ISR: fallback: true, a bot and a request during the render",
+        fallback_true_bot_and_during,
+    ),
 ];
 
 /// A difference between the sides that is accepted, with its reason: the scenario and step it

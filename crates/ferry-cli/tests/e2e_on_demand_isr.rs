@@ -2,7 +2,8 @@
 //! prerender, rendered on their first request and from then on served from Ferry's cache like
 //! build-time prerenders. The real `ferry` binary, a real `ferry build` of
 //! `tests/fixtures/cache-app` (`/ondemand/[slug]`: `generateStaticParams` lists only `pre`,
-//! revalidate 2 s; `/legacy-od/[slug]`: the pages router with `fallback: 'blocking'`), real
+//! revalidate 2 s; `/legacy-od/[slug]`: the pages router with `fallback: 'blocking'`;
+//! `/legacy-fb/[slug]`: `fallback: true`), real
 //! Node.js workers, a real `redis-server` for the shared-cache test. Every render appends
 //! `<pid> <ms> <path>` to the render log, so renders are counted per page.
 
@@ -256,6 +257,135 @@ fn a_new_slug_renders_once_then_is_served_by_ferry_with_isr() -> Result<()> {
         missing.status == 404,
         "/legacy-od/missing: {}",
         missing.status
+    );
+    Ok(())
+}
+
+/// The page's `_next/data` JSON (`x-nextjs-data: 1`, as the client router asks for it).
+fn data(ferry: &FerryServer, build_id: &str, page: &str) -> Result<Seen> {
+    seen(&ferry.send(
+        RawRequest::get(&format!("/_next/data/{build_id}{page}.json")).header("x-nextjs-data", "1"),
+        Duration::from_secs(30),
+    )?)
+}
+
+#[test]
+fn a_fallback_true_page_is_rendered_once_by_its_data_json_then_served_by_ferry() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("renders.log");
+    let ferry = start(&["--cache-url", "memory"], &log)?;
+    let build_id = support::build_id(app()?)?;
+    let page = "/legacy-fb/fbburst";
+
+    // First HTML requests: the fallback shell, as next start sends it, and no render.
+    for _ in 0..2 {
+        let resp = ferry.get(page)?;
+        let body = body_text(&resp)?;
+        ensure!(
+            resp.status == 200
+                && resp.header("x-nextjs-cache") == Some("MISS")
+                && resp.header("cache-control")
+                    == Some("private, no-cache, no-store, max-age=0, must-revalidate")
+                && body.contains(r#"id="fallback""#),
+            "{page} first HTML: {} {:?} {:?}",
+            resp.status,
+            resp.header("x-nextjs-cache"),
+            resp.header("cache-control")
+        );
+    }
+    ensure!(
+        renders(&log, page) == 0,
+        "the fallback shell rendered the page"
+    );
+
+    // 12 concurrent data requests (the client after the shell): one render, shared.
+    let first = released_together(12, |_| data(&ferry, &build_id, page))?;
+    let stamps: HashSet<&str> = first.iter().map(|s| s.stamp.as_str()).collect();
+    for s in &first {
+        ensure!(
+            s.status == 200 && s.cache == "MISS",
+            "a data request answered {s:?}"
+        );
+    }
+    ensure!(stamps.len() == 1, "the first data requests saw {stamps:?}");
+    let stamp1 = first[0].stamp.clone();
+    ensure!(!stamp1.is_empty(), "no render stamp in the data JSON");
+    let n = renders(&log, page);
+    ensure!(n == 1, "12 first data requests rendered {page} {n} times");
+
+    // HTML and data from that one render, answered by Ferry alone (every worker stopped).
+    signal_workers(&ferry, "STOP")?;
+    let hit = html(&ferry, page, Duration::from_secs(5));
+    let hit_data = data(&ferry, &build_id, page);
+    signal_workers(&ferry, "CONT")?;
+    let (hit, hit_data) = (hit?, hit_data?);
+    ensure!(
+        hit.cache == "HIT" && hit.stamp == stamp1,
+        "HTML after the data render: {hit:?}"
+    );
+    ensure!(
+        hit_data.cache == "HIT" && hit_data.stamp == stamp1,
+        "data after its render: {hit_data:?}"
+    );
+
+    // Stale: answered at once, one background regeneration of HTML and data together.
+    thread::sleep(REVALIDATE + Duration::from_millis(500));
+    let stale = released_together(8, |_| html(&ferry, page, Duration::from_secs(30)))?;
+    for s in &stale {
+        ensure!(
+            s.cache == "STALE" && s.stamp == stamp1,
+            "a stale request answered {s:?}"
+        );
+    }
+    let fresh = until_hit(&ferry, page)?;
+    ensure!(fresh.stamp != stamp1, "the regeneration kept the old page");
+    let d = data(&ferry, &build_id, page)?;
+    ensure!(
+        d.stamp == fresh.stamp,
+        "HTML and data from different renders: {fresh:?} {d:?}"
+    );
+    ensure!(
+        renders(&log, page) == 2,
+        "the stale burst rendered more than once"
+    );
+
+    // A bot gets the page rendered (blocking), once, then it is cached for everyone.
+    let bot_page = "/legacy-fb/fbbot";
+    let ua = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let bot = seen(&ferry.send(
+        RawRequest::get(bot_page).header("user-agent", ua),
+        Duration::from_secs(30),
+    )?)?;
+    ensure!(bot.cache == "MISS" && !bot.stamp.is_empty(), "bot: {bot:?}");
+    let user = html(&ferry, bot_page, Duration::from_secs(30))?;
+    ensure!(
+        user.cache == "HIT" && user.stamp == bot.stamp,
+        "after the bot: {user:?}"
+    );
+    ensure!(
+        renders(&log, bot_page) == 1,
+        "the bot's page rendered twice"
+    );
+
+    // A blocking pages-router page renders once for its HTML and data JSON too.
+    let blocking = "/legacy-od/once";
+    let first = html(&ferry, blocking, Duration::from_secs(30))?;
+    ensure!(first.cache == "MISS", "{blocking}: {first:?}");
+    let d = data(&ferry, &build_id, blocking)?;
+    ensure!(
+        d.cache == "HIT" && d.stamp == first.stamp,
+        "{blocking} data: {d:?}"
+    );
+    ensure!(
+        renders(&log, blocking) == 1,
+        "{blocking} rendered more than once"
+    );
+
+    // The workers keep no copy of these pages in Next's file-system cache.
+    let copies = files_named(&app()?.join(".ferry"), "fbburst");
+    ensure!(
+        copies.is_empty(),
+        "the workers cached the page themselves: {copies:?}"
     );
     Ok(())
 }

@@ -50,6 +50,7 @@ pub use data::{DATA_PREFIX, DataEntry, DataHit, TagMarks, data_key};
 pub use disk::DiskStore;
 pub use etag::generate_etag;
 pub use on_demand::DEFAULT_ON_DEMAND_PAGES;
+pub use on_demand::is_bot;
 pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{BoxFuture, CacheStore, MemoryStore};
 
@@ -1020,6 +1021,16 @@ impl PrerenderCache {
             }
         }
         true
+    }
+
+    /// The fallback shell's pathname (the route's template, `/legacy/[slug]`) when `pathname` is
+    /// the HTML page (not the data JSON) of an on-demand page of a pages-router route with
+    /// `fallback: true`: next start answers its first non-bot HTML request with that shell
+    /// (`x-nextjs-cache: MISS`, not cached) until the page was rendered.
+    pub fn fallback_shell_for(&self, pathname: &str) -> Option<String> {
+        let template = self.route(pathname)?.template.clone()?;
+        let t = self.templates.get(&template)?;
+        (t.fallback_shell && data_page(pathname, &self.build_id).is_none()).then_some(template)
     }
 
     /// How many on-demand pages are registered now.

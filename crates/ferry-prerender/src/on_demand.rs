@@ -24,14 +24,23 @@ pub(crate) struct Template {
     pub(crate) group_id: u64,
     /// The template pathnames of that group (`/blog/[slug]`, `/blog/[slug].rsc`).
     pub(crate) members: Vec<String>,
+    /// A pages-router route with `fallback: true`: the template's seed is the fallback shell,
+    /// which next start answers to a page's first HTML request (see [`is_bot`]).
+    pub(crate) fallback_shell: bool,
 }
 
 /// The templates of `manifest` whose routes render unknown params on demand, by HTML template
-/// pathname: a seedless template prerender (fallback `null`: blocking; a `fallback: true`
-/// template has a fallback shell as its seed and is left to the workers) of a route none of
-/// whose prerenders says `parentFallbackMode: false` (those answer 404), and not partially
+/// pathname: a template prerender of a route none of whose prerenders says
+/// `parentFallbackMode: false` (those answer 404), seedless (fallback `null`: blocking) or, for
+/// a pages-router page, seeded with its fallback shell (`fallback: true`), and not partially
 /// static (a PPR page's shell would need its own resume; left to the workers).
 pub(crate) fn templates(manifest: &Manifest) -> HashMap<String, Template> {
+    let pages: std::collections::HashSet<&str> = manifest
+        .functions
+        .iter()
+        .filter(|f| f.kind == ferry_manifest::FunctionKind::Pages)
+        .map(|f| f.id.as_str())
+        .collect();
     let closed: std::collections::HashSet<&str> = manifest
         .prerenders
         .iter()
@@ -43,7 +52,8 @@ pub(crate) fn templates(manifest: &Manifest) -> HashMap<String, Template> {
         if !is_html_template(p) || closed.contains(p.route.as_str()) {
             continue;
         }
-        if p.seed.as_ref().is_some_and(|s| s.file.is_some()) {
+        let fallback_shell = p.seed.as_ref().is_some_and(|s| s.file.is_some());
+        if fallback_shell && !pages.contains(p.parent_output_id.as_str()) {
             continue;
         }
         if p.rendering_mode.as_deref() == Some("PARTIALLY_STATIC") {
@@ -60,6 +70,7 @@ pub(crate) fn templates(manifest: &Manifest) -> HashMap<String, Template> {
             Template {
                 group_id: p.group_id,
                 members,
+                fallback_shell,
             },
         );
     }
@@ -91,6 +102,56 @@ pub(crate) fn concrete_members(template_page: &str, page: &str, members: &[Strin
             m.contains(t).then(|| m.replacen(t, c, 1))
         })
         .collect()
+}
+
+/// next's `isBot` (shared/lib/router/utils/is-bot.js, 16.4.6): the pages router answers a bot
+/// a `fallback: true` page with a blocking render instead of the fallback shell, so the bot
+/// gets the content in the HTML. Case-insensitive, like next's regexes:
+/// `Googlebot(?!-)|Googlebot$` and `HTML_LIMITED_BOT_UA_RE`.
+pub fn is_bot(user_agent: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "chrome-lighthouse",
+        "slurp",
+        "duckduckbot",
+        "baiduspider",
+        "yandex",
+        "sogou",
+        "bitlybot",
+        "tumblr",
+        "vkshare",
+        "quora link preview",
+        "redditbot",
+        "ia_archiver",
+        "bingbot",
+        "bingpreview",
+        "applebot",
+        "facebookexternalhit",
+        "facebookcatalog",
+        "twitterbot",
+        "linkedinbot",
+        "slackbot",
+        "discordbot",
+        "whatsapp",
+        "skypeuripreview",
+        "yeti",
+        "googleweblight",
+    ];
+    let ua = user_agent.to_ascii_lowercase();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+    let bytes = ua.as_bytes();
+    // `Googlebot(?!-)|Googlebot$`: a "googlebot" not followed by a dash.
+    let googlebot = ua
+        .match_indices("googlebot")
+        .any(|(i, m)| bytes.get(i + m.len()) != Some(&b'-'));
+    // `[\w-]+-Google`: "-google" with a word character or dash before it.
+    let dash_google = ua
+        .match_indices("-google")
+        .any(|(i, _)| i > 0 && word(bytes[i - 1]));
+    // `Google-[\w-]+`: "google-" with a word character or dash after it.
+    let google_dash = ua
+        .match_indices("google-")
+        .any(|(i, m)| bytes.get(i + m.len()).is_some_and(|&c| word(c)));
+    googlebot || dash_google || google_dash || NAMES.iter().any(|n| ua.contains(n))
 }
 
 /// Registered pages in registration order, to drop the oldest when full.
@@ -170,6 +231,34 @@ mod tests {
                 "/_next/data/B/legacy/x.json".to_owned()
             ]
         );
+    }
+
+    #[test]
+    fn bots_are_recognised_like_next() {
+        for ua in [
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "googlebot",
+            "Mozilla/5.0 (compatible; bingbot/2.0)",
+            "AdsBot-Google (+http://www.google.com/adsbot.html)",
+            "Mediapartners-Google",
+            "Google-InspectionTool/1.0",
+            "facebookexternalhit/1.1",
+            "Slackbot-LinkExpanding 1.0",
+            "WhatsApp/2.23",
+        ] {
+            assert!(is_bot(ua), "{ua}");
+        }
+        for ua in [
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+            "curl/8.5.0",
+            "Googlebot-Image/1.0",
+            "google",
+            "-Google",
+            "Google-",
+            "",
+        ] {
+            assert!(!is_bot(ua), "{ua}");
+        }
     }
 
     #[test]

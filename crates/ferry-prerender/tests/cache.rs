@@ -76,7 +76,8 @@ fn bundle(isr_revalidate: u64) -> (tempfile::TempDir, Manifest) {
             {"id": "/", "kind": "APP_PAGE", "pathname": "/", "sourcePage": "/page", "entry": "a.js", "runtime": "nodejs"},
             {"id": "/isr", "kind": "APP_PAGE", "pathname": "/isr", "sourcePage": "/isr/page", "entry": "a.js", "runtime": "nodejs"},
             {"id": "/blog/[slug]", "kind": "APP_PAGE", "pathname": "/blog/[slug]", "sourcePage": "/blog/[slug]/page", "entry": "a.js", "runtime": "nodejs"},
-            {"id": "/legacy/static", "kind": "PAGES", "pathname": "/legacy/static", "sourcePage": "legacy/static", "entry": "p.js", "runtime": "nodejs"}
+            {"id": "/legacy/static", "kind": "PAGES", "pathname": "/legacy/static", "sourcePage": "legacy/static", "entry": "p.js", "runtime": "nodejs"},
+            {"id": "/fb/[slug]", "kind": "PAGES", "pathname": "/fb/[slug]", "sourcePage": "fb/[slug]", "entry": "p.js", "runtime": "nodejs"}
         ],
         "prerenders": [
             prerender("/", "/", 1, Some("seeds/index.html"),
@@ -93,6 +94,11 @@ fn bundle(isr_revalidate: u64) -> (tempfile::TempDir, Manifest) {
                 pages_headers("application/json; charset=utf-8"), serde_json::json!(10)),
             prerender("/blog/[slug]", "/blog/[slug]", 8, None, serde_json::json!({}), serde_json::json!(false)),
             prerender("/blog/[slug].rsc", "/blog/[slug]", 8, None, serde_json::json!({}), serde_json::json!(false)),
+            // A pages-router route with `fallback: true`: the template's seed is the fallback shell.
+            prerender("/fb/[slug]", "/fb/[slug]", 9, Some("seeds/legacy-static.html"),
+                pages_headers("text/html; charset=utf-8"), serde_json::json!(1)),
+            prerender(&format!("/_next/data/{BUILD_ID}/fb/[slug].json"), "/fb/[slug]", 9, None,
+                serde_json::json!({}), serde_json::json!(false)),
         ]
     });
     let manifest =
@@ -463,6 +469,28 @@ fn on_demand_pages_register_from_their_template_with_one_group() {
     assert!(cache.claim_render("/blog/other").is_some());
     // A path invalidation covers the page's variants.
     cache.invalidate_path_at("/blog/new", later);
+}
+
+#[test]
+fn a_fallback_true_page_names_its_shell_for_html_only() {
+    let (_dir, cache) = isr_cache();
+    assert!(cache.register_on_demand("/fb/new", "/fb/[slug]"));
+    let data = format!("/_next/data/{BUILD_ID}/fb/new.json");
+    assert!(cache.register_on_demand(&data, "/fb/[slug]"));
+    assert_eq!(
+        cache.fallback_shell_for("/fb/new").as_deref(),
+        Some("/fb/[slug]")
+    );
+    // The data JSON renders the page; a blocking route has no shell.
+    assert_eq!(cache.fallback_shell_for(&data), None);
+    assert!(cache.register_on_demand("/blog/new", "/blog/[slug]"));
+    assert_eq!(cache.fallback_shell_for("/blog/new"), None);
+    assert_eq!(cache.fallback_shell_for("/isr"), None);
+    // HTML and data are one group (rendered once, stored together).
+    let claim = cache.claim_render("/fb/new").expect("claim");
+    assert!(claim.group_pathnames.contains(&data));
+    assert!(cache.is_regenerating(&data));
+    cache.regeneration_failed("/fb/new");
 }
 
 #[test]

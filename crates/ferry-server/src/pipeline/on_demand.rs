@@ -170,6 +170,183 @@ fn owned_by_ferry(inv: &mut ferry_workers::Invocation) {
         .insert("ferryOwnedEntry".into(), serde_json::Value::Bool(true));
 }
 
+/// One render of an on-demand pages-router page for both its variants: its `_next/data` JSON
+/// is rendered with meta `ferryPagesEntry`, and the bridge answers with next's PAGES cache entry
+/// of that render (js/bridge/bridge.cjs `sendPagesEntry`): the HTML and the data JSON next
+/// start stores together from one render, so they always match. The data JSON keeps the
+/// handler's own headers; the HTML gets the entry's. `Ok(None)`: the group has no data JSON
+/// (render its variants one by one). An answer without an entry (`notFound`, a redirect, an
+/// uncacheable render) is an error: nothing is stored, the worker answers the request.
+pub(super) async fn render_pages_group(
+    app: &App,
+    function: &crate::app::Function,
+    regen: &ferry_prerender::Regeneration,
+    query: Option<&str>,
+) -> Result<Option<Vec<(String, Rendered)>>, String> {
+    let is_data = |p: &String| super::functions::data_request_page(app, p).is_some();
+    let (Some(data), Some(html)) = (
+        regen.group_pathnames.iter().find(|p| is_data(p)),
+        regen.group_pathnames.iter().find(|p| !is_data(p)),
+    ) else {
+        return Ok(None);
+    };
+    let mut inv = super::prerendered::render_invocation(
+        app,
+        function,
+        data,
+        regen.bypass_token.as_deref(),
+        query,
+    )?;
+    owned_by_ferry(&mut inv);
+    inv.meta
+        .extra
+        .insert("ferryPagesEntry".into(), serde_json::Value::Bool(true));
+    let (parts, bytes) = super::prerendered::dispatch_whole(app, inv).await?;
+    if parts.headers.get("x-ferry-pages-entry").is_none() {
+        return Err(format!(
+            "the page answered {} without a cache entry",
+            parts.status
+        ));
+    }
+    let entry = PagesEntry::parse(&bytes)?;
+    let data_rendered = Rendered::from_response(parts.status, parts.headers, entry.data);
+    if !data_rendered.is_cacheable() {
+        return Err("the render is not cacheable".into());
+    }
+    let mut headers = entry.headers;
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    let html_rendered = Rendered {
+        status: entry.status,
+        headers,
+        body: entry.html,
+        revalidate: data_rendered.revalidate,
+        expire: data_rendered.expire,
+        postponed: None,
+    };
+    Ok(Some(vec![
+        (html.clone(), html_rendered),
+        (data.clone(), data_rendered),
+    ]))
+}
+
+/// The bridge's answer to a render with `ferryPagesEntry` (js/bridge/bridge.cjs
+/// `sendPagesEntry`): one JSON line (status, headers, HTML length), the HTML, the data JSON.
+#[derive(Debug)]
+struct PagesEntry {
+    status: http::StatusCode,
+    headers: HeaderMap,
+    html: bytes::Bytes,
+    data: bytes::Bytes,
+}
+
+impl PagesEntry {
+    fn parse(bytes: &bytes::Bytes) -> Result<Self, String> {
+        let nl = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("pages entry frame without a header line")?;
+        let meta: serde_json::Value =
+            serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("pages entry frame: {e}"))?;
+        let len = meta["html"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or("pages entry frame without an html length")?;
+        let rest = bytes.slice(nl + 1..);
+        if len > rest.len() {
+            return Err("truncated pages entry frame".into());
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in meta["headers"].as_object().into_iter().flatten() {
+            let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let values = match value {
+                serde_json::Value::Array(items) => items.clone(),
+                other => vec![other.clone()],
+            };
+            for v in values {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => continue,
+                };
+                if let Ok(v) = HeaderValue::from_str(&text) {
+                    headers.append(name.clone(), v);
+                }
+            }
+        }
+        let status = meta["status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| http::StatusCode::from_u16(s).ok())
+            .unwrap_or(http::StatusCode::OK);
+        Ok(PagesEntry {
+            status,
+            headers,
+            html: rest.slice(..len),
+            data: rest.slice(len..),
+        })
+    }
+}
+
+/// The first HTML request of a `fallback: true` page nothing is cached for (`shell`: the route's
+/// template, whose entry is the build's fallback shell), as next start answers it (pages
+/// handler, `isIsrFallback`; measured on 16.4.6): not a render but the fallback shell, `200`,
+/// `x-nextjs-cache: MISS`, `Cache-Control: private, no-cache, no-store, max-age=0,
+/// must-revalidate`, nothing cached; the client then fetches the data JSON, which renders the
+/// page. While a render of the page is in flight (its data JSON asked first), next start's
+/// response cache shares it with the HTML request: the full page, still `MISS` with the
+/// fallback's Cache-Control. `None`: no shell (the worker answers).
+pub async fn fallback_shell(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    key: &str,
+    shell: &str,
+) -> Option<Response<Body>> {
+    let (method, headers) = (&ctx.parts.method, &ctx.parts.headers);
+    let mut res = if app.prerenders.is_regenerating(key)
+        && let Some(hit) = app
+            .prerenders
+            .lookup_after_regeneration(key, REVALIDATE_WAIT)
+            .await
+    {
+        if let Some(claim) = &hit.regeneration {
+            app.prerenders.regeneration_failed(&claim.pathname);
+        }
+        app.prerenders
+            .respond_with_label(&hit.entry, "MISS", method, headers)
+    } else {
+        let entry = app.prerenders.fetch(shell).await?;
+        let mut res = app
+            .prerenders
+            .respond_with_label(&entry, "MISS", method, headers);
+        // The seed's router `Vary` is not sent with the shell (measured).
+        res.headers_mut().insert(
+            http::header::VARY,
+            HeaderValue::from_static("Accept-Encoding"),
+        );
+        res
+    };
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache, no-store, max-age=0, must-revalidate"),
+    );
+    Some(res)
+}
+
+/// Whether the request comes from a bot (next's `isBot` on the `User-Agent`): a bot gets a
+/// `fallback: true` page rendered (blocking), not the fallback shell.
+pub fn from_bot(ctx: &RequestCtx) -> bool {
+    ctx.parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(ferry_prerender::is_bot)
+}
+
 /// One render of a pages-router variant (`pathname`: the page or its data JSON) of an
 /// on-demand page, with the revalidation token, collected in full.
 pub(super) async fn render_pages_variant(
@@ -222,5 +399,27 @@ pub(super) fn name_data_route(app: &App, template: &str, pathname: &str, rendere
         .unwrap_or(template);
     if let Ok(v) = HeaderValue::from_str(page) {
         rendered.headers.insert("x-nextjs-matched-path", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_entry_frames_split_html_and_data() {
+        let frame = |meta: serde_json::Value, rest: &str| {
+            bytes::Bytes::from(format!("{meta}\n{rest}").into_bytes())
+        };
+        let meta = serde_json::json!({"status": 200, "headers": {"x-a": "1", "x-b": ["2", "3"]}, "html": 5});
+        let e = PagesEntry::parse(&frame(meta, "<p/>!{\"pageProps\":{}}")).expect("frame");
+        assert_eq!(&e.html[..], b"<p/>!");
+        assert_eq!(&e.data[..], b"{\"pageProps\":{}}");
+        assert_eq!(e.status, http::StatusCode::OK);
+        assert_eq!(e.headers.get_all("x-b").iter().count(), 2);
+        // An HTML length past the end, or no header line: an error, nothing stored.
+        assert!(PagesEntry::parse(&frame(serde_json::json!({"html": 50}), "short")).is_err());
+        assert!(PagesEntry::parse(&bytes::Bytes::from_static(b"no newline")).is_err());
+        assert!(PagesEntry::parse(&frame(serde_json::json!({}), "x")).is_err());
     }
 }

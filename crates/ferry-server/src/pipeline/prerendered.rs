@@ -37,6 +37,11 @@ pub async fn serve(
     if ctx.parts.headers.contains_key("x-prerender-revalidate") {
         if app.prerenders.template_of(&key).is_some() && app.prerenders.fetch(&key).await.is_none()
         {
+            // A `fallback: true` page nobody rendered yet: next start answers the revalidation
+            // with the fallback shell and caches nothing (measured); so does the worker.
+            if app.prerenders.fallback_shell_for(&key).is_some() {
+                return None;
+            }
             // An on-demand page revalidated before anything was cached for it: rendered and
             // stored (an uncacheable render, e.g. `notFound`, is left to the worker, which
             // answers the revalidation itself).
@@ -54,7 +59,13 @@ pub async fn serve(
         .lookup_or_fetch(&key, SystemTime::now())
         .await
     else {
-        // Nothing cached: an on-demand page's first request renders it into the cache.
+        // Nothing cached: an on-demand page's first request renders it into the cache (a
+        // `fallback: true` page's first HTML request gets the fallback shell, bots excepted).
+        if let Some(shell) = app.prerenders.fallback_shell_for(&key)
+            && !super::on_demand::from_bot(ctx)
+        {
+            return super::on_demand::fallback_shell(app, ctx, &key, &shell).await;
+        }
         if app.prerenders.template_of(&key).is_some() {
             return super::on_demand::render_miss(app, ctx, &key, "MISS").await;
         }
@@ -434,6 +445,23 @@ pub(super) async fn render_group(app: Arc<App>, regen: Regeneration, query: Opti
         }
         return;
     }
+    // A pages-router page: HTML and data JSON from one render (next's PAGES cache entry, see
+    // `on_demand::render_pages_group`), as next start regenerates them. With the revalidation
+    // token only: the worker keeps no copy of an owned render, so only an on-demand revalidation
+    // (which always renders) may be asked for. Any other answer (`notFound`, a redirect) is
+    // rendered per variant below and cached as it is.
+    if function.kind == ferry_workers::EntryKind::Pages && regen.bypass_token.is_some() {
+        match super::on_demand::render_pages_group(&app, &function, &regen, query.as_deref()).await
+        {
+            Ok(Some(mut results)) => {
+                results.sort_by_key(|(p, _)| p != &regen.pathname);
+                cache_write(&app, move |c| c.store_group(results, SystemTime::now())).await;
+                return;
+            }
+            Ok(None) => {}
+            Err(err) => tracing::debug!("{}: one render of the page: {err}", regen.pathname),
+        }
+    }
     // The group's variants (HTML, RSC, segments, data JSON) render concurrently: next start gets
     // them all from one render, so a regeneration here should take about one render's time too,
     // not one per variant (a stale page would otherwise stay stale N times longer).
@@ -472,6 +500,20 @@ async fn render_on_demand_group(
 ) {
     let results = if function.kind == ferry_workers::EntryKind::AppPage {
         super::on_demand::render_app_group(app, function, &regen, query).await
+    } else if let Some(one) = super::on_demand::render_pages_group(app, function, &regen, query)
+        .await
+        .transpose()
+    {
+        // HTML and data JSON from one render (next's PAGES cache entry).
+        one.map(|results| {
+            results
+                .into_iter()
+                .map(|(pathname, mut r)| {
+                    super::on_demand::name_data_route(app, &template, &pathname, &mut r);
+                    (pathname, r)
+                })
+                .collect()
+        })
     } else {
         let token = regen.bypass_token.as_deref();
         let route = template.as_str();
