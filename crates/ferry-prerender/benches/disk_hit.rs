@@ -1,10 +1,9 @@
 //! Cost of one disk-store hit without a memory tier (`--cache-memory-size 0`), the path
-//! `bench/isr.sh`'s "disk only" column measures, and of its parts. A measurement, not a check of
-//! a bound (the machine is shared): run it in release, pinned to one core as the bench pins
-//! the server:
+//! `bench/isr.sh`'s "disk only" column measures, and of its parts. A measurement, not a test:
+//! run it pinned to one core as the bench pins the server:
 //!
 //! ```text
-//! taskset -c 0 cargo test --release -p ferry-prerender --test disk_hit_speed -- --ignored --nocapture
+//! taskset -c 0 cargo bench -p ferry-prerender --bench disk_hit
 //! ```
 
 use std::sync::Arc;
@@ -62,9 +61,7 @@ fn per_op(label: &str, n: u32, f: impl FnMut()) -> f64 {
     us
 }
 
-#[test]
-#[ignore = "a measurement: run in release with --ignored --nocapture"]
-fn one_disk_hit_and_its_parts() {
+fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(DiskStore::open(dir.path(), 1 << 30, 0).expect("open"));
     let entry = isr_entry();
