@@ -15,7 +15,8 @@
 #   BENCH_SKIP_CODECS=1    only the serving comparison
 #   BENCH_TYPES=jpeg,png,webp,avif  output types of the codec comparison
 #
-# 1. Codecs: for each fixture (crates/ferry-image/tests/fixtures), a 2700x1800 JPEG and the showcase's ferry.png,
+# 1. Codecs: for each fixture (crates/ferry-image/tests/fixtures; alpha.png at 128 and at its own
+#    240 px), a 2700x1800 JPEG and the showcase's ferry.png,
 #    Ferry's transform (examples/transform.rs, release) and sharp with next's settings
 #    (bench/image-sharp.cjs) at the same width and quality: bytes, SSIM against a lossless
 #    resize, median transform time. AVIF: rav1e (speed 10, quality fitted to sharp's bytes) vs
@@ -60,7 +61,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 # A camera-sized JPEG too: the size where shrink-on-load decides the time.
 node -e "require('sharp')(process.argv[1]).resize(2700).jpeg({quality:90}).toFile(process.argv[2])" \
   "$FIX/photo.jpg" "$WORK/large.jpg"
-for spec in "$FIX/photo.jpg 640" "$WORK/large.jpg 640" "$FIX/alpha.png 128" "$FIX/photo.webp 256" "$SRC/public/ferry.png 640"; do
+for spec in "$FIX/photo.jpg 640" "$WORK/large.jpg 640" "$FIX/alpha.png 128" "$FIX/alpha.png 240" "$FIX/photo.webp 256" "$SRC/public/ferry.png 640"; do
   set -- $spec
   d="$WORK/codec-$(basename "$1")"; mkdir -p "$d"
   ms="{"; while read -r ext bytes t; do ms+="\"$ext\":$t,"; done < <(FERRY_TYPES="$TYPES" "$EX" "$1" "$d" "$2" 75 "$REPEATS")
