@@ -612,8 +612,9 @@ async function sendCacheEntry(res, entry) {
 // handler hands over here before the handler answers. The handler's answer (the data JSON, its
 // headers and Cache-Control) is held back and sent after the entry's HTML: `x-ferry-pages-entry:
 // 1`, one JSON line (status, the entry's headers, the HTML's byte length), a newline, the HTML,
-// then the data JSON body. Without an entry (`notFound`, a redirect, an uncacheable or failed
-// render) the handler's answer goes out as it was.
+// then the data JSON body. `notFound` (an entry without a value) is framed the same way with
+// `notFound: true` and no HTML. Without an entry (a redirect, an uncacheable or failed render)
+// the handler's answer goes out as it was.
 async function sendPagesEntry(res, render, store) {
   const chunks = []
   const original = { write: res.write, end: res.end, writeHead: res.writeHead }
@@ -656,6 +657,16 @@ async function sendPagesEntry(res, render, store) {
   const body = Buffer.concat(chunks)
   const entry = store.entry
   const value = entry && entry.value
+  if (entry && value === null && res.statusCode === 404) {
+    // `notFound`, cached by next like a page: the data JSON answer is next's own
+    // (`{"notFound":true}`, its Cache-Control); the HTML is the 404 page, which Ferry renders.
+    const head = Buffer.from(JSON.stringify({ status: 404, headers: {}, html: 0, notFound: true }) + '\n')
+    const out = Buffer.concat([head, body])
+    res.setHeader('x-ferry-pages-entry', '1')
+    res.setHeader('content-length', out.length)
+    res.end(out)
+    return
+  }
   if (!value || res.statusCode !== 200) {
     res.end(body)
     return

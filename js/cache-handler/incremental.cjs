@@ -74,13 +74,25 @@ class FerryCacheHandler {
 /**
  * Whether `data` is a rendered page from a render Ferry asked for to fill its own cache. A
  * pages-router render that asked for its cache entry (the bridge's `ferryPagesEntry`) gets it
- * here: next stores one PAGES entry (HTML and data JSON from one render) before answering.
+ * here: next stores one PAGES entry (HTML and data JSON from one render) before answering,
+ * or an entry without a value for `notFound`.
  */
 function ownedByFerry(data, ctx) {
   const owned = globalThis.__ferryOwnedRender
   const store = owned && owned.getStore()
   if (!store) return false
-  const page = !!data && (data.kind === 'APP_PAGE' || data.kind === 'PAGES')
+  // `getStaticProps` returned `notFound`: next caches that as an entry without a value. Ferry
+  // keeps it (the bridge hands it over as a notFound PAGES entry); a copy here would answer the
+  // worker's next render of the page from this worker's cache (`HIT` on a first request).
+  if (data === null || data === undefined) {
+    if (typeof store === 'object') store.entry = { value: null, cacheControl: (ctx && ctx.cacheControl) || null }
+    return true
+  }
+  // A `getStaticProps` redirect: Ferry stores none, and the worker's own render of the request
+  // answers and caches it, as next start does; a copy of this render here would make that
+  // answer a `HIT` on the first request.
+  if (data.kind === 'REDIRECT') return true
+  const page = data.kind === 'APP_PAGE' || data.kind === 'PAGES'
   if (page && data.kind === 'PAGES' && typeof store === 'object') {
     store.entry = { value: data, cacheControl: (ctx && ctx.cacheControl) || null }
   }

@@ -15,9 +15,10 @@
 //! strings: the same entries answer requests with a query (next start keys ISR by pathname).
 //! On-demand ISR: new slugs of dynamic routes (app `generateStaticParams` + `dynamicParams`,
 //! pages `fallback: 'blocking'`): first request, second, RSC / data, after expiry, regenerated,
-//! after `revalidatePath` / `res.revalidate`, `notFound()`; pages `fallback: true`: the fallback
-//! shell for the first HTML requests, the data JSON rendering the page, a bot's blocking render,
-//! an HTML request during the data render.
+//! after `revalidatePath` / `res.revalidate`, `notFound()` / `notFound` (HTML and `_next/data`);
+//! pages `fallback: true`: the fallback shell for the first HTML requests, the data JSON
+//! rendering the page (or its `notFound`), a bot's blocking render, an HTML request during the
+//! data render.
 //!
 //! Run: `cargo test -p ferry-cli --test differential_revalidation -- --nocapture`
 //! (`FERRY_DIFF_KEEP=1` keeps the work directory with both servers' logs).
@@ -201,6 +202,35 @@ const OD_PAGES_NOT_FOUND: Resource = Resource {
     target: "/legacy-od/missing",
     headers: &[],
 };
+/// `getStaticProps` returning `notFound` for a `_next/data` request: next start answers
+/// `{"notFound":true}` (404, no 404 page) and caches it with the page's HTML (one entry).
+const OD_PAGES_NOT_FOUND_DATA: Resource = Resource {
+    name: "on-demand pages router notFound _next/data",
+    target: "/_next/data/{build_id}/legacy-od/missing.json",
+    headers: &[("x-nextjs-data", "1")],
+};
+/// `getStaticProps` returning a redirect for a new slug: next start caches the redirect (the
+/// data JSON carries `__N_REDIRECT`, the HTML is a 307).
+const OD_PAGES_REDIRECT: Resource = Resource {
+    name: "on-demand pages router redirect",
+    target: "/legacy-od/moved",
+    headers: &[],
+};
+const OD_PAGES_REDIRECT_DATA: Resource = Resource {
+    name: "on-demand pages router redirect _next/data",
+    target: "/_next/data/{build_id}/legacy-od/moved.json",
+    headers: &[("x-nextjs-data", "1")],
+};
+const FB_NOT_FOUND: Resource = Resource {
+    name: "fallback: true notFound",
+    target: "/legacy-fb/missing",
+    headers: &[],
+};
+const FB_NOT_FOUND_DATA: Resource = Resource {
+    name: "fallback: true notFound _next/data",
+    target: "/_next/data/{build_id}/legacy-fb/missing.json",
+    headers: &[("x-nextjs-data", "1")],
+};
 
 /// What is compared of one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +241,24 @@ struct Observed {
     /// Whether the content differs from the previous answer for the same resource on the same
     /// side (`None`: nothing to compare with).
     changed: Option<bool>,
+    /// What a 404 answered with: `{"notFound":true}` (a `_next/data` request), the HTML 404
+    /// page, or something else (`None` for other statuses).
+    not_found: Option<&'static str>,
+}
+
+/// The kind of a 404 answer's body (see [`Observed::not_found`]).
+fn not_found_kind(resp: &RawResponse, body: &str) -> Option<&'static str> {
+    if resp.status != 404 {
+        return None;
+    }
+    let html = resp
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/html"));
+    Some(match (body.trim(), html) {
+        (r#"{"notFound":true}"#, false) => "notFound JSON",
+        (_, true) => "HTML",
+        _ => "other",
+    })
 }
 
 impl std::fmt::Display for Observed {
@@ -222,7 +270,11 @@ impl std::fmt::Display for Observed {
             self.cache.as_deref().unwrap_or("-"),
             self.cache_control.as_deref().unwrap_or("-"),
             self.changed.map_or("-".to_owned(), |c| c.to_string())
-        )
+        )?;
+        if let Some(kind) = self.not_found {
+            write!(f, " body={kind}")?;
+        }
+        Ok(())
     }
 }
 
@@ -250,11 +302,14 @@ impl Side {
     fn get(&mut self, r: Resource) -> Result<Observed> {
         let resp = self.send(r.target, r.headers)?;
         let body = String::from_utf8_lossy(&resp.decoded_body()?).into_owned();
-        // A `fallback: true` page's shell has no render time; it is content of its own.
-        let stamp = stamp(&body).or_else(|| {
-            body.contains(r#"id="fallback""#)
-                .then(|| "shell".to_owned())
-        });
+        // A `fallback: true` page's shell and a `getStaticProps` redirect's data JSON have no
+        // render time; each is content of its own (the redirect's, with its destination).
+        let stamp = stamp(&body)
+            .or_else(|| {
+                body.contains(r#"id="fallback""#)
+                    .then(|| "shell".to_owned())
+            })
+            .or_else(|| body.contains("__N_REDIRECT").then(|| body.clone()));
         ensure!(
             resp.status != 200 || stamp.is_some(),
             "{}: {} answered 200 without a render time: {}",
@@ -274,6 +329,7 @@ impl Side {
             cache: resp.header("x-nextjs-cache").map(str::to_owned),
             cache_control: resp.header("cache-control").map(str::to_owned),
             changed,
+            not_found: not_found_kind(&resp, &body),
         })
     }
 
@@ -329,6 +385,7 @@ impl Side {
             cache: None,
             cache_control: None,
             changed: None,
+            not_found: None,
         })
     }
 }
@@ -494,13 +551,56 @@ fn on_demand_rsc_first(side: &mut Side) -> Result<Steps> {
 }
 
 /// `notFound()` in a new slug's render: next start caches an app page's 404 like a page; a
-/// pages-router `notFound` is its 404 page.
+/// pages-router `notFound` (blocking fallback) is cached too (`MISS`, then `HIT`, `s-maxage`):
+/// its data JSON is `{"notFound":true}`, its HTML the 404 page, one entry for both.
 fn on_demand_not_found(side: &mut Side) -> Result<Steps> {
     Ok(vec![
         ("app first request".into(), side.get(OD_NOT_FOUND)?),
         ("app second request".into(), side.get(OD_NOT_FOUND)?),
-        ("pages first request".into(), side.get(OD_PAGES_NOT_FOUND)?),
-        ("pages second request".into(), side.get(OD_PAGES_NOT_FOUND)?),
+        (
+            "pages _next/data first request".into(),
+            side.get(OD_PAGES_NOT_FOUND_DATA)?,
+        ),
+        (
+            "pages _next/data second request".into(),
+            side.get(OD_PAGES_NOT_FOUND_DATA)?,
+        ),
+        ("pages HTML after".into(), side.get(OD_PAGES_NOT_FOUND)?),
+    ])
+}
+
+/// Regression: a new slug whose `getStaticProps` redirects. Ferry stores no redirect, and its
+/// `_next/data` request fell through to the router's 404 page (no function was found for the
+/// data URL's prerender pathname) where next start answers the redirect JSON.
+fn on_demand_redirect(side: &mut Side) -> Result<Steps> {
+    Ok(vec![
+        (
+            "_next/data first request".into(),
+            side.get(OD_PAGES_REDIRECT_DATA)?,
+        ),
+        (
+            "_next/data second request".into(),
+            side.get(OD_PAGES_REDIRECT_DATA)?,
+        ),
+        ("HTML after".into(), side.get(OD_PAGES_REDIRECT)?),
+    ])
+}
+
+/// `notFound` of a `fallback: true` page: the first HTML request gets the fallback shell; the
+/// data JSON (the client's next request) renders it: `{"notFound":true}` (`MISS`, then `HIT`),
+/// and the HTML is the 404 page from then on.
+fn fallback_true_not_found(side: &mut Side) -> Result<Steps> {
+    Ok(vec![
+        ("HTML first: the shell".into(), side.get(FB_NOT_FOUND)?),
+        (
+            "_next/data first request".into(),
+            side.get(FB_NOT_FOUND_DATA)?,
+        ),
+        (
+            "_next/data second request".into(),
+            side.get(FB_NOT_FOUND_DATA)?,
+        ),
+        ("HTML after".into(), side.get(FB_NOT_FOUND)?),
     ])
 }
 
@@ -579,6 +679,7 @@ fn fallback_true_bot_and_during(side: &mut Side) -> Result<Steps> {
             cache_control: r.header("cache-control").map(str::to_owned),
             // Whether the HTML is the full page (not the shell).
             changed: Some(stamp(&body).is_some()),
+            not_found: not_found_kind(&r, &body),
         })
     };
     steps.push(("data first".into(), observe(data?)?));
@@ -608,8 +709,13 @@ const SCENARIOS: &[(&str, Script)] = &[
     ("on-demand ISR: new app page slug", on_demand_app_page),
     ("on-demand ISR: new slug, RSC first", on_demand_rsc_first),
     ("on-demand ISR: notFound", on_demand_not_found),
+    ("on-demand ISR: redirect", on_demand_redirect),
     ("on-demand ISR: new pages router slug", on_demand_pages),
     ("on-demand ISR: fallback: true", fallback_true),
+    (
+        "on-demand ISR: fallback: true, notFound",
+        fallback_true_not_found,
+    ),
     (
         "on-demand ISR: fallback: true, a bot and a request during the render",
         fallback_true_bot_and_during,

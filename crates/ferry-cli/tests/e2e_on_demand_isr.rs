@@ -251,12 +251,46 @@ fn a_new_slug_renders_once_then_is_served_by_ferry_with_isr() -> Result<()> {
         data.status,
         data.header("x-nextjs-cache")
     );
-    // A pages-router `notFound` of a blocking fallback is the 404 page, not a cached page.
-    let missing = ferry.get("/legacy-od/missing")?;
+    // A pages-router `notFound` of a blocking fallback: cached by Ferry like next start caches
+    // it (one entry for both variants, `MISS` then `HIT`, never revalidated): the HTML is the
+    // 404 page, the data JSON next's `{"notFound":true}`. The first request renders once.
+    let missing = "/legacy-od/missing";
+    let notfound_answer = |r: &RawResponse| {
+        (
+            r.status,
+            r.header("x-nextjs-cache").map(str::to_owned),
+            r.header("cache-control").map(str::to_owned),
+        )
+    };
+    let first = ferry.get(missing)?;
     ensure!(
-        missing.status == 404,
-        "/legacy-od/missing: {}",
-        missing.status
+        notfound_answer(&first) == (404, Some("MISS".into()), Some("s-maxage=31536000".into()))
+            && first
+                .header("content-type")
+                .is_some_and(|t| t.starts_with("text/html")),
+        "{missing} first: {:?}",
+        notfound_answer(&first)
+    );
+    let second = ferry.get(missing)?;
+    ensure!(
+        notfound_answer(&second) == (404, Some("HIT".into()), Some("s-maxage=31536000".into())),
+        "{missing} second: {:?}",
+        notfound_answer(&second)
+    );
+    let data = ferry.send(
+        RawRequest::get(&format!("/_next/data/{build_id}/legacy-od/missing.json"))
+            .header("x-nextjs-data", "1"),
+        Duration::from_secs(30),
+    )?;
+    let body = data.decoded_body()?;
+    ensure!(
+        notfound_answer(&data) == (404, Some("HIT".into()), Some("s-maxage=31536000".into()))
+            && body == br#"{"notFound":true}"#
+            && data.header("content-type").is_none()
+            && data.header("x-nextjs-matched-path") == Some("/legacy-od/[slug]"),
+        "{missing} data: {:?} {:?}",
+        notfound_answer(&data),
+        String::from_utf8_lossy(&body)
     );
     Ok(())
 }

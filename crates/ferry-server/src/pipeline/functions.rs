@@ -72,21 +72,11 @@ pub async fn complete(
         .get::<WorkerResponseInfo>()
         .is_some_and(|info| info.not_found);
     if not_found {
-        // The pages handler set the entry's Cache-Control and `x-nextjs-cache` before it asked
-        // for the 404 page (getStaticProps' `notFound` is cached like a page); next start's 404
-        // render keeps them. With none set, it was a `fallback: false` miss: next start gives
-        // up on the page and its router renders the 404 page of the default locale.
-        let cache_control = res.headers().get(http::header::CACHE_CONTROL).cloned();
-        let cache_state = res.headers().get("x-nextjs-cache").cloned();
-        let locale = cache_control.is_none().then(|| default_locale(app, ctx));
-        let mut page = not_found::respond_in(app, ctx, &output.request_headers, locale).await;
-        if let Some(cc) = cache_control {
-            page.headers_mut().insert(http::header::CACHE_CONTROL, cc);
-        }
-        if let Some(state) = cache_state {
-            page.headers_mut().insert("x-nextjs-cache", state);
-        }
-        return page;
+        // With no Cache-Control set, it was a `fallback: false` miss: next start gives up on the
+        // page and its router renders the 404 page of the default locale.
+        let locale = (!res.headers().contains_key(http::header::CACHE_CONTROL))
+            .then(|| default_locale(app, ctx));
+        return not_found_page(app, ctx, output, res.headers(), locale).await;
     }
     let mut res = res;
     let rsc_request = output.rsc.as_ref().is_some_and(|r| r.header);
@@ -103,6 +93,27 @@ pub async fn complete(
         res.headers_mut().insert("x-nextjs-matched-path", value);
     }
     res
+}
+
+/// The 404 page for a pages-router `notFound`: the pages handler set the entry's Cache-Control
+/// and `x-nextjs-cache` (in `entry`) before it asked for the 404 page (getStaticProps'
+/// `notFound` is cached like a page); next start's 404 render keeps them.
+pub async fn not_found_page(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    output: &ferry_router::Output,
+    entry: &http::HeaderMap,
+    locale: Option<&str>,
+) -> Response<Body> {
+    let mut page = not_found::respond_in(app, ctx, &output.request_headers, locale).await;
+    if let Some(cc) = entry.get(http::header::CACHE_CONTROL) {
+        page.headers_mut()
+            .insert(http::header::CACHE_CONTROL, cc.clone());
+    }
+    if let Some(state) = entry.get("x-nextjs-cache") {
+        page.headers_mut().insert("x-nextjs-cache", state.clone());
+    }
+    page
 }
 
 /// The page behind a `_next/data/<buildId>/<page>.json` output pathname (`/index` is `/`).
@@ -374,6 +385,24 @@ pub fn function_for<'a>(app: &'a App, pathname: &str) -> Option<&'a crate::app::
     app.functions
         .get(pathname)
         .or_else(|| ppr_page_function(app, pathname))
+        .or_else(|| data_page_function(app, pathname))
+}
+
+/// The pages-router page function behind a `_next/data/<id>/<page>.json` prerender pathname
+/// (`/legacy/[slug]` for `/_next/data/<id>/legacy/[slug].json`): a data request its prerender
+/// does not answer (a render Ferry does not store, such as a `getStaticProps` redirect) is the
+/// page's to answer, as next-server hands it to the page.
+fn data_page_function<'a>(app: &'a App, pathname: &str) -> Option<&'a crate::app::Function> {
+    let page = data_request_page(app, pathname)?;
+    let base = &app.manifest.config.base_path;
+    app.functions.get(&format!("{base}{page}")).or_else(|| {
+        // A localized data URL (`/en-US/legacy`): the page without its locale.
+        let i18n = app.manifest.config.i18n.as_ref()?;
+        let rest = page.strip_prefix('/')?;
+        let (locale, unlocalized) = rest.split_once('/').unwrap_or((rest, ""));
+        i18n.locales.iter().any(|l| l == locale).then_some(())?;
+        app.functions.get(&format!("{base}/{unlocalized}"))
+    })
 }
 
 /// The page function of a PPR page's concrete pathname, or of its `.rsc` / segment variant.

@@ -175,8 +175,9 @@ fn owned_by_ferry(inv: &mut ferry_workers::Invocation) {
 /// of that render (js/bridge/bridge.cjs `sendPagesEntry`): the HTML and the data JSON next
 /// start stores together from one render, so they always match. The data JSON keeps the
 /// handler's own headers; the HTML gets the entry's. `Ok(None)`: the group has no data JSON
-/// (render its variants one by one). An answer without an entry (`notFound`, a redirect, an
-/// uncacheable render) is an error: nothing is stored, the worker answers the request.
+/// (render its variants one by one). `notFound` is cached like next start caches it (see
+/// below). An answer without an entry (a redirect, an uncacheable render) is an error: nothing
+/// is stored, the worker answers the request.
 pub(super) async fn render_pages_group(
     app: &App,
     function: &crate::app::Function,
@@ -201,8 +202,8 @@ pub(super) async fn render_pages_group(
     inv.meta
         .extra
         .insert("ferryPagesEntry".into(), serde_json::Value::Bool(true));
-    let (parts, bytes) = super::prerendered::dispatch_whole(app, inv).await?;
-    if parts.headers.get("x-ferry-pages-entry").is_none() {
+    let (mut parts, bytes) = super::prerendered::dispatch_whole(app, inv).await?;
+    if parts.headers.remove("x-ferry-pages-entry").is_none() {
         return Err(format!(
             "the page answered {} without a cache entry",
             parts.status
@@ -212,6 +213,23 @@ pub(super) async fn render_pages_group(
     let data_rendered = Rendered::from_response(parts.status, parts.headers, entry.data);
     if !data_rendered.is_cacheable() {
         return Err("the render is not cacheable".into());
+    }
+    if entry.not_found {
+        // `getStaticProps` returned `notFound`: next start caches it for both variants (one
+        // response-cache entry). The data JSON is the handler's `{"notFound":true}` answer; the
+        // HTML is the 404 page, rendered when served (see `prerendered::not_found_page`).
+        let html_rendered = Rendered {
+            status: http::StatusCode::NOT_FOUND,
+            headers: super::prerendered::not_found_marker(),
+            body: bytes::Bytes::new(),
+            revalidate: data_rendered.revalidate,
+            expire: data_rendered.expire,
+            postponed: None,
+        };
+        return Ok(Some(vec![
+            (html.clone(), html_rendered),
+            (data.clone(), data_rendered),
+        ]));
     }
     let mut headers = entry.headers;
     headers.insert(
@@ -233,9 +251,12 @@ pub(super) async fn render_pages_group(
 }
 
 /// The bridge's answer to a render with `ferryPagesEntry` (js/bridge/bridge.cjs
-/// `sendPagesEntry`): one JSON line (status, headers, HTML length), the HTML, the data JSON.
+/// `sendPagesEntry`): one JSON line (status, headers, HTML length, `notFound`), the HTML, the
+/// data JSON.
 #[derive(Debug)]
 struct PagesEntry {
+    /// `getStaticProps` returned `notFound` (no HTML; the data JSON is `{"notFound":true}`).
+    not_found: bool,
     status: http::StatusCode,
     headers: HeaderMap,
     html: bytes::Bytes,
@@ -284,6 +305,7 @@ impl PagesEntry {
             .and_then(|s| http::StatusCode::from_u16(s).ok())
             .unwrap_or(http::StatusCode::OK);
         Ok(PagesEntry {
+            not_found: meta["notFound"].as_bool() == Some(true),
             status,
             headers,
             html: rest.slice(..len),
@@ -421,5 +443,11 @@ mod tests {
         assert!(PagesEntry::parse(&frame(serde_json::json!({"html": 50}), "short")).is_err());
         assert!(PagesEntry::parse(&bytes::Bytes::from_static(b"no newline")).is_err());
         assert!(PagesEntry::parse(&frame(serde_json::json!({}), "x")).is_err());
+        assert!(!e.not_found);
+        // `notFound`: no HTML, the data JSON is next's own answer.
+        let meta = serde_json::json!({"status": 404, "headers": {}, "html": 0, "notFound": true});
+        let e = PagesEntry::parse(&frame(meta, r#"{"notFound":true}"#)).expect("frame");
+        assert!(e.not_found && e.html.is_empty());
+        assert_eq!(&e.data[..], br#"{"notFound":true}"#);
     }
 }

@@ -20,8 +20,33 @@ use crate::App;
 /// Largest rendered body kept in the cache.
 const MAX_RENDER_BYTES: usize = 64 * 1024 * 1024;
 
+/// Marks a cached HTML entry that stands for the 404 page: a pages-router page whose
+/// `getStaticProps` returned `notFound` (cached by next start like a page). Never sent.
+const NOT_FOUND_MARKER: &str = "x-ferry-not-found";
+
+/// The headers of a cached [`NOT_FOUND_MARKER`] entry.
+pub(super) fn not_found_marker() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(NOT_FOUND_MARKER, HeaderValue::from_static("1"));
+    h
+}
+
 /// Serves the output from the prerender cache when it holds it and the request may use it.
 pub async fn serve(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    output: &ferry_router::Output,
+) -> Option<Response<Body>> {
+    let res = serve_cached(app, ctx, output).await?;
+    if res.headers().contains_key(NOT_FOUND_MARKER) {
+        // A cached `notFound`: next start renders the 404 page with the entry's Cache-Control
+        // and cache state.
+        return Some(super::functions::not_found_page(app, ctx, output, res.headers(), None).await);
+    }
+    Some(res)
+}
+
+async fn serve_cached(
     app: &Arc<App>,
     ctx: &RequestCtx,
     output: &ferry_router::Output,
