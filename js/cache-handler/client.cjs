@@ -36,6 +36,19 @@ function warnOnce(what, err) {
 /** POST `body` to `<control url><path>`; resolves to { status, body: Buffer }. */
 function post(path, body, timeoutMs) {
   if (!http) return postWithFetch(path, body, timeoutMs)
+  // Ferry closes a keep-alive connection idle past its keep-alive timeout; a worker that was not
+  // scheduled when that FIN arrived (a loaded machine) still has the socket in its agent's free
+  // list and sends the next request on it: ECONNRESET. Every control request is idempotent, and
+  // Ferry never read one sent on a closed connection: retried once on a fresh socket.
+  return postOnce(path, body, timeoutMs).catch((err) => {
+    if (err && err.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
+      return postOnce(path, body, timeoutMs)
+    }
+    throw err
+  })
+}
+
+function postOnce(path, body, timeoutMs) {
   return new Promise((resolve, reject) => {
     const url = new URL(base + path)
     const req = http.request(url, {
@@ -48,7 +61,10 @@ function post(path, body, timeoutMs) {
       },
     })
     req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer from Ferry within ${timeoutMs} ms`)))
-    req.on('error', reject)
+    req.on('error', (err) => {
+      if (err && typeof err === 'object') err.reusedSocket = req.reusedSocket
+      reject(err)
+    })
     req.on('response', (res) => {
       const chunks = []
       res.on('data', (c) => chunks.push(c))
