@@ -82,7 +82,7 @@ struct Plain {
     /// The pattern (`(?i)` included), for a phase's multi-pattern scan.
     pattern: Box<str>,
     /// The named groups: (group index, name).
-    names: Vec<(usize, Arc<str>)>,
+    names: Arc<[(usize, Arc<str>)]>,
     /// Every match starts at the text's start (`^…` without a top-level `|`): searches are
     /// anchored, so the engine tries one start position instead of scanning for one.
     anchored: bool,
@@ -135,7 +135,7 @@ impl Plain {
     }
 
     /// The match of `hay` with its groups sliced from `text` (same offsets).
-    fn captures(&self, text: &str, hay: &str) -> Option<RegexMatch> {
+    fn captures<'t>(&self, text: &'t str, hay: &str) -> Option<RegexMatch<'t>> {
         let len =
             self.re.group_info().implicit_slot_len() + self.re.group_info().explicit_slot_len();
         let mut stack = [None; STACK_SLOTS];
@@ -151,16 +151,14 @@ impl Plain {
             .unwrap_or(&self.re)
             .search_slots(&self.input(hay), slots)?;
         let group = |i: usize| match (slots.get(2 * i), slots.get(2 * i + 1)) {
-            (Some(Some(a)), Some(Some(b))) => text.get(a.get()..b.get()).map(str::to_string),
+            (Some(Some(a)), Some(Some(b))) => Some(a.get()..b.get()),
             _ => None,
         };
-        let groups = (0..len / 2).map(group).collect();
-        let named = self
-            .names
-            .iter()
-            .map(|(i, n)| (n.clone(), group(*i)))
-            .collect();
-        Some(RegexMatch { groups, named })
+        Some(RegexMatch::with_names(
+            text,
+            (0..len / 2).map(group),
+            &self.names,
+        ))
     }
 }
 
@@ -175,11 +173,11 @@ pub(crate) struct Bounded {
 }
 
 /// What the bounded engine concluded.
-pub(crate) enum Verdict {
+pub(crate) enum Verdict<'t> {
     /// The JavaScript regex does not match (or needs more than the step budget).
     NoMatch,
     /// The JavaScript regex matches, with these captures.
-    Match(RegexMatch),
+    Match(RegexMatch<'t>),
     /// Ask regress.
     Unsure,
 }
@@ -257,7 +255,7 @@ impl Bounded {
     }
 
     /// Runs the bounded engine on `text`.
-    pub(crate) fn run(&self, text: &str) -> Verdict {
+    pub(crate) fn run<'t>(&self, text: &'t str) -> Verdict<'t> {
         // The phase is refused anyway: spend no more on it.
         if EXCEEDED.with(Cell::get) {
             return Verdict::NoMatch;
@@ -266,8 +264,6 @@ impl Bounded {
             return Verdict::Unsure;
         };
         let hay = self.haystack(text);
-        let group =
-            |r: Option<std::ops::Range<usize>>| r.and_then(|r| text.get(r)).map(str::to_string);
         // Captures of repeated groups may differ from JavaScript's (`exact_captures`); the
         // match itself does not. Running regress for them would reopen the runaway.
         match re {
@@ -281,14 +277,14 @@ impl Bounded {
                 }
                 Ok(None) => Verdict::NoMatch,
                 Ok(Some(c)) => {
-                    let at = |i: usize| group(c.get(i).map(|m| m.range()));
+                    let at = |i: usize| c.get(i).map(|m| m.range());
                     let groups = (0..c.len()).map(at).collect();
                     let named = re
                         .capture_names()
                         .enumerate()
                         .filter_map(|(i, n)| n.map(|n| (Arc::from(n), at(i))))
                         .collect();
-                    Verdict::Match(RegexMatch { groups, named })
+                    Verdict::Match(RegexMatch::new(text, groups, named))
                 }
             },
         }
@@ -639,10 +635,13 @@ mod tests {
                                     .iter()
                                     .map(|c| c.clone().map(|r| input[r].to_string())),
                             );
+                            let got: Vec<Option<String>> = (0..m.group_count())
+                                .map(|i| m.group(i).map(str::to_string))
+                                .collect();
                             if b.exact_captures {
-                                assert_eq!(m.groups, groups, "{p} on {input:?}");
+                                assert_eq!(got, groups, "{p} on {input:?}");
                             } else {
-                                assert_eq!(m.groups[0], groups[0], "{p} on {input:?}");
+                                assert_eq!(got[0], groups[0], "{p} on {input:?}");
                             }
                         }
                     }
@@ -659,8 +658,9 @@ mod tests {
         let Verdict::Match(m) = b.run("/\u{212A}elvin/\u{17F}") else {
             panic!("matches");
         };
-        assert_eq!(m.groups[0].as_deref(), Some("elvin/\u{17F}"));
-        assert_eq!(m.named, vec![(Arc::from("lang"), Some("el".to_string()))]);
+        assert_eq!(m.group(0), Some("elvin/\u{17F}"));
+        let named: Vec<_> = m.named().collect();
+        assert_eq!(named, vec![(&Arc::from("lang"), Some("el"))]);
         let b = Bounded::new(r"^\/(kelvin)\/([^a]|s)$", true);
         assert!(matches!(b.run("/\u{212A}elvin/s"), Verdict::NoMatch));
     }

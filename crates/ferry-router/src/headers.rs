@@ -39,6 +39,27 @@ impl PartialEq for HeaderList {
 
 impl Eq for HeaderList {}
 
+/// Whether `b` has a byte `A`..=`Z`: eight bytes at a time (header names are checked on every
+/// request).
+fn has_ascii_uppercase(b: &[u8]) -> bool {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let x = <[u8; 8]>::try_from(c).map_or(0, u64::from_ne_bytes);
+        // Per byte, without carries between bytes (the high bit is masked off first): the
+        // high bit of `y + (0x80 - b'A')` is set from `A` up, that of `y + (0x80 - b'Z' - 1)`
+        // from past `Z`; bytes with the high bit set are not ASCII.
+        let y = x & LOW7;
+        let ge_a = y.wrapping_add(0x3F3F_3F3F_3F3F_3F3F);
+        let gt_z = y.wrapping_add(0x2525_2525_2525_2525);
+        if ge_a & !gt_z & !x & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(u8::is_ascii_uppercase)
+}
+
 fn trim_http_ws(v: &str) -> &str {
     // Byte scans (the four are ASCII, so the ends stay char boundaries): `trim_matches` with a
     // char predicate decodes every char.
@@ -82,9 +103,9 @@ impl HeaderList {
     /// [`HeaderList::from_pairs`] over a shared list: no copy when it is already what
     /// `from_pairs` would make of it (lowercase names, trimmed values), the usual request.
     pub fn from_shared(pairs: &SharedHeaders) -> Self {
-        let normalized = pairs.iter().all(|(k, v)| {
-            !k.bytes().any(|b| b.is_ascii_uppercase()) && trim_http_ws(v).len() == v.len()
-        });
+        let normalized = pairs
+            .iter()
+            .all(|(k, v)| !has_ascii_uppercase(k.as_bytes()) && trim_http_ws(v).len() == v.len());
         if normalized {
             Self {
                 entries: Entries::Shared(Arc::clone(pairs)),
@@ -268,6 +289,29 @@ impl HeaderList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uppercase_scan_matches_the_byte_test() {
+        for len in 0..20usize {
+            for b in 0..=255u8 {
+                for at in [0, len / 2, len.saturating_sub(1)] {
+                    let mut v = vec![b'x'; len];
+                    if len > 0 {
+                        v[at] = b;
+                    }
+                    // Neighbours that could carry into the byte under test.
+                    if at + 1 < len {
+                        v[at + 1] = 0xFF;
+                    }
+                    assert_eq!(
+                        has_ascii_uppercase(&v),
+                        v.iter().any(u8::is_ascii_uppercase),
+                        "{v:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn behaves_like_js_headers() {

@@ -35,6 +35,7 @@ mod middleware;
 mod next_start;
 mod prefilter;
 mod rurl;
+mod segments;
 mod urls;
 
 use std::borrow::Cow;
@@ -323,7 +324,7 @@ struct PhaseMeta {
 
 /// A dynamic route's destination for one request.
 struct DynamicDestination<'u> {
-    matched: matcher::RegexMatch,
+    matched: matcher::RegexMatch<'u>,
     /// The destination with the captures in it, when the route has one.
     dest: Option<String>,
     /// The request URL the route matched.
@@ -340,10 +341,15 @@ impl DynamicDestination<'_> {
     }
 
     /// The URL to invoke (destination query merged): built only for the route that answers.
-    fn invocation_url(&self) -> Cow<'_, Url> {
+    /// `Err(q)`: the request URL with the query `q` (see [`verbatim_destination_query`]),
+    /// left to [`Router::output_final_with_query`] to apply.
+    fn invocation_url(&self) -> Result<Cow<'_, Url>, &str> {
         match self.dest.as_deref() {
-            Some(d) => Cow::Owned(merge_destination_query(self.url, d)),
-            None => Cow::Borrowed(self.url),
+            Some(d) => match verbatim_destination_query(self.url, d) {
+                Some(q) => Err(q),
+                None => Ok(Cow::Owned(urls::merge_destination_query(self.url, d))),
+            },
+            None => Ok(Cow::Borrowed(self.url)),
         }
     }
 }
@@ -359,6 +365,9 @@ pub struct Router {
     /// `new RegExp(`^${re}$`)` (route-regex.js, route-matcher.js), without the `i` flag.
     dynamic_routes_case_sensitive: RouteList,
     on_match: RouteList,
+    /// An `onMatch` rule has a `query` condition (then an output's URL is built in full for
+    /// them; otherwise a dynamic route's new query need not be set on a copy of the URL).
+    on_match_reads_query: bool,
     fallback: RouteList,
     middleware: Vec<MiddlewareMatcherC>,
     pathnames: memo::PathSet,
@@ -535,6 +544,13 @@ impl Router {
                 true,
             )?,
             on_match: compile_phase("onMatch", &r.on_match)?,
+            on_match_reads_query: r.on_match.iter().any(|rule| {
+                [&rule.has, &rule.missing]
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|c| c.kind == ferry_manifest::HasKind::Query)
+            }),
             fallback: compile_phase("fallback", &r.fallback)?,
             middleware,
             pathnames: manifest
@@ -1261,7 +1277,7 @@ impl Router {
             .map(|(_, v)| v.as_str())
             .filter(|l| !l.is_empty())?;
         let (regex, caps) = next_start_captures(route, meta, url, req_headers)?;
-        let template = next_start::redirect_template(template, &regex.groups, &meta.params);
+        let template = next_start::redirect_template(template, &regex, &meta.params);
         Some(replace_destination(&template, Some(&regex), &caps))
     }
 
@@ -1516,9 +1532,18 @@ impl Router {
                     Some(found) if found == fs || is_dynamic_template(fs) => found,
                     Some(_) => continue,
                 };
-                let url = d.invocation_url().into_owned();
-                let params = route_params(d.matched);
-                return self.output_final(&mut state, &url, target, f.path(), params);
+                let params = route_params(&d.matched);
+                return match d.invocation_url() {
+                    Ok(url) => self.output_final(&mut state, &url, target, f.path(), params),
+                    Err(q) => self.output_final_with_query(
+                        &mut state,
+                        &f,
+                        Some(q),
+                        target,
+                        f.path(),
+                        params,
+                    ),
+                };
             }
             return self.output_final(&mut state, &f, fs, f.path(), Vec::new());
         }
@@ -1677,9 +1702,13 @@ impl Router {
                 continue;
             };
             if let Some(found) = self.match_pathname_locale_fallback(d.path()) {
-                let invocation = d.invocation_url().into_owned();
-                let params = route_params(d.matched);
-                return Some(self.output_final(state, &invocation, found, url.path(), params));
+                let params = route_params(&d.matched);
+                return Some(match d.invocation_url() {
+                    Ok(u) => self.output_final(state, &u, found, url.path(), params),
+                    Err(q) => {
+                        self.output_final_with_query(state, url, Some(q), found, url.path(), params)
+                    }
+                });
             }
         }
         None
@@ -1694,10 +1723,7 @@ impl Router {
         url: &'u Url,
     ) -> Option<DynamicDestination<'u>> {
         let (matched, caps) = route.match_dynamic(url, &state.request_headers)?;
-        let dest = route
-            .destination
-            .as_ref()
-            .map(|d| replace_destination(d, Some(&matched), &caps));
+        let dest = route.destination_for(&matched, &caps);
         Some(DynamicDestination { matched, dest, url })
     }
 
@@ -1788,11 +1814,36 @@ impl Router {
         invocation_path: &str,
         route_matches: Vec<(Arc<str>, String)>,
     ) -> Resolution {
+        self.output_final_with_query(state, url, None, pathname, invocation_path, route_matches)
+    }
+
+    /// [`Router::output_final`] for `url` with its query replaced by `query` when given (built
+    /// as a URL only when an `onMatch` rule reads the query).
+    fn output_final_with_query(
+        &self,
+        state: &mut RoutingState,
+        url: &Url,
+        query: Option<&str>,
+        pathname: &str,
+        invocation_path: &str,
+        route_matches: Vec<(Arc<str>, String)>,
+    ) -> Resolution {
         let headers = std::mem::take(&mut state.response_headers);
+        let with_query;
+        let (url, query) = match query {
+            Some(q) if self.on_match_reads_query => {
+                let mut u = url.clone();
+                u.set_query(Some(q));
+                with_query = u;
+                (&with_query, None)
+            }
+            other => (url, other),
+        };
         let parts = self.output_parts(
             state,
             headers,
             url,
+            query,
             pathname,
             invocation_path,
             route_matches,
@@ -1809,11 +1860,13 @@ impl Router {
     /// The [`Output`] of [`Router::output`] with `headers` as the response headers so far (the
     /// request headers move out of `state`); `Err` (why) when an `onMatch` rule produced an
     /// invalid header.
+    #[allow(clippy::too_many_arguments)]
     fn output_parts(
         &self,
         state: &mut RoutingState,
         mut headers: HeaderList,
         url: &Url,
+        query: Option<&str>,
         pathname: &str,
         invocation_path: &str,
         route_matches: Vec<(Arc<str>, String)>,
@@ -1838,7 +1891,12 @@ impl Router {
         Ok(Output {
             pathname: pathname.to_string(),
             invocation_path: invocation_path.to_string(),
-            query: urls::query_pairs(url),
+            // `query`: the query to invoke with when it is not `url`'s (no `onMatch` rule reads
+            // it, see `output_final_with_query`).
+            query: match query {
+                Some(q) => urls::query_str_pairs(q),
+                None => urls::query_pairs(url),
+            },
             route_matches,
             headers: headers.into_sorted_combined(),
             rsc: self.rsc_request(&state.request_headers, pathname),
@@ -1907,12 +1965,12 @@ fn with_init_origin(req: &RequestInfo, u: &Url) -> Option<Url> {
 
 /// A rule's regex match and next start's `matchHas` params (the defined ones) on `url`, or
 /// `None` when either fails.
-fn next_start_captures(
+fn next_start_captures<'u>(
     route: &CompiledRoute,
     meta: &RouteMeta,
-    url: &Url,
+    url: &'u Url,
     req_headers: &HeaderList,
-) -> Option<(matcher::RegexMatch, matcher::Captures)> {
+) -> Option<(matcher::RegexMatch<'u>, matcher::Captures)> {
     let regex = js_match(&route.re, url.path())?;
     let caps = matcher::next_start_match_has(&meta.has, &meta.missing, url, req_headers)?
         .into_iter()
@@ -1929,11 +1987,12 @@ fn before_question_mark(s: &str) -> &str {
     }
 }
 
-/// `mergeDestinationQueryIntoUrl` ([`urls::merge_destination_query`]). A dynamic route's
-/// destination query (`nxtPslug=hello`) usually meets a URL without a query and is already
-/// what `URLSearchParams` would serialize (unique keys, each pair `k=v` of bytes it leaves
-/// as they are): then it is the new query as it stands, with no parse / serialize round trip.
-fn merge_destination_query(u: &Url, dest: &str) -> Url {
+/// The query `mergeDestinationQueryIntoUrl` ([`urls::merge_destination_query`]) gives `u` for
+/// `dest` when it needs no parse / serialize round trip: a dynamic route's destination query
+/// (`nxtPslug=hello`) usually meets a URL without a query and is already what
+/// `URLSearchParams` would serialize (unique keys, each pair `k=v` of bytes it leaves as they
+/// are); then the new query is that text as it stands. `None`: do the full merge.
+fn verbatim_destination_query<'d>(u: &Url, dest: &'d str) -> Option<&'d str> {
     // `dest.split('?').nth(1)`; destinations are short: a byte scan beats `split`'s setup.
     let q = match before_question_mark(dest).len() {
         n if n < dest.len() => before_question_mark(&dest[n + 1..]),
@@ -1945,9 +2004,13 @@ fn merge_destination_query(u: &Url, dest: &str) -> Url {
         // `k=v` pairs joined by `&`, one `=` each, every other byte kept as it is: one byte
         // pass (the usual destination has one pair, so its keys are unique).
         let mut eq = false;
+        let mut pairs = 1;
         for b in q.bytes() {
             match b {
-                b'&' if eq => eq = false,
+                b'&' if eq => {
+                    eq = false;
+                    pairs += 1;
+                }
                 b'=' if !eq => eq = true,
                 b if serialized_as_is(b) => {}
                 _ => return false,
@@ -1956,7 +2019,7 @@ fn merge_destination_query(u: &Url, dest: &str) -> Url {
         if !eq {
             return false;
         }
-        if !q.contains('&') {
+        if pairs == 1 {
             return true;
         }
         // Unique keys: each checked against the ones before it (a destination has few).
@@ -1972,12 +2035,21 @@ fn merge_destination_query(u: &Url, dest: &str) -> Url {
                     .any(|p| p.split_once('=').is_some_and(|(pk, _)| pk == k))
         })
     };
-    if u.query().is_none() && !q.is_empty() && verbatim(q) {
-        let mut n = u.clone();
-        n.set_query(Some(q));
-        return n;
+    (u.query().is_none() && !q.is_empty() && verbatim(q)).then_some(q)
+}
+
+/// `mergeDestinationQueryIntoUrl` ([`urls::merge_destination_query`]), with the
+/// [`verbatim_destination_query`] shortcut.
+#[cfg(test)]
+fn merge_destination_query(u: &Url, dest: &str) -> Url {
+    match verbatim_destination_query(u, dest) {
+        Some(q) => {
+            let mut n = u.clone();
+            n.set_query(Some(q));
+            n
+        }
+        None => urls::merge_destination_query(u, dest),
     }
-    urls::merge_destination_query(u, dest)
 }
 
 /// A matched rule's headers (`Headers.set` each) and status, applied; `Err` when a header is one

@@ -3,6 +3,7 @@
 //! and `replaceDestination`.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::rurl::Url;
@@ -14,18 +15,131 @@ use crate::headers::HeaderList;
 use crate::prefilter::{
     Candidates, Prefilter, RuleSet, contains_literal, literal_prefix, required_literals,
 };
+use crate::segments::SegmentRegex;
 
 /// Longest string a regex is run against. Regexes backtrack; bounding the input bounds the time
 /// a hostile request can spend in them. Longer values never match.
 pub(crate) const MAX_REGEX_INPUT: usize = 8 * 1024;
 
-/// The result of matching a regex: the numbered groups (index 0 = whole match) and the named ones.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RegexMatch {
+/// The result of matching a regex: the numbered groups (index 0 = whole match) and the named
+/// ones, as ranges of the text matched (no copy of the values; a match with few groups and
+/// names shared with its regex allocates nothing).
+#[derive(Debug, Clone)]
+pub(crate) struct RegexMatch<'t> {
+    text: &'t str,
     /// `match[i]`, `None` when the group did not take part.
-    pub groups: Vec<Option<String>>,
+    groups: Groups,
     /// `match.groups`: every named group in pattern order.
-    pub named: Vec<(Arc<str>, Option<String>)>,
+    named: Named,
+}
+
+/// Group ranges: inline up to [`INLINE_GROUPS`].
+#[derive(Debug, Clone)]
+enum Groups {
+    Inline(u8, [Option<(u32, u32)>; INLINE_GROUPS]),
+    Heap(Vec<Option<Range<usize>>>),
+}
+
+const INLINE_GROUPS: usize = 6;
+
+/// Named groups: the regex's own (group index, name) list, or name and range pairs.
+#[derive(Debug, Clone)]
+enum Named {
+    Indexed(Arc<[(usize, Arc<str>)]>),
+    Ranges(Vec<(Arc<str>, Option<Range<usize>>)>),
+}
+
+impl<'t> RegexMatch<'t> {
+    /// A match of `text` (every range a char-boundary range of it).
+    pub(crate) fn new(
+        text: &'t str,
+        groups: Vec<Option<Range<usize>>>,
+        named: Vec<(Arc<str>, Option<Range<usize>>)>,
+    ) -> Self {
+        Self {
+            text,
+            groups: Groups::Heap(groups),
+            named: Named::Ranges(named),
+        }
+    }
+
+    /// A match of `text` whose named groups are `names` (group index, name).
+    pub(crate) fn with_names(
+        text: &'t str,
+        groups: impl ExactSizeIterator<Item = Option<Range<usize>>>,
+        names: &Arc<[(usize, Arc<str>)]>,
+    ) -> Self {
+        // Texts are at most MAX_REGEX_INPUT long: offsets fit in `u32`.
+        let groups = if groups.len() <= INLINE_GROUPS && text.len() <= u32::MAX as usize {
+            let mut a = [None; INLINE_GROUPS];
+            let n = groups.len() as u8;
+            for (slot, g) in a.iter_mut().zip(groups) {
+                *slot = g.map(|r| (r.start as u32, r.end as u32));
+            }
+            Groups::Inline(n, a)
+        } else {
+            Groups::Heap(groups.collect())
+        };
+        Self {
+            text,
+            groups,
+            named: Named::Indexed(Arc::clone(names)),
+        }
+    }
+
+    fn range(&self, i: usize) -> Option<Range<usize>> {
+        match &self.groups {
+            Groups::Inline(n, a) => a[..usize::from(*n)]
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|(s, e)| s as usize..e as usize),
+            Groups::Heap(v) => v.get(i).cloned().flatten(),
+        }
+    }
+
+    /// `match[i]` (`None` also past the last group).
+    pub(crate) fn group(&self, i: usize) -> Option<&'t str> {
+        let text = self.text;
+        self.range(i).and_then(|r| text.get(r))
+    }
+
+    /// `match.length`: the groups, the whole match included.
+    pub(crate) fn group_count(&self) -> usize {
+        match &self.groups {
+            Groups::Inline(n, _) => usize::from(*n),
+            Groups::Heap(v) => v.len(),
+        }
+    }
+
+    fn named_len(&self) -> usize {
+        match &self.named {
+            Named::Indexed(n) => n.len(),
+            Named::Ranges(v) => v.len(),
+        }
+    }
+
+    /// The `j`th named group: its name and value.
+    fn named_at(&self, j: usize) -> Option<(&Arc<str>, Option<&'t str>)> {
+        match &self.named {
+            Named::Indexed(n) => n.get(j).map(|(i, k)| (k, self.group(*i))),
+            Named::Ranges(v) => {
+                let text = self.text;
+                v.get(j)
+                    .map(|(k, r)| (k, r.clone().and_then(|r| text.get(r))))
+            }
+        }
+    }
+
+    /// `match.groups` entries, in pattern order.
+    pub(crate) fn named(&self) -> impl Iterator<Item = (&Arc<str>, Option<&'t str>)> + '_ {
+        (0..self.named_len()).filter_map(move |j| self.named_at(j))
+    }
+
+    /// Whether the regex has named groups.
+    pub(crate) fn has_named(&self) -> bool {
+        self.named_len() > 0
+    }
 }
 
 /// A compiled JavaScript regex with its cheap rejects (literal prefix, linear-time prefilter).
@@ -35,19 +149,101 @@ pub(crate) struct JsRegex {
     prefilter: Prefilter,
     bounded: Bounded,
     /// Every match starts with this (see [`literal_prefix`]).
-    prefix: Box<str>,
+    prefix: Literal,
     /// Every match contains this (see [`required_literals`]; empty when the prefix says as
     /// much).
     required: Box<str>,
     /// Every match ends the text with this (see [`required_literals`]).
-    suffix: Box<str>,
+    suffix: Literal,
     case_insensitive: bool,
     /// The regex is path-to-regexp's `/:path*` ([`CATCH_ALL`]): a match is decided without it.
     catch_all: bool,
     /// For a middleware matcher (`^` + [`DATA_GROUP`] + the rest): the literal every match of
     /// the rest starts with (a `/` and more), right at the text's start or after the
-    /// `/_next/data/<segment>` the optional group takes.
-    after_data: Option<Box<str>>,
+    /// `/_next/data/<segment>` the optional group takes (with `/_next/data/` as a [`Literal`]).
+    after_data: Option<(Literal, Literal)>,
+    /// The exact matcher for Next's dynamic-route shape (`src/segments.rs`), when it applies.
+    segments: Option<SegmentRegex>,
+}
+
+/// A literal a text is compared with at a known position: ASCII-case-insensitively (as a
+/// JavaScript regex with the `i` flag compares an ASCII literal) when built so.
+#[derive(Debug)]
+struct Literal {
+    /// The bytes, lowercase when case-insensitive.
+    bytes: Box<[u8]>,
+    /// Per byte: `0x20` where a letter folds (`b | 0x20` is the lowercase letter exactly when
+    /// `b` is that letter in either case; no other byte, ASCII or not, gives it), else `0`.
+    fold: Box<[u8]>,
+    /// The first byte other than `/` (texts are paths: a `/` tells little): its index, the
+    /// byte (lowercase when it folds) and its fold bit; `usize::MAX` for the empty literal.
+    probe: usize,
+    probe_byte: u8,
+    probe_fold: u8,
+}
+
+impl Literal {
+    fn new(s: &str, case_insensitive: bool) -> Self {
+        let bytes: Box<[u8]> = if case_insensitive {
+            s.to_ascii_lowercase().into_bytes().into()
+        } else {
+            s.as_bytes().into()
+        };
+        let fold: Box<[u8]> = bytes
+            .iter()
+            .map(|b| {
+                if case_insensitive && b.is_ascii_lowercase() {
+                    0x20
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let probe = bytes.iter().position(|&b| b != b'/').unwrap_or(0);
+        let (probe_byte, probe_fold) = match (bytes.get(probe), fold.get(probe)) {
+            (Some(&b), Some(&f)) => (b, f),
+            _ => (0, 0),
+        };
+        Self {
+            probe: if bytes.is_empty() { usize::MAX } else { probe },
+            bytes,
+            fold,
+            probe_byte,
+            probe_fold,
+        }
+    }
+
+    /// A quick reject, inlined into the callers: `false` only when the literal cannot be at
+    /// `t[at..]` because its probe byte is not there (`true` for the empty literal; `at` may
+    /// be a wrapped-around offset for a text shorter than the literal, which the full
+    /// comparison then rejects).
+    #[inline(always)]
+    fn probe_at(&self, t: &[u8], at: usize) -> bool {
+        self.probe == usize::MAX
+            || t.get(at.wrapping_add(self.probe))
+                .is_some_and(|&c| c | self.probe_fold == self.probe_byte)
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether `w` (of the literal's length) is the literal: eight bytes at a time.
+    fn matches(&self, w: &[u8]) -> bool {
+        if w.len() != self.bytes.len() {
+            return false;
+        }
+        let word =
+            |s: &[u8], i: usize| <[u8; 8]>::try_from(&s[i..i + 8]).map_or(0, u64::from_ne_bytes);
+        let mut i = 0;
+        while i + 8 <= w.len() {
+            if word(w, i) | word(&self.fold, i) != word(&self.bytes, i) {
+                return false;
+            }
+            i += 8;
+        }
+        (i..w.len()).all(|i| w[i] | self.fold[i] == self.bytes[i])
+    }
 }
 
 /// The optional group Next puts in front of every middleware matcher's regex.
@@ -64,29 +260,45 @@ fn catch_all_matches(text: &str) -> bool {
 
 impl JsRegex {
     /// The literal prefix and suffix checks: `false` only when the regex cannot match `text`.
+    #[inline(always)]
     fn ends_may_match(&self, text: &str) -> bool {
+        // One byte of each literal first, inlined (most rules' texts fail there).
+        let t = text.as_bytes();
+        self.prefix.probe_at(t, 0)
+            && self
+                .suffix
+                .probe_at(t, t.len().wrapping_sub(self.suffix.len()))
+            && self.after_data_probe(t)
+            && self.ends_match(text)
+    }
+
+    /// The quick reject of `after_data`: its literal's probe byte at the start, or a `d` in
+    /// either case where `/_next/data/` has its `d`.
+    #[inline(always)]
+    fn after_data_probe(&self, t: &[u8]) -> bool {
+        self.after_data
+            .as_ref()
+            .is_none_or(|(lit, _)| lit.probe_at(t, 0) || t.get(7).is_some_and(|c| c | 0x20 == b'd'))
+    }
+
+    /// [`JsRegex::ends_may_match`] in full.
+    fn ends_match(&self, text: &str) -> bool {
         if text.len() > MAX_REGEX_INPUT {
             return false;
         }
-        let (t, ci) = (text.as_bytes(), self.case_insensitive);
-        let (p, s) = (self.prefix.as_bytes(), self.suffix.as_bytes());
-        let same = |a: &[u8], b: &[u8]| {
-            if ci {
-                a.eq_ignore_ascii_case(b)
-            } else {
-                a == b
-            }
-        };
+        let t = text.as_bytes();
+        let (p, s) = (&self.prefix, &self.suffix);
         t.len() >= p.len().max(s.len())
-            && same(&t[..p.len()], p)
-            && same(&t[t.len() - s.len()..], s)
-            && self.after_data.as_deref().is_none_or(|lit| {
-                let (lit, data) = (lit.as_bytes(), b"/_next/data/".as_slice());
-                let starts = |t: &[u8]| t.len() >= lit.len() && same(&t[..lit.len()], lit);
+            && p.matches(&t[..p.len()])
+            && s.matches(&t[t.len() - s.len()..])
+            && self.after_data.as_ref().is_none_or(|(lit, data)| {
+                let starts = |t: &[u8]| t.len() >= lit.len() && lit.matches(&t[..lit.len()]);
                 // `[^/]{1,}` then the literal's `/`: the segment ends at the first `/`.
                 starts(t)
                     || (t.len() > data.len()
-                        && same(&t[..data.len()], data)
+                        // A quick reject first (`d` in either case: a superset).
+                        && t.get(7).is_some_and(|c| c | 0x20 == b'd')
+                        && data.matches(&t[..data.len()])
                         && t[data.len()..]
                             .iter()
                             .position(|&b| b == b'/')
@@ -118,9 +330,13 @@ pub(crate) fn js_is_match(re: &JsRegex, text: &str) -> bool {
 }
 
 /// Runs `re` on `text` the way `String.prototype.match` (non-global) does.
-pub(crate) fn js_match(re: &JsRegex, text: &str) -> Option<RegexMatch> {
+pub(crate) fn js_match<'t>(re: &JsRegex, text: &'t str) -> Option<RegexMatch<'t>> {
     if !re.ends_may_match(text) {
         return None;
+    }
+    // Next's dynamic-route shape: walked directly (exact, linear), no capture search.
+    if let Some(Ok(found)) = re.segments.as_ref().map(|s| s.captures(text)) {
+        return found;
     }
     if !re.rest_may_match(text) {
         return None;
@@ -133,15 +349,10 @@ pub(crate) fn js_match(re: &JsRegex, text: &str) -> Option<RegexMatch> {
     }
     let m = re.re.find(text)?;
     let mut groups = Vec::with_capacity(m.captures.len() + 1);
-    groups.push(Some(text[m.range()].to_string()));
-    for c in &m.captures {
-        groups.push(c.clone().map(|r| text[r].to_string()));
-    }
-    let named = m
-        .named_groups()
-        .map(|(n, r)| (Arc::from(n), r.map(|r| text[r].to_string())))
-        .collect();
-    Some(RegexMatch { groups, named })
+    groups.push(Some(m.range()));
+    groups.extend(m.captures.iter().cloned());
+    let named = m.named_groups().map(|(n, r)| (Arc::from(n), r)).collect();
+    Some(RegexMatch::new(text, groups, named))
 }
 
 impl JsRegex {
@@ -166,16 +377,22 @@ pub(crate) fn compile(source: &str, case_sensitive: bool) -> Result<JsRegex, reg
         re: Regex::with_flags(source, if case_sensitive { "" } else { "i" })?,
         prefilter: Prefilter::new(source, !case_sensitive),
         bounded: Bounded::new(source, !case_sensitive),
-        prefix: prefix.into_boxed_str(),
+        prefix: Literal::new(&prefix, !case_sensitive),
         required: literals.required.into_boxed_str(),
-        suffix: literals.suffix.into_boxed_str(),
+        suffix: Literal::new(&literals.suffix, !case_sensitive),
         case_insensitive: !case_sensitive,
         catch_all: source == CATCH_ALL,
         after_data: source
             .strip_prefix(DATA_GROUP)
             .map(|rest| literal_prefix(&format!("^{rest}")))
             .filter(|lit| lit.len() > 1 && lit.starts_with('/'))
-            .map(String::into_boxed_str),
+            .map(|lit| {
+                (
+                    Literal::new(&lit, !case_sensitive),
+                    Literal::new("/_next/data/", !case_sensitive),
+                )
+            }),
+        segments: SegmentRegex::new(source, !case_sensitive),
     })
 }
 
@@ -246,12 +463,14 @@ fn matches_condition(actual: Option<&str>, value: Option<&CondValue>) -> Option<
         CondValue::Regex { anchored, plain } => {
             let m = js_match(anchored, actual).or_else(|| js_match(plain, actual))?;
             let named = m
-                .named
-                .into_iter()
-                .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k.to_string(), v)))
+                .named()
+                .filter_map(|(k, v)| {
+                    v.filter(|v| !v.is_empty())
+                        .map(|v| (k.to_string(), v.to_string()))
+                })
                 .collect();
             Some(CondMatch {
-                captured: m.groups[0].clone().unwrap_or_default(),
+                captured: m.group(0).unwrap_or_default().to_string(),
                 named,
             })
         }
@@ -352,7 +571,11 @@ pub(crate) fn check_missing(conds: &[Condition], url: &Url, headers: &HeaderList
 /// group names), sorted longest first with a stable sort, so at each `$` the longest key that
 /// matches wins, ties going to the earlier one. A number key must not be followed by a digit,
 /// so it matches exactly the digit run after `$` (written without a leading zero).
-pub(crate) fn replace_destination(dest: &str, m: Option<&RegexMatch>, caps: &Captures) -> String {
+pub(crate) fn replace_destination(
+    dest: &str,
+    m: Option<&RegexMatch<'_>>,
+    caps: &Captures,
+) -> String {
     // Destinations are short: byte scans beat `str::find`'s per-call setup.
     if !dest.as_bytes().contains(&b'$') {
         return dest.to_string();
@@ -380,7 +603,7 @@ pub(crate) fn replace_destination(dest: &str, m: Option<&RegexMatch>, caps: &Cap
 /// The key [`replace_destination`] substitutes at the start of `after`: its length and value.
 fn key_at<'v>(
     after: &str,
-    m: Option<&'v RegexMatch>,
+    m: Option<&'v RegexMatch<'v>>,
     caps: &'v Captures,
 ) -> Option<(usize, &'v str)> {
     // (key length, value); a later key only wins when strictly longer.
@@ -392,8 +615,11 @@ fn key_at<'v>(
     };
     // A key that is both a has capture and a group name reads the group (`lookup` order).
     let named_value = |k: &str| -> Option<&'v str> {
-        m.and_then(|m| m.named.iter().find(|(n, _)| &**n == k))
-            .map(|(_, v)| v.as_deref().unwrap_or_default())
+        let m = m?;
+        (0..m.named_len())
+            .filter_map(|j| m.named_at(j))
+            .find(|(n, _)| &***n == k)
+            .map(|(_, v)| v.unwrap_or_default())
     };
     for (k, v) in caps {
         if after.starts_with(k.as_str()) {
@@ -405,13 +631,15 @@ fn key_at<'v>(
         if digits > 0
             && !after.starts_with('0')
             && let Ok(i) = after[..digits].parse::<usize>()
-            && i < m.groups.len()
+            && i < m.group_count()
         {
-            consider(digits, m.groups[i].as_deref().unwrap_or_default());
+            consider(digits, m.group(i).unwrap_or_default());
         }
-        for (k, v) in &m.named {
-            if after.starts_with(&**k) {
-                consider(k.len(), v.as_deref().unwrap_or_default());
+        for j in 0..m.named_len() {
+            if let Some((k, v)) = m.named_at(j)
+                && after.starts_with(&**k)
+            {
+                consider(k.len(), v.unwrap_or_default());
             }
         }
     }
@@ -432,10 +660,71 @@ pub(crate) struct CompiledRoute {
     /// Every header of the rule as written is one `Headers.set` accepts (checked once, for
     /// the matches that use the rule's own headers).
     pub headers_valid: bool,
+    /// The destination as literal runs and group references, resolved at build
+    /// ([`DestPiece`]): for a rule without `has` (no captures but the regex's) whose regex has
+    /// a known group layout.
+    dest_pieces: Option<Vec<DestPiece>>,
     /// The destination pathname is a `[param]` template for every request: the literal part
     /// before any `$` substitution and any `?` already is one (substitutions only append to
     /// it, and a `?` a substituted value brings comes after it).
     pub dest_always_template: bool,
+}
+
+/// A piece of a destination whose `$` keys are resolved once (see
+/// [`CompiledRoute::destination_for`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DestPiece {
+    /// Destination text as it is: `dest[range]`.
+    Lit(Range<usize>),
+    /// The value of a group (`""` when it did not take part).
+    Group(usize),
+}
+
+/// [`replace_destination`] resolved against a regex's group layout alone (no `has` captures):
+/// at each `$` the same longest key [`key_at`] picks, as a group index.
+fn dest_pieces(dest: &str, groups: usize, names: &[(usize, Arc<str>)]) -> Vec<DestPiece> {
+    let mut out = Vec::new();
+    let (mut lit_start, mut i) = (0, 0);
+    let b = dest.as_bytes();
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let after = &dest[i + 1..];
+        // (key length, group); a later key only wins when strictly longer (as in `key_at`).
+        let mut best: Option<(usize, usize)> = None;
+        let mut consider = |len: usize, g: usize| {
+            if best.is_none_or(|(l, _)| len > l) {
+                best = Some((len, g));
+            }
+        };
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0
+            && !after.starts_with('0')
+            && let Ok(n) = after[..digits].parse::<usize>()
+            && n < groups
+        {
+            consider(digits, n);
+        }
+        for (g, k) in names {
+            if after.starts_with(&**k) {
+                consider(k.len(), *g);
+            }
+        }
+        match best {
+            Some((len, g)) => {
+                out.push(DestPiece::Lit(lit_start..i));
+                out.push(DestPiece::Group(g));
+                i += 1 + len;
+                lit_start = i;
+            }
+            None => i += 1,
+        }
+    }
+    out.push(DestPiece::Lit(lit_start..b.len()));
+    out.retain(|p| !matches!(p, DestPiece::Lit(r) if r.is_empty()));
+    out
 }
 
 /// A successful `matchRoute`.
@@ -463,8 +752,16 @@ impl CompiledRoute {
             let end = d.bytes().position(|b| b == b'$' || b == b'?');
             crate::is_dynamic_template(&d[..end.unwrap_or(d.len())])
         });
+        let re = compile(&r.source_regex, case_sensitive)?;
+        let dest_pieces = match (&r.destination, &re.segments) {
+            (Some(d), Some(seg)) if r.has.as_deref().is_none_or(<[_]>::is_empty) => {
+                Some(dest_pieces(d, seg.group_count(), seg.names()))
+            }
+            _ => None,
+        };
         Ok(Self {
-            re: compile(&r.source_regex, case_sensitive)?,
+            re,
+            dest_pieces,
             has: conditions(r.has.as_deref()),
             missing: conditions(r.missing.as_deref()),
             destination: r.destination.clone(),
@@ -505,7 +802,7 @@ impl CompiledRoute {
 
     /// The rule's destination and headers with `regex`'s groups and the `has` captures
     /// substituted (`replaceDestination`).
-    pub fn interpolated(&self, regex: &RegexMatch, captures: &Captures) -> RouteMatch<'_> {
+    pub fn interpolated(&self, regex: &RegexMatch<'_>, captures: &Captures) -> RouteMatch<'_> {
         let replace = |s: &str| replace_destination(s, Some(regex), captures);
         RouteMatch {
             destination: self.destination.as_deref().map(|d| Cow::Owned(replace(d))),
@@ -520,8 +817,32 @@ impl CompiledRoute {
         }
     }
 
+    /// The destination with `regex`'s groups and the `has` captures substituted
+    /// ([`replace_destination`]); `None` without a destination.
+    pub fn destination_for(&self, regex: &RegexMatch<'_>, captures: &Captures) -> Option<String> {
+        let dest = self.destination.as_deref()?;
+        match &self.dest_pieces {
+            // No `has`: no captures; the keys were resolved when the rule was compiled.
+            Some(pieces) if captures.is_empty() => {
+                let mut out = String::with_capacity(dest.len() + 16);
+                for p in pieces {
+                    match p {
+                        DestPiece::Lit(r) => out.push_str(dest.get(r.clone()).unwrap_or_default()),
+                        DestPiece::Group(g) => out.push_str(regex.group(*g).unwrap_or_default()),
+                    }
+                }
+                Some(out)
+            }
+            _ => Some(replace_destination(dest, Some(regex), captures)),
+        }
+    }
+
     /// `matchDynamicRoute` plus its has/missing check, on a pathname.
-    pub fn match_dynamic(&self, url: &Url, headers: &HeaderList) -> Option<(RegexMatch, Captures)> {
+    pub fn match_dynamic<'u>(
+        &self,
+        url: &'u Url,
+        headers: &HeaderList,
+    ) -> Option<(RegexMatch<'u>, Captures)> {
         let regex = js_match(&self.re, url.path())?;
         let captures = check_has(&self.has, url, headers)?;
         if !check_missing(&self.missing, url, headers) {
@@ -609,23 +930,23 @@ pub(crate) fn conditions(list: Option<&[RouteHas]>) -> Vec<Condition> {
 }
 
 /// `routeMatches` of a dynamic route match: defined numbered groups, then named groups.
-pub(crate) fn route_params(m: RegexMatch) -> Vec<(Arc<str>, String)> {
-    let mut out: Vec<(Arc<str>, String)> = Vec::with_capacity(m.groups.len() + m.named.len());
-    for (i, g) in m.groups.into_iter().enumerate().skip(1) {
-        if let Some(g) = g {
+pub(crate) fn route_params(m: &RegexMatch<'_>) -> Vec<(Arc<str>, String)> {
+    let mut out: Vec<(Arc<str>, String)> = Vec::with_capacity(m.group_count() + m.named_len());
+    for i in 1..m.group_count() {
+        if let Some(g) = m.group(i) {
             // Group numbers are small: their keys are shared, not formatted per request.
             let key = GROUP_KEYS
                 .get(i)
                 .cloned()
                 .unwrap_or_else(|| Arc::from(i.to_string()));
-            out.push((key, g));
+            out.push((key, g.to_string()));
         }
     }
-    for (k, v) in m.named {
+    for (k, v) in m.named() {
         // `Object.assign` copies undefined too; JSON (and our map) drops it.
-        out.retain(|(ok, _)| **ok != *k);
+        out.retain(|(ok, _)| **ok != **k);
         if let Some(v) = v {
-            out.push((k, v));
+            out.push((Arc::clone(k), v.to_string()));
         }
     }
     out
@@ -725,19 +1046,14 @@ fn ns_holds(c: &NsCondition, url: &Url, headers: &HeaderList, params: &mut NsPar
             let Some(m) = js_match(re, &actual) else {
                 return false;
             };
-            if !m.named.is_empty() {
-                for (k, v) in m.named {
-                    ns_set(params, k.to_string(), v);
+            if m.has_named() {
+                for (k, v) in m.named() {
+                    ns_set(params, k.to_string(), v.map(str::to_string));
                 }
             } else if c.kind == HasKind::Host
-                && let Some(all) = m
-                    .groups
-                    .first()
-                    .cloned()
-                    .flatten()
-                    .filter(|a| !a.is_empty())
+                && let Some(all) = m.group(0).filter(|a| !a.is_empty())
             {
-                ns_set(params, "host".into(), Some(all));
+                ns_set(params, "host".into(), Some(all.to_string()));
             }
             true
         }
@@ -770,7 +1086,78 @@ pub(crate) fn next_start_match_has(
 mod tests {
     use super::*;
 
-    fn m(re: &str, text: &str) -> RegexMatch {
+    /// A destination resolved at build gives what [`replace_destination`] gives per request.
+    #[test]
+    fn destination_pieces_match_replace_destination() {
+        let re = r"^[/]?/b/(?<slug>[^/]+?)/(?<slug2>[^/]+?)/([^/]+?)(\.rsc|\.segments/.+\.segment\.rsc|)(?:/)?$";
+        let route = CompiledRoute::new(
+            &Route {
+                source: None,
+                source_regex: re.into(),
+                destination: Some(String::new()),
+                headers: None,
+                has: None,
+                missing: None,
+                status: None,
+                priority: None,
+            },
+            false,
+        )
+        .expect("compiles");
+        let seg = route.re.segments.as_ref().expect("segment shape");
+        let text = "/b/one/two/three.segments/x.segment.rsc";
+        let m = js_match(&route.re, text).expect("matches");
+        for dest in [
+            "/b/[slug]$4?nxtPslug=$slug&s2=$slug2&n=$3",
+            "$slug2$slug$$1$10$0$5$45$",
+            "/x$$$",
+            "",
+            "$",
+            "/plain",
+            "$1$2$3$4$slug$slug2$slug23",
+        ] {
+            let pieces = dest_pieces(dest, seg.group_count(), seg.names());
+            let mut got = String::new();
+            for p in &pieces {
+                match p {
+                    DestPiece::Lit(r) => got.push_str(&dest[r.clone()]),
+                    DestPiece::Group(g) => got.push_str(m.group(*g).unwrap_or_default()),
+                }
+            }
+            assert_eq!(got, replace_destination(dest, Some(&m), &vec![]), "{dest}");
+        }
+    }
+
+    /// [`Literal::matches`] is `eq_ignore_ascii_case` (or `==`) for every byte pair, at every
+    /// length around the eight-byte step.
+    #[test]
+    fn literal_compare_is_ascii_case_folding() {
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        for ci in [true, false] {
+            for len in [0, 1, 7, 8, 9, 16, 17] {
+                for &a in &bytes {
+                    for &b in &[
+                        b'a', b'A', b'z', b'Z', b'/', b'@', b'[', b'`', b'{', 0xC1, 0xE1,
+                    ] {
+                        let lit: String = std::iter::repeat_n(b as char, len).collect();
+                        let l = Literal::new(&lit, ci);
+                        let mut w = lit.clone().into_bytes();
+                        if len > 0 {
+                            w[len - 1] = a;
+                        }
+                        let want = if ci {
+                            w.eq_ignore_ascii_case(lit.as_bytes())
+                        } else {
+                            w == lit.as_bytes()
+                        };
+                        assert_eq!(l.matches(&w), want, "{lit:?} vs {w:?} (ci {ci})");
+                    }
+                }
+            }
+        }
+    }
+
+    fn m<'t>(re: &str, text: &'t str) -> RegexMatch<'t> {
         js_match(&compile(re, false).expect("compiles"), text).expect("matches")
     }
 
@@ -885,7 +1272,10 @@ mod tests {
             }
         }
         let re = compile(&sources[0], false).expect("compile");
-        assert_eq!(re.after_data.as_deref(), Some("/ssr"));
+        assert_eq!(
+            re.after_data.as_ref().map(|(l, _)| &l.bytes[..]),
+            Some(&b"/ssr"[..])
+        );
     }
 
     #[test]

@@ -407,7 +407,7 @@ pub(crate) fn source_params(source: &str) -> Vec<(String, Option<char>)> {
 /// prefix), in the query it stays a literal `:name` (`compileNonPath` only fills known params).
 pub(crate) fn redirect_template(
     template: &str,
-    groups: &[Option<String>],
+    groups: &RegexMatch<'_>,
     params: &[(String, Option<char>)],
 ) -> String {
     let query_at = template.find('?').unwrap_or(template.len());
@@ -424,8 +424,8 @@ pub(crate) fn redirect_template(
             if j > start
                 && let Ok(n) = template[start..j].parse::<usize>()
                 && n > 0
-                && n < groups.len()
-                && groups[n].is_none()
+                && n < groups.group_count()
+                && groups.group(n).is_none()
                 && let Some((name, modifier)) = params.get(n - 1)
             {
                 if i < query_at {
@@ -607,7 +607,7 @@ pub(crate) struct PreparedRewrite {
 /// `matchHas` params.
 pub(crate) fn prepare_rewrite(
     dest: &str,
-    regex: &RegexMatch,
+    regex: &RegexMatch<'_>,
     params: &[(String, Option<char>)],
     user_query: usize,
     has: NsParams,
@@ -615,7 +615,7 @@ pub(crate) fn prepare_rewrite(
     // `route.match` then `Object.assign(params, hasParams)`.
     let mut values: Vec<(String, ParamValue)> = Vec::new();
     for (i, (name, modifier)) in params.iter().enumerate() {
-        let Some(Some(v)) = regex.groups.get(i + 1) else {
+        let Some(v) = regex.group(i + 1) else {
             continue;
         };
         if unnamed(name) {
@@ -624,7 +624,7 @@ pub(crate) fn prepare_rewrite(
         let v = if matches!(modifier, Some('*' | '+')) {
             ParamValue::Many(v.split('/').map(str::to_string).collect())
         } else {
-            ParamValue::One(v.clone())
+            ParamValue::One(v.to_string())
         };
         values.push((name.clone(), v));
     }
@@ -642,7 +642,7 @@ pub(crate) fn prepare_rewrite(
     let (path_t, query_t) = dest.split_once('?').unwrap_or((dest, ""));
     let query_t = query_t.split('#').next().unwrap_or_default();
     let path = replace_destination(
-        &redirect_template(path_t, &regex.groups, params),
+        &redirect_template(path_t, regex, params),
         Some(regex),
         &caps,
     );
@@ -655,7 +655,7 @@ pub(crate) fn prepare_rewrite(
         let Some((k, v)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
             continue;
         };
-        let v = redirect_template(&format!("?{v}"), &regex.groups, params);
+        let v = redirect_template(&format!("?{v}"), regex, params);
         let v = replace_destination(&v[1..], Some(regex), &caps);
         match query.iter_mut().find(|(qk, _, _)| *qk == k) {
             Some(slot) => slot.1.push(v),
@@ -1165,14 +1165,14 @@ mod tests {
             params,
             vec![("a".to_string(), None), ("b".to_string(), Some('?'))]
         );
-        let groups = vec![Some("x".into()), Some("one".into()), None];
+        let groups = RegexMatch::new("xone", vec![Some(0..1), Some(1..4), None], vec![]);
         assert_eq!(
             redirect_template("/docs/ssr?a=$1&b=$2", &groups, &params),
             "/docs/ssr?a=$1&b=:b"
         );
         let params = source_params("/docs/:nextInternalLocale(en\\-US|fr)/wild/:rest*");
         assert_eq!(params[1], ("rest".to_string(), Some('*')));
-        let groups = vec![Some("x".into()), Some("fr".into()), None];
+        let groups = RegexMatch::new("xfr", vec![Some(0..1), Some(1..3), None], vec![]);
         assert_eq!(
             redirect_template("/docs/$1/catch/$2", &groups, &params),
             "/docs/$1/catch"

@@ -260,13 +260,20 @@ fn set_query_arrays(u: &mut Url, keys: &[String]) {
 
 /// The query as `URLSearchParams` entries (decoded).
 pub(crate) fn query_pairs(u: &Url) -> Vec<(String, String)> {
-    let Some(q) = u.query() else {
-        return Vec::new();
-    };
+    match u.query() {
+        Some(q) => query_str_pairs(q),
+        None => Vec::new(),
+    }
+}
+
+/// [`query_pairs`] of a URL whose query is `q` (as the URL holds it).
+pub(crate) fn query_str_pairs(q: &str) -> Vec<(String, String)> {
     // Without `%` or `+` decoding changes nothing: split it as `form_urlencoded::parse` does
     // (on `&`, empty pieces skipped, name and value at the first `=`) without its decoder.
     if q.bytes().any(|b| b == b'%' || b == b'+') {
-        return u.query_pairs().into_owned().collect();
+        return url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect();
     }
     q.split('&')
         .filter(|p| !p.is_empty())
