@@ -86,19 +86,22 @@ run_wrk() {
   grep -qE 'Non-2xx or 3xx responses|Socket errors' "$out" && flag="*"
   WRK_RPS="${rps:-0}${flag}"
 }
-# tree_cpu_ticks PID: user + system CPU ticks (1/CLK_TCK s) used so far by PID and every live
-# descendant (a server's Node workers, next-server's children).
-tree_cpu_ticks() {
-  local pids p total=0 t
-  pids=$(ps -e -o pid=,ppid= | awk -v root="$1" '
+# descendants PID: PID and all its descendants.
+descendants() {
+  ps -e -o pid=,ppid= | awk -v root="$1" '
     { parent[$1] = $2 }
     END {
       n = 1; list[1] = root; seen[root] = 1
       for (i = 1; i <= n; i++)
         for (p in parent) if (parent[p] == list[i] && !(p in seen)) { seen[p] = 1; list[++n] = p }
       for (i = 1; i <= n; i++) print list[i]
-    }')
-  for p in $pids; do
+    }'
+}
+# tree_cpu_ticks PID: user + system CPU ticks (1/CLK_TCK s) used so far by PID and every live
+# descendant (a server's Node workers, next-server's children).
+tree_cpu_ticks() {
+  local p total=0 t
+  for p in $(descendants "$1"); do
     # Fields after the parenthesized command name: utime and stime are the 12th and 13th.
     t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
     total=$((total + ${t:-0}))

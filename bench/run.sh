@@ -115,17 +115,6 @@ http {
 EOF
 
 # --- measurement helpers --------------------------------------------------------------------------
-# descendants PID: PID and all its descendants.
-descendants() {
-  ps -e -o pid=,ppid= | awk -v root="$1" '
-    { parent[$1] = $2 }
-    END {
-      n = 1; list[1] = root; seen[root] = 1
-      for (i = 1; i <= n; i++)
-        for (p in parent) if (parent[p] == list[i] && !(p in seen)) { seen[p] = 1; list[++n] = p }
-      for (i = 1; i <= n; i++) print list[i]
-    }'
-}
 # rss_mb FIELD PID...: sum of a /proc/<pid>/status field (VmRSS, VmHWM) in MB.
 rss_mb() {
   local field=$1; shift

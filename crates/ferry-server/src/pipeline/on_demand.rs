@@ -279,31 +279,7 @@ impl PagesEntry {
         if len > rest.len() {
             return Err("truncated pages entry frame".into());
         }
-        let mut headers = HeaderMap::new();
-        for (name, value) in meta["headers"].as_object().into_iter().flatten() {
-            let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
-                continue;
-            };
-            let values = match value {
-                serde_json::Value::Array(items) => items.clone(),
-                other => vec![other.clone()],
-            };
-            for v in values {
-                let text = match v {
-                    serde_json::Value::String(s) => s,
-                    serde_json::Value::Number(n) => n.to_string(),
-                    _ => continue,
-                };
-                if let Ok(v) = HeaderValue::from_str(&text) {
-                    headers.append(name.clone(), v);
-                }
-            }
-        }
-        let status = meta["status"]
-            .as_u64()
-            .and_then(|s| u16::try_from(s).ok())
-            .and_then(|s| http::StatusCode::from_u16(s).ok())
-            .unwrap_or(http::StatusCode::OK);
+        let (status, headers) = super::prerendered::frame_status_and_headers(&meta);
         Ok(PagesEntry {
             not_found: meta["notFound"].as_bool() == Some(true),
             status,

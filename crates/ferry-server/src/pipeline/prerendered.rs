@@ -769,6 +769,38 @@ pub(super) struct CacheEntryFrame {
     pub(super) segments: Vec<(String, Bytes)>,
 }
 
+/// The `status` and `headers` of a bridge frame's JSON header line (the `ferryCacheEntry` and
+/// pages-entry frames): header values as strings or numbers, one or many; unusable names or
+/// values are skipped, a missing or invalid status is 200.
+pub(super) fn frame_status_and_headers(meta: &serde_json::Value) -> (http::StatusCode, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    for (name, value) in meta["headers"].as_object().into_iter().flatten() {
+        let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let values = match value {
+            serde_json::Value::Array(items) => items.as_slice(),
+            other => std::slice::from_ref(other),
+        };
+        for v in values {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
+    let status = meta["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .unwrap_or(http::StatusCode::OK);
+    (status, headers)
+}
+
 impl CacheEntryFrame {
     pub(super) fn parse(data: &Bytes) -> Result<Self, String> {
         let nl = data
@@ -802,31 +834,7 @@ impl CacheEntryFrame {
         if !rest.is_empty() {
             return Err("trailing bytes in the cache entry frame".into());
         }
-        let mut headers = HeaderMap::new();
-        for (name, value) in meta["headers"].as_object().into_iter().flatten() {
-            let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
-                continue;
-            };
-            let values = match value {
-                serde_json::Value::Array(items) => items.clone(),
-                other => vec![other.clone()],
-            };
-            for v in values {
-                let text = match v {
-                    serde_json::Value::String(s) => s,
-                    serde_json::Value::Number(n) => n.to_string(),
-                    _ => continue,
-                };
-                if let Ok(v) = HeaderValue::from_str(&text) {
-                    headers.append(name.clone(), v);
-                }
-            }
-        }
-        let status = meta["status"]
-            .as_u64()
-            .and_then(|s| u16::try_from(s).ok())
-            .and_then(|s| http::StatusCode::from_u16(s).ok())
-            .unwrap_or(http::StatusCode::OK);
+        let (status, headers) = frame_status_and_headers(&meta);
         Ok(CacheEntryFrame {
             status,
             headers,
