@@ -22,7 +22,7 @@ echo "ferry: cargo bench -p ferry-router --bench resolve (building)" >&2
 cargo bench -q -p ferry-router --bench resolve --no-run >/dev/null 2>&1
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS: ferry, then @next/routing" >&2
-  $PIN cargo bench -q -p ferry-router --bench resolve -- --sample-count 200 >"$out/ferry.$r.txt"
+  $PIN cargo bench -q -p ferry-router --bench resolve -- --skip build --sample-count 200 >"$out/ferry.$r.txt"
   $PIN node crates/ferry-router/benches/next_routing.js >"$out/next.$r.jsonl"
 done
 

@@ -161,3 +161,13 @@ fn rules500(bencher: Bencher, case: &str) {
     let req = request(case);
     bencher.bench_local(|| route(router, black_box(&req)));
 }
+
+/// Compiling a table (paid once per `ferry start`, before the first request).
+#[divan::bench(args = ["showcase", "rules500"], sample_count = 20)]
+fn build(bencher: Bencher, table: &str) {
+    let m = manifest(match table {
+        "showcase" => include_str!("../tests/fixtures/showcase.json"),
+        _ => include_str!("rules500.json"),
+    });
+    bencher.bench_local(|| Router::new(black_box(&m)).expect("router"));
+}

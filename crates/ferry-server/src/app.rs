@@ -69,7 +69,9 @@ pub struct App {
     /// The `/_next/image` optimizer, made on first use (see `pipeline/image.rs`).
     pub(crate) image_optimizer: OnceLock<Arc<ferry_image::Optimizer>>,
     /// `/_next/image` answered before routing when no rule can change it (`pipeline/image.rs`).
-    pub(crate) image_preroute: Option<pipeline::image::Preroute>,
+    /// Computed off the start-up path (a second router compile): until it is set, image
+    /// requests are routed like any other.
+    pub(crate) image_preroute: OnceLock<Option<pipeline::image::Preroute>>,
     /// `--cache-url` when it is Redis: the image optimizer shares its cache there too.
     pub(crate) image_cache_url: Option<String>,
     in_flight: AtomicUsize,
@@ -191,8 +193,7 @@ impl App {
             _ => None,
         };
         let postponed = crate::pipeline::prerendered::postponed_states(&manifest);
-        let image_preroute = pipeline::image::preroute(&manifest, &router);
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             manifest,
             bundle_dir,
             router,
@@ -204,7 +205,7 @@ impl App {
             middleware,
             workers,
             local_addr: OnceLock::from(local_addr),
-            image_preroute,
+            image_preroute: OnceLock::new(),
             image_optimizer: OnceLock::new(),
             image_cache_url: config
                 .cache_url
@@ -221,7 +222,18 @@ impl App {
             control_token,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
-        }))
+        });
+        // The image pre-routing decision compiles a probe router (tens of ms for a large
+        // table): made after the server is up rather than before its first answer.
+        let weak = Arc::downgrade(&app);
+        tokio::task::spawn_blocking(move || {
+            if let Some(app) = weak.upgrade() {
+                let _ = app
+                    .image_preroute
+                    .set(pipeline::image::preroute(&app.manifest, &app.router));
+            }
+        });
+        Ok(app)
     }
 
     /// The hostname next start puts in `initURL` (`-H`, else `localhost`).

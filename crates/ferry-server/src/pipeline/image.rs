@@ -183,7 +183,7 @@ pub fn preroute(manifest: &Manifest, router: &Router) -> Option<Preroute> {
 /// Answers an image request before routing when [`preroute`] found that routing cannot change
 /// it and the optimizer exists (the first request, routed, makes it); `None` to route it.
 pub async fn serve_prerouted(app: &Arc<App>, ctx: &RequestCtx) -> Option<Response<Body>> {
-    let pre = app.image_preroute.as_ref()?;
+    let pre = app.image_preroute.get()?.as_ref()?;
     let parts = &ctx.parts;
     if !matches!(parts.method, http::Method::GET | http::Method::HEAD)
         || parts.uri.path() != pre.path
