@@ -543,6 +543,9 @@ const EXACT_HEADERS: &[&str] = &[
     "x-ferry-proxy",
     "x-powered-by-ferry-example",
     "x-debug",
+    // Node states what happens to the connection in every answer (see listener.rs).
+    "connection",
+    "keep-alive",
 ];
 
 /// Header name prefixes compared by exact value list (x-nextjs-cache, -prerender, -stale-time,
