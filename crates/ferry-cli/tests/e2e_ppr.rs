@@ -12,6 +12,11 @@
 //! served with the postponed state of its own render: its resumed hole reads the stamp from the
 //! resume data cache carried in that state, so hole and shell show the same stamp only when the
 //! pair matches. `revalidatePath('/regen')` makes the next request render the pair first.
+//!
+//! `/posts/[id]` renders new params on demand: the first request for `/posts/<new>` renders its
+//! shell with its postponed state once into Ferry's cache (concurrent first requests share that
+//! render) and resumes it in the same response; later requests get the stored shell at once
+//! (even with every worker stopped) and a resume; the workers keep no copy of their own.
 
 mod support;
 
@@ -474,5 +479,293 @@ fn a_stale_ppr_shell_is_regenerated_once_with_its_own_postponed_state() -> Resul
         revalidated.hole_text,
         fresh.shell
     );
+    Ok(())
+}
+
+// ---- New params of a PPR route, rendered on demand into Ferry's cache ---------------------------
+
+/// Stores of the page `page` (its HTML shell entry) so far: each is one render of its group
+/// (the prerender cache's debug log).
+fn shell_stores(ferry: &FerryServer, page: &str) -> usize {
+    ferry.log().matches(&format!("stored {page} (")).count()
+}
+
+/// Sends `signal` (`STOP` / `CONT`) to every worker of `ferry`.
+fn signal_workers(ferry: &FerryServer, signal: &str) -> Result<()> {
+    for pid in ferry.children() {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?
+            .success();
+        ensure!(ok, "kill -{signal} {pid} failed");
+    }
+    Ok(())
+}
+
+/// Files under `dir` whose name contains `part`.
+fn files_named(dir: &Path, part: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if entry.file_name().to_string_lossy().contains(part) {
+                    found.push(path.clone());
+                }
+                stack.push(path);
+            } else if entry.file_name().to_string_lossy().contains(part) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A resumed answer for the post `id`: 200, next start's headers for a resumed shell rendered at
+/// runtime, the shell before the request's dynamic part, one document.
+fn check_post(id: &str, t: &Timed) -> Result<()> {
+    ensure!(
+        t.head.starts_with("HTTP/1.1 200"),
+        "/posts/{id}: {}",
+        t.head
+    );
+    ensure!(
+        header(&t.head, "x-nextjs-postponed") == Some("1")
+            && header(&t.head, "cache-control")
+                == Some("private, no-cache, no-store, max-age=0, must-revalidate"),
+        "/posts/{id} is not a resumed PPR answer:\n{}",
+        t.head
+    );
+    // next start 16.4.6 replays a shell rendered at runtime with the render's own headers: no
+    // `x-nextjs-prerender` (a build-time shell's stored headers carry it), no cache state.
+    for absent in [
+        "content-length",
+        "etag",
+        "x-nextjs-cache",
+        "x-nextjs-prerender",
+    ] {
+        ensure!(
+            header(&t.head, absent).is_none(),
+            "/posts/{id}: {absent} sent:\n{}",
+            t.head
+        );
+    }
+    let body = &t.body;
+    let shell_at = body
+        .find(&format!("Post <!-- -->{id}"))
+        .ok_or_else(|| anyhow!("/posts/{id}: no shell in\n{body}"))?;
+    let dynamic_at = body
+        .find(&format!("views of <!-- -->{id}"))
+        .ok_or_else(|| anyhow!("/posts/{id}: no resumed part in\n{body}"))?;
+    ensure!(shell_at < dynamic_at, "/posts/{id}: dynamic part first");
+    ensure!(
+        body.starts_with("<!DOCTYPE html>")
+            && body.matches("<!DOCTYPE html>").count() == 1
+            && body.trim_end().ends_with("</html>"),
+        "/posts/{id} is not one complete document:\n{body}"
+    );
+    for bad in ["<!--$!-->", "data-dgst"] {
+        ensure!(!body.contains(bad), "/posts/{id} has {bad:?}:\n{body}");
+    }
+    Ok(())
+}
+
+/// GET `target`, reading until `marker` arrived (bounded by `within`): when it did, and the
+/// connection to read the rest from.
+fn get_until(
+    addr: SocketAddr,
+    target: &str,
+    marker: &str,
+    within: Duration,
+) -> Result<(Duration, TcpStream, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let started = Instant::now();
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !contains(&raw, marker.as_bytes()) {
+        let left = within
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{marker:?} did not arrive within {within:?}; got:\n{}",
+                    String::from_utf8_lossy(&raw)
+                )
+            })?;
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut buf).context("reading the shell")?;
+        ensure!(n > 0, "closed before {marker:?}");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    Ok((started.elapsed(), stream, raw))
+}
+
+#[test]
+fn a_new_param_of_a_ppr_route_is_rendered_once_into_ferrys_cache_and_resumed() -> Result<()> {
+    let app = app()?;
+    let ferry = FerryServer::start(
+        app,
+        &["--workers", "2", "--cache-url", "memory"],
+        &[("FERRY_LOG", "info,ferry_prerender=debug")],
+    )?;
+    let addr = ferry.addr;
+
+    // First request, nothing cached: one render of the page's group (shell, postponed state,
+    // segments) into Ferry's cache, then the shell and its resumed hole in the same response.
+    let id = "fresh-a";
+    let page = format!("/posts/{id}");
+    let first = timed_get(addr, &page, &[], &format!("Post <!-- -->{id}"))
+        .with_context(|| ferry.log_tail())?;
+    check_post(id, &first)?;
+    ensure!(
+        first.done_at >= HOLE_DELAY && first.done_at - first.marker_at >= HOLE_DELAY / 2,
+        "first request: shell at {:?}, complete at {:?}: the shell was not sent ahead",
+        first.marker_at,
+        first.done_at
+    );
+    ensure!(
+        shell_stores(&ferry, &page) == 1,
+        "the first request stored {page} {} times\n{}",
+        shell_stores(&ferry, &page),
+        ferry.log_tail()
+    );
+    let log = ferry.log();
+    for variant in [
+        ".segments/_tree.segment.rsc",
+        ".segments/_full.segment.rsc",
+        ".rsc",
+    ] {
+        ensure!(
+            log.contains(&format!("stored {page}{variant} (")),
+            "{page}{variant} was not stored with the shell"
+        );
+    }
+
+    // Later requests: the stored shell at once, from Ferry's cache: it arrives with every
+    // worker stopped (only the resumed part needs one).
+    signal_workers(&ferry, "STOP")?;
+    let shell = get_until(addr, &page, &format!("Post <!-- -->{id}"), SHELL_DEADLINE);
+    signal_workers(&ferry, "CONT")?;
+    let (shell_at, mut stream, mut raw) = shell.with_context(|| ferry.log_tail())?;
+    eprintln!("{page} with the workers stopped: shell after {shell_at:?}");
+    ensure!(
+        !contains(&raw, format!("views of <!-- -->{id}").as_bytes()),
+        "the resumed part came with the workers stopped"
+    );
+    // The resume completes once the workers run again.
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.read_to_end(&mut raw)?;
+    ensure!(
+        contains(&raw, format!("views of <!-- -->{id}").as_bytes()) && raw.ends_with(b"0\r\n\r\n"),
+        "the resume did not complete after SIGCONT:\n{}",
+        String::from_utf8_lossy(&raw)
+    );
+    for round in 0..2 {
+        let t = timed_get(addr, &page, &[], &format!("Post <!-- -->{id}"))?;
+        check_post(id, &t)?;
+        eprintln!(
+            "{page} request {}: shell after {:?}, complete after {:?}",
+            round + 3,
+            t.marker_at,
+            t.done_at
+        );
+        ensure!(
+            t.marker_at < SHELL_DEADLINE && t.done_at - t.marker_at >= HOLE_DELAY / 2,
+            "{page}: shell at {:?}, complete at {:?}",
+            t.marker_at,
+            t.done_at
+        );
+    }
+    ensure!(
+        shell_stores(&ferry, &page) == 1,
+        "later requests rendered {page} again"
+    );
+
+    // 12 concurrent first requests of another new param: one render, shared by all, each with
+    // its own resumed part.
+    let burst_id = "fresh-burst";
+    let burst_page = format!("/posts/{burst_id}");
+    let marker = format!("Post <!-- -->{burst_id}");
+    let burst = support::released_together(12, |_| timed_get(addr, &burst_page, &[], &marker))
+        .with_context(|| ferry.log_tail())?;
+    for t in &burst {
+        check_post(burst_id, t)?;
+    }
+    let n = shell_stores(&ferry, &burst_page);
+    ensure!(
+        n == 1,
+        "12 concurrent first requests rendered {burst_page} {n} times\n{}",
+        ferry.log_tail()
+    );
+
+    // The workers keep no copy of these shells in Next's file-system cache (under the bundle):
+    // they are Ferry's alone, bounded by Ferry's store and shared through it.
+    for part in [id, burst_id] {
+        let copies = files_named(&app.join(".ferry"), part);
+        ensure!(
+            copies.is_empty(),
+            "the workers cached /posts/{part} themselves: {copies:?}"
+        );
+    }
+
+    // revalidatePath of the page: the next request renders it again (then resumes that new
+    // shell), the one after that is served from the cache.
+    let res = ferry.send(
+        RawRequest {
+            method: "POST".into(),
+            ..RawRequest::get(&format!("/api/revalidate?path={page}"))
+        },
+        TIMEOUT,
+    )?;
+    ensure!(res.status == 200, "revalidatePath answered {}", res.status);
+    let after = timed_get(addr, &page, &[], &format!("Post <!-- -->{id}"))?;
+    check_post(id, &after)?;
+    ensure!(
+        shell_stores(&ferry, &page) == 2,
+        "after revalidatePath {page} was stored {} times in all (expected a second render)",
+        shell_stores(&ferry, &page)
+    );
+    let again = timed_get(addr, &page, &[], &format!("Post <!-- -->{id}"))?;
+    check_post(id, &again)?;
+    ensure!(
+        again.marker_at < SHELL_DEADLINE && shell_stores(&ferry, &page) == 2,
+        "the request after the re-render rendered again (shell at {:?})",
+        again.marker_at
+    );
+    Ok(())
+}
+
+#[test]
+fn a_new_params_shell_rendered_by_one_instance_is_resumed_by_another_on_one_redis() -> Result<()> {
+    let redis = support::redis::Redis::start()?;
+    let url = redis.url();
+    let app = app()?;
+    let env = [("FERRY_LOG", "info,ferry_prerender=debug")];
+    let a = FerryServer::start(app, &["--workers", "1", "--cache-url", url.as_str()], &env)?;
+    let b = FerryServer::start(app, &["--workers", "1", "--cache-url", url.as_str()], &env)?;
+    let id = "shared-r";
+    let page = format!("/posts/{id}");
+    let marker = format!("Post <!-- -->{id}");
+    let on_a = timed_get(a.addr, &page, &[], &marker).with_context(|| a.log_tail())?;
+    check_post(id, &on_a)?;
+    ensure!(shell_stores(&a, &page) == 1, "A did not store {page}");
+    // A writes to Redis in the background right after storing; its answer took the hole's
+    // 1 s longer than that.
+    let on_b = timed_get(b.addr, &page, &[], &marker).with_context(|| b.log_tail())?;
+    check_post(id, &on_b)?;
+    ensure!(
+        shell_stores(&b, &page) == 0,
+        "B rendered {page} itself instead of resuming A's shell from Redis\n{}",
+        b.log_tail()
+    );
+    ensure!(
+        on_b.marker_at < SHELL_DEADLINE,
+        "B's shell took {:?}",
+        on_b.marker_at
+    );
+    drop(redis);
     Ok(())
 }

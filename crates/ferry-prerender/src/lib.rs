@@ -1033,6 +1033,16 @@ impl PrerenderCache {
         (t.fallback_shell && data_page(pathname, &self.build_id).is_none()).then_some(template)
     }
 
+    /// The function that resumes `pathname` when it is the HTML page (the shell) of an
+    /// on-demand page of a partially static (PPR) route: its entry is a shell stored with the
+    /// postponed state of its own render (see `on_demand::templates`). `None` for anything else.
+    pub fn on_demand_shell(&self, pathname: &str) -> Option<String> {
+        let route = self.route(pathname)?;
+        let t = self.templates.get(route.template.as_deref()?)?;
+        (t.partially_static && base_pathname(pathname) == pathname)
+            .then(|| route.parent_output_id.clone())
+    }
+
     /// How many on-demand pages are registered now.
     pub fn on_demand_pages(&self) -> usize {
         lock(&self.registry).len()

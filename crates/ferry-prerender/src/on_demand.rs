@@ -27,13 +27,19 @@ pub(crate) struct Template {
     /// A pages-router route with `fallback: true`: the template's seed is the fallback shell,
     /// which next start answers to a page's first HTML request (see [`is_bot`]).
     pub(crate) fallback_shell: bool,
+    /// A partially static (PPR, Cache Components) route: a page's HTML entry is its shell with
+    /// the postponed state of the same render, resumed per request. Its `.rsc` entry answers
+    /// only prefetches (an RSC navigation is a dynamic render).
+    pub(crate) partially_static: bool,
 }
 
 /// The templates of `manifest` whose routes render unknown params on demand, by HTML template
 /// pathname: a template prerender of a route none of whose prerenders says
 /// `parentFallbackMode: false` (those answer 404), seedless (fallback `null`: blocking) or, for
-/// a pages-router page, seeded with its fallback shell (`fallback: true`), and not partially
-/// static (a PPR page's shell would need its own resume; left to the workers).
+/// a pages-router page, seeded with its fallback shell (`fallback: true`). A partially static
+/// (PPR) route renders on demand too: next start renders a new param's shell with its postponed
+/// state, RSC payload and segment prefetches into one APP_PAGE entry on its first request and
+/// resumes the shell per request.
 pub(crate) fn templates(manifest: &Manifest) -> HashMap<String, Template> {
     let pages: std::collections::HashSet<&str> = manifest
         .functions
@@ -56,9 +62,7 @@ pub(crate) fn templates(manifest: &Manifest) -> HashMap<String, Template> {
         if fallback_shell && !pages.contains(p.parent_output_id.as_str()) {
             continue;
         }
-        if p.rendering_mode.as_deref() == Some("PARTIALLY_STATIC") {
-            continue;
-        }
+        let partially_static = p.rendering_mode.as_deref() == Some("PARTIALLY_STATIC");
         let members = manifest
             .prerenders
             .iter()
@@ -71,6 +75,7 @@ pub(crate) fn templates(manifest: &Manifest) -> HashMap<String, Template> {
                 group_id: p.group_id,
                 members,
                 fallback_shell,
+                partially_static,
             },
         );
     }
@@ -259,6 +264,41 @@ mod tests {
         ] {
             assert!(!is_bot(ua), "{ua}");
         }
+    }
+
+    #[test]
+    fn a_partially_static_template_renders_shells_on_demand() {
+        let p = |pathname: &str| {
+            serde_json::json!({
+                "pathname": pathname, "parentOutputId": "/posts/[id]", "groupId": 10,
+                "route": "/posts/[id]", "renderingMode": "PARTIALLY_STATIC",
+            })
+        };
+        let m = serde_json::json!({
+            "version": 1, "ferryVersion": "0.1.0", "nextVersion": "16.4.6", "kind": "server",
+            "buildId": "B", "config": {}, "routing": {},
+            "functions": [{"id": "/posts/[id]", "kind": "APP_PAGE", "pathname": "/posts/[id]",
+                "sourcePage": "/posts/[id]/page", "entry": "a.js", "runtime": "nodejs"}],
+            "prerenders": [
+                p("/posts/[id]"),
+                p("/posts/[id].rsc"),
+                p("/posts/[id].segments/_tree.segment.rsc"),
+            ],
+        });
+        let m = Manifest::from_json(&m.to_string(), std::path::Path::new("m")).expect("manifest");
+        let t = templates(&m);
+        let t = t
+            .get("/posts/[id]")
+            .expect("a PPR template renders on demand");
+        assert!(t.partially_static && !t.fallback_shell);
+        assert_eq!(
+            concrete_members("/posts/[id]", "/posts/three", &t.members),
+            vec![
+                "/posts/three".to_owned(),
+                "/posts/three.rsc".to_owned(),
+                "/posts/three.segments/_tree.segment.rsc".to_owned()
+            ]
+        );
     }
 
     #[test]

@@ -56,10 +56,20 @@ pub async fn render_miss(
     key: &str,
     label: &'static str,
 ) -> Option<Response<Body>> {
-    let answer = |entry: &ferry_prerender::CachedEntry| {
+    let entry = render_miss_entry(app, ctx, key).await?;
+    Some(
         app.prerenders
-            .respond_with_label(entry, label, &ctx.parts.method, &ctx.parts.headers)
-    };
+            .respond_with_label(&entry, label, &ctx.parts.method, &ctx.parts.headers),
+    )
+}
+
+/// [`render_miss`]'s render: the entry stored for `key` by this request's render of the group,
+/// or by the render in flight it shared. `None`: nothing cacheable was stored.
+pub async fn render_miss_entry(
+    app: &Arc<App>,
+    ctx: &RequestCtx,
+    key: &str,
+) -> Option<Arc<ferry_prerender::CachedEntry>> {
     let Some(regen) = app.prerenders.claim_render(key) else {
         // Another request renders the group: share its result, as next start's response cache
         // does.
@@ -70,7 +80,7 @@ pub async fn render_miss(
         if let Some(claim) = &hit.regeneration {
             app.prerenders.regeneration_failed(&claim.pathname);
         }
-        return Some(answer(&hit.entry));
+        return Some(hit.entry);
     };
     // Rendered with the request's query, as next start renders a missing entry.
     render_group(app.clone(), regen, ctx.parts.uri.query().map(str::to_owned)).await;
@@ -81,7 +91,7 @@ pub async fn render_miss(
     if let Some(claim) = &fresh.regeneration {
         app.prerenders.regeneration_failed(&claim.pathname);
     }
-    Some(answer(&fresh.entry))
+    Some(fresh.entry)
 }
 
 /// One render of the on-demand app page of `regen` with `onCacheEntry` (the bridge's
@@ -110,10 +120,31 @@ pub(super) async fn render_app_group(
     )?;
     owned_by_ferry(&mut inv);
     let frame = super::prerendered::render_cache_entry(app, inv).await?;
+    // A partially static route's page: its shell and the postponed state of the same render are
+    // one pair. Only a shell is stored: a render that did not postpone, `notFound()` or a
+    // redirect is left to the worker, which answers the request as next start would (it renders
+    // such a page per request).
+    let postponed = if app.prerenders.on_demand_shell(&html).is_some() {
+        if frame.status != http::StatusCode::OK {
+            return Err(format!("the PPR page rendered {}", frame.status));
+        }
+        let state = frame
+            .postponed
+            .clone()
+            .ok_or("the PPR page's render has no postponed state")?;
+        Some(Arc::<str>::from(state))
+    } else {
+        None
+    };
     let vary = HeaderValue::from_str(&rsc.vary_header).ok();
     // next start's headers for an on-demand page (measured, 16.4.6): those of a build-time
     // prerender of the route (`Vary` with the router headers, `x-nextjs-prerender: 1`) plus the
-    // entry's own (`x-nextjs-stale-time`, the cache tags).
+    // entry's own (`x-nextjs-stale-time`, the cache tags). A PPR shell rendered at runtime is
+    // replayed with the render's own headers: no `x-nextjs-prerender` (measured on
+    // `/posts/three` of tests/fixtures/ppr-app; a build-time shell's stored headers have it, so
+    // Ferry sends it for `/posts/one`, as next start does). Its RSC prefetch and segment
+    // prefetches do carry it.
+    let ppr = postponed.is_some();
     let headers = |content_type: &'static str, segment: bool| {
         let mut h = HeaderMap::new();
         h.insert(
@@ -126,7 +157,9 @@ pub(super) async fn render_app_group(
         for (name, value) in &frame.headers {
             h.append(name.clone(), value.clone());
         }
-        h.insert("x-nextjs-prerender", HeaderValue::from_static("1"));
+        if !(ppr && content_type.starts_with("text/html")) {
+            h.insert("x-nextjs-prerender", HeaderValue::from_static("1"));
+        }
         if segment
             && let Ok(name) = http::HeaderName::from_bytes(rsc.did_postpone_header.as_bytes())
         {
@@ -135,19 +168,22 @@ pub(super) async fn render_app_group(
         h
     };
     let rendered = |headers: HeaderMap, body: bytes::Bytes| frame.rendered(headers, body);
-    let mut results = vec![(
-        html.clone(),
-        rendered(
-            headers("text/html; charset=utf-8", false),
-            frame.html.clone(),
-        ),
-    )];
+    let mut shell = rendered(
+        headers("text/html; charset=utf-8", false),
+        frame.html.clone(),
+    );
+    shell.postponed = postponed;
+    let mut results = vec![(html.clone(), shell)];
     let base = if html == "/" { "/index" } else { html.as_str() };
     if let Some(data) = &frame.rsc {
-        results.push((
-            format!("{base}{}", rsc.suffix),
-            rendered(headers("text/x-component", false), data.clone()),
-        ));
+        let mut h = headers("text/x-component", false);
+        if ppr && let Ok(name) = http::HeaderName::from_bytes(rsc.did_postpone_header.as_bytes()) {
+            // A PPR page's RSC entry answers prefetches only (`prerendered::serve`), with
+            // next start's `x-nextjs-postponed: 1` (the render postponed; not a dynamic
+            // request). An RSC navigation is a dynamic render by the worker.
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        results.push((format!("{base}{}", rsc.suffix), rendered(h, data.clone())));
     }
     for (segment, data) in &frame.segments {
         let pathname = format!(

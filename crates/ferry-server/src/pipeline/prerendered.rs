@@ -12,7 +12,7 @@ use ferry_workers::Invocation;
 use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited, StreamBody};
-use percent_encoding::percent_decode_str;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 use super::RequestCtx;
 use crate::App;
@@ -74,9 +74,16 @@ async fn serve_cached(
         }
         return Some(revalidate_now(app, ctx, &key).await);
     }
-    if bypasses(app, ctx, output, &key) {
+    if bypasses(app, ctx, output, &key) || dynamic_ppr_navigation(app, output, &key) {
         return None;
     }
+    // A PPR shell is answered like any entry (stale: served, regenerated once in the background;
+    // expired: rendered first), but as the shell with its resumed dynamic part appended. That
+    // includes the shell of a new param of a PPR route, rendered on demand into Ferry's cache.
+    let ppr = match app.postponed.get(&key) {
+        Some(shell) => Some(shell.clone()),
+        None => PprShell::on_demand(app, &key),
+    };
     // A memory miss looks behind the memory tier (disk, Redis: bounded by the store's timeout),
     // then reloads the bundle's seed.
     let Some(mut hit) = app
@@ -91,14 +98,23 @@ async fn serve_cached(
         {
             return super::on_demand::fallback_shell(app, ctx, &key, &shell).await;
         }
+        if let Some(ppr) = &ppr {
+            // A new param of a PPR route, as next start answers it: its shell rendered (with its
+            // postponed state) and stored first, then sent and resumed in the same response.
+            // Nothing stored (no postponed state, notFound, a redirect, an error): the worker
+            // answers.
+            let entry = super::on_demand::render_miss_entry(app, ctx, &key).await?;
+            return ppr_resume(app, ctx, output, &entry, ppr);
+        }
         if app.prerenders.template_of(&key).is_some() {
-            return super::on_demand::render_miss(app, ctx, &key, "MISS").await;
+            let mut res = super::on_demand::render_miss(app, ctx, &key, "MISS").await?;
+            if unknown_segment(app, output, &key) {
+                segment_miss(app, &mut res);
+            }
+            return Some(res);
         }
         return None;
     };
-    // A PPR shell is answered like any entry (stale: served, regenerated once in the background;
-    // expired: rendered first), but as the shell with its resumed dynamic part appended.
-    let ppr = app.postponed.get(&key).cloned();
     let answer = |entry: &ferry_prerender::CachedEntry, label: &'static str| match &ppr {
         Some(ppr) => ppr_resume(app, ctx, output, entry, ppr),
         None => Some(app.prerenders.respond_with_label(
@@ -156,6 +172,20 @@ async fn serve_cached(
     Some(res)
 }
 
+/// An RSC request (not a prefetch) for an on-demand page of a PPR route: next start renders it
+/// dynamically (`isDynamicRSCRequest`); only prefetches are answered from the page's stored
+/// RSC payload (the APP_PAGE entry's `rscData`).
+fn dynamic_ppr_navigation(app: &App, output: &ferry_router::Output, key: &str) -> bool {
+    if !output.rsc.as_ref().is_some_and(|r| r.header && !r.prefetch) {
+        return false;
+    }
+    let Some(base) = key.strip_suffix(&app.manifest.routing.rsc.suffix) else {
+        return false;
+    };
+    let page = if base == "/index" { "/" } else { base };
+    app.prerenders.on_demand_shell(page).is_some()
+}
+
 // ---- PPR (Cache Components) ----------------------------------------------------------------
 // A partially prerendered page is answered like next start does it: the static shell from the
 // cache at once, then the postponed Suspense boundaries, rendered by a worker resuming the
@@ -182,7 +212,7 @@ pub fn postponed_states(
             seed.file.as_ref()?;
             let state = seed.postponed_state.as_deref()?;
             let shell = PprShell {
-                postponed: Arc::from(state),
+                postponed: Some(Arc::from(state)),
                 parent_output_id: p.parent_output_id.clone(),
             };
             Some((p.pathname.clone(), shell))
@@ -194,13 +224,23 @@ pub fn postponed_states(
 #[derive(Debug, Clone)]
 pub struct PprShell {
     /// The build's postponed state, opaque: the state of the build's seed shell (a regenerated
-    /// shell carries its own in its cache entry).
-    postponed: Arc<str>,
+    /// shell carries its own in its cache entry). `None` for a shell rendered on demand (a new
+    /// param of a PPR route), which is only ever stored with its own.
+    postponed: Option<Arc<str>>,
     /// The function that resumes it.
     parent_output_id: String,
 }
 
 impl PprShell {
+    /// The shell of an on-demand page of a partially static route (`/posts/three` of
+    /// `/posts/[id]`), if `key` is one (see `ferry_prerender::PrerenderCache::on_demand_shell`).
+    fn on_demand(app: &App, key: &str) -> Option<PprShell> {
+        Some(PprShell {
+            postponed: None,
+            parent_output_id: app.prerenders.on_demand_shell(key)?,
+        })
+    }
+
     /// The id of the page function the shell was prerendered from (and that renders the page's
     /// dynamic RSC navigations and prefetches, which Ferry's cache does not hold).
     pub fn parent_output_id(&self) -> &str {
@@ -222,10 +262,7 @@ fn ppr_resume(
     // The shell and its postponed state are one pair: a regenerated shell carries the state of
     // its own render; an entry without one is the build's seed (also as stored by an earlier
     // Ferry), whose state is the build's.
-    let postponed = entry
-        .postponed
-        .clone()
-        .unwrap_or_else(|| ppr.postponed.clone());
+    let postponed = entry.postponed.clone().or_else(|| ppr.postponed.clone())?;
     let mut headers = entry.headers.clone();
     let content_type = headers.remove(http::header::CONTENT_TYPE);
     if let Ok(name) =
@@ -603,6 +640,20 @@ async fn render(
     Ok(Rendered::from_response(parts.status, parts.headers, bytes))
 }
 
+/// What a decoded pathname must have encoded to be a request target again (`%` too: a `%` in a
+/// decoded pathname was `%25` in the URL).
+const RENDER_PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 /// The worker request that renders `pathname` for the cache.
 pub(super) fn render_invocation(
     app: &App,
@@ -611,7 +662,9 @@ pub(super) fn render_invocation(
     token: Option<&str>,
     query: Option<&str>,
 ) -> Result<Invocation, String> {
-    let (mut uri, headers) = render_request(pathname, token);
+    let (path, headers) = render_request(pathname, token);
+    // Prerender pathnames are decoded (`/posts/été`): the request line needs them encoded again.
+    let mut uri = utf8_percent_encode(&path, RENDER_PATH).to_string();
     if let Some(q) = query {
         uri = format!("{uri}?{q}");
     }
@@ -763,8 +816,10 @@ pub(super) struct CacheEntryFrame {
     revalidate: Option<u64>,
     expire: Option<u64>,
     pub(super) html: Bytes,
-    postponed: Option<String>,
-    /// The RSC payload (stored for on-demand pages; a PPR page's is a dynamic render).
+    /// The PPR postponed state of the render's shell (opaque).
+    pub(super) postponed: Option<String>,
+    /// The RSC payload (stored for on-demand pages, for a PPR page's prefetches only; not kept
+    /// when a build-time PPR shell regenerates: the build seeds none).
     pub(super) rsc: Option<Bytes>,
     pub(super) segments: Vec<(String, Bytes)>,
 }
@@ -990,6 +1045,18 @@ mod tests {
         let f = CacheEntryFrame::parse(&frame(meta, &["ok"])).expect("static");
         assert!(f.postponed.is_none());
         assert_eq!(f.lifetime(), (None, None));
+    }
+
+    #[test]
+    fn decoded_pathnames_are_encoded_again_for_the_render_request() {
+        let enc = |p: &str| utf8_percent_encode(p, RENDER_PATH).to_string();
+        assert_eq!(enc("/posts/été"), "/posts/%C3%A9t%C3%A9");
+        assert_eq!(enc("/a b/100%?#"), "/a%20b/100%25%3F%23");
+        assert_eq!(
+            enc("/posts/x.segments/posts/$d$id/__PAGE__.segment.rsc"),
+            "/posts/x.segments/posts/$d$id/__PAGE__.segment.rsc"
+        );
+        assert!("/posts/%C3%A9t%C3%A9".parse::<http::Uri>().is_ok());
     }
 
     #[test]
