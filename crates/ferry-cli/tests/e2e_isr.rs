@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail, ensure};
 use support::redis::Redis;
 use support::{FerryServer, RawRequest, released_together};
-use support::{body_text, paragraph};
+use support::{body_text, paragraph, signal_pid};
 
 /// Each ISR render of the fixture takes this long at runtime.
 const RENDER_DELAY_MS: u64 = 1500;
@@ -557,22 +557,12 @@ fn requests_after_revalidate_path_share_one_render() -> Result<()> {
     Ok(())
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
-fn signal(pid: u32, signal: &str) -> Result<()> {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()?;
-    ensure!(status.success(), "kill -{signal} {pid} failed");
-    Ok(())
-}
-
 /// Resumes a stopped worker however the test ends.
 struct Resume(u32);
 
 impl Drop for Resume {
     fn drop(&mut self) {
-        let _ = signal(self.0, "CONT");
+        let _ = signal_pid(self.0, "CONT");
     }
 }
 
@@ -613,7 +603,7 @@ fn revalidate_path_reaches_ferry_over_a_control_connection_closed_while_idle() -
         );
         thread::sleep(Duration::from_millis(KEEP_ALIVE_MS - 200));
         // Ferry closes the idle connection while the worker is not running.
-        signal(worker, "STOP")?;
+        signal_pid(worker, "STOP")?;
         let resume = Resume(worker);
         thread::sleep(Duration::from_millis(500));
         thread::scope(|s| -> Result<()> {

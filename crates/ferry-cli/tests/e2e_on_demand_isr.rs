@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, ensure};
 use support::redis::Redis;
-use support::{FerryServer, RawRequest, RawResponse, body_text, released_together, stamp};
+use support::{
+    FerryServer, RawRequest, RawResponse, body_text, files_named, released_together, stamp,
+};
 
 /// Each render of the fixture's on-demand pages takes this long at runtime.
 const RENDER_DELAY_MS: u64 = 1000;
@@ -115,18 +117,6 @@ fn until_hit(ferry: &FerryServer, path: &str) -> Result<Seen> {
     }
 }
 
-/// Sends `signal` (`STOP` / `CONT`) to every worker of `ferry`.
-fn signal_workers(ferry: &FerryServer, signal: &str) -> Result<()> {
-    for pid in ferry.children() {
-        let ok = std::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()?
-            .success();
-        ensure!(ok, "kill -{signal} {pid} failed");
-    }
-    Ok(())
-}
-
 fn start(extra: &[&str], log: &Path) -> Result<FerryServer> {
     let mut args = vec!["--workers", "2", "--shutdown-timeout", "5"];
     args.extend_from_slice(extra);
@@ -170,10 +160,10 @@ fn a_new_slug_renders_once_then_is_served_by_ferry_with_isr() -> Result<()> {
     ensure!(r.cache == "HIT" && r.stamp == stamp1, "RSC answered {r:?}");
 
     // Served by Ferry alone: with every worker stopped the page still answers, at once.
-    signal_workers(&ferry, "STOP")?;
+    ferry.signal_workers("STOP")?;
     let hit = html(&ferry, page, Duration::from_secs(5));
     let hit_rsc = rsc(&ferry, page);
-    signal_workers(&ferry, "CONT")?;
+    ferry.signal_workers("CONT")?;
     let (hit, hit_rsc) = (hit?, hit_rsc?);
     ensure!(
         hit.cache == "HIT" && hit.stamp == stamp1,
@@ -348,10 +338,10 @@ fn a_fallback_true_page_is_rendered_once_by_its_data_json_then_served_by_ferry()
     ensure!(n == 1, "12 first data requests rendered {page} {n} times");
 
     // HTML and data from that one render, answered by Ferry alone (every worker stopped).
-    signal_workers(&ferry, "STOP")?;
+    ferry.signal_workers("STOP")?;
     let hit = html(&ferry, page, Duration::from_secs(5));
     let hit_data = data(&ferry, &build_id, page);
-    signal_workers(&ferry, "CONT")?;
+    ferry.signal_workers("CONT")?;
     let (hit, hit_data) = (hit?, hit_data?);
     ensure!(
         hit.cache == "HIT" && hit.stamp == stamp1,
@@ -453,23 +443,6 @@ fn on_demand_pages_are_bounded_by_the_cache_size() -> Result<()> {
         "the workers cached on-demand pages themselves: {copies:?}"
     );
     Ok(())
-}
-
-/// Files under `dir` whose name contains `part`.
-fn files_named(dir: &Path, part: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if entry.file_name().to_string_lossy().contains(part) {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
-use support::{FerryServer, RawRequest};
+use support::{FerryServer, RawRequest, files_named};
 
 /// The fixture's dynamic holes sleep this long (tests/fixtures/ppr-app/app/delay.js).
 const HOLE_DELAY: Duration = Duration::from_millis(1000);
@@ -490,38 +490,6 @@ fn shell_stores(ferry: &FerryServer, page: &str) -> usize {
     ferry.log().matches(&format!("stored {page} (")).count()
 }
 
-/// Sends `signal` (`STOP` / `CONT`) to every worker of `ferry`.
-fn signal_workers(ferry: &FerryServer, signal: &str) -> Result<()> {
-    for pid in ferry.children() {
-        let ok = std::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()?
-            .success();
-        ensure!(ok, "kill -{signal} {pid} failed");
-    }
-    Ok(())
-}
-
-/// Files under `dir` whose name contains `part`.
-fn files_named(dir: &Path, part: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if entry.file_name().to_string_lossy().contains(part) {
-                    found.push(path.clone());
-                }
-                stack.push(path);
-            } else if entry.file_name().to_string_lossy().contains(part) {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
 /// A resumed answer for the post `id`: 200, next start's headers for a resumed shell rendered at
 /// runtime, the shell before the request's dynamic part, one document.
 fn check_post(id: &str, t: &Timed) -> Result<()> {
@@ -646,9 +614,9 @@ fn a_new_param_of_a_ppr_route_is_rendered_once_into_ferrys_cache_and_resumed() -
 
     // Later requests: the stored shell at once, from Ferry's cache: it arrives with every
     // worker stopped (only the resumed part needs one).
-    signal_workers(&ferry, "STOP")?;
+    ferry.signal_workers("STOP")?;
     let shell = get_until(addr, &page, &format!("Post <!-- -->{id}"), SHELL_DEADLINE);
-    signal_workers(&ferry, "CONT")?;
+    ferry.signal_workers("CONT")?;
     let (shell_at, mut stream, mut raw) = shell.with_context(|| ferry.log_tail())?;
     eprintln!("{page} with the workers stopped: shell after {shell_at:?}");
     ensure!(

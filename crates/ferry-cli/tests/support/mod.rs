@@ -652,6 +652,35 @@ pub fn largest_chunk(app: &Path) -> Result<String> {
 // Process inspection and control (end-to-end tests)
 // ---------------------------------------------------------------------------------------------
 
+/// Sends `signal` (`STOP`, `CONT`, ...) to process `pid`.
+pub fn signal_pid(pid: u32, signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+/// Files and directories under `dir` whose name contains `part` (e.g. a worker's own cache copy
+/// of a page Ferry should own).
+pub fn files_named(dir: &Path, part: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().contains(part) {
+                found.push(path.clone());
+            }
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
 impl ServerProcess {
     /// Sends `signal` (e.g. "-TERM") to the server process only (not its group), as a supervisor
     /// or a terminal would address the main process.
@@ -947,6 +976,14 @@ impl FerryServer {
     /// Live child processes of `ferry` (its Node.js workers).
     pub fn children(&self) -> Vec<u32> {
         child_pids(self.pid())
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to every worker (child process) of this server.
+    pub fn signal_workers(&self, signal: &str) -> Result<()> {
+        for pid in self.children() {
+            signal_pid(pid, signal)?;
+        }
+        Ok(())
     }
 
     /// Sends `req` (a `Host` and `Connection: close` header are added when missing).
