@@ -812,11 +812,6 @@ enum What {
     /// Any aspect, when next start answered 400 with an empty body (Node's HTTP parser refused
     /// the request line) and the right side answered 200.
     NodeParserRejected,
-    /// The right side sends a strong ETag where next start sends none.
-    AddedEtag,
-    /// Any aspect, when the right side answered 304 to a conditional request (in the corpus,
-    /// `{{etag}}`: each side's own latest ETag) and next start, which sends no ETag, answered 200.
-    NotModifiedOnOwnEtag,
     /// Cache-Control of a 404 with equal bodies: next start's `s-maxage=31536000`, the right
     /// side's `private, no-cache, no-store, max-age=0, must-revalidate`.
     NotFoundNotCached,
@@ -916,27 +911,6 @@ const ALLOWED_DIFFERENCES: &[AllowedDifference] = &[
                  400 before Next sees it; hyper accepts it and Ferry serves what the \
                  percent-encoded path serves. Browsers, curl and CDNs percent-encode, so only \
                  hand-crafted requests see either answer",
-    },
-    AllowedDifference {
-        request_matcher: RequestMatcher::InSuite(
-            "edge-app",
-            &RequestMatcher::PathPrefix("/api/static"),
-        ),
-        what: What::AddedEtag,
-        reason: "a `force-static` route handler's prerendered body: next start sends it without an \
-                 ETag (the app-route cache path sets none); Ferry answers it like every prerendered \
-                 entry, with a strong ETag of the stored bytes. An extra validator on an immutable \
-                 response changes nothing for a client that ignores it",
-    },
-    AllowedDifference {
-        request_matcher: RequestMatcher::InSuite(
-            "edge-app",
-            &RequestMatcher::PathPrefix("/api/static"),
-        ),
-        what: What::NotModifiedOnOwnEtag,
-        reason: "follows from the ETag above: a conditional GET carrying Ferry's own ETag of the \
-                 unchanged prerendered route-handler body gets 304 Not Modified (RFC 9110 §13.1.2); \
-                 next start, having issued no ETag, can only answer 200",
     },
     AllowedDifference {
         request_matcher: RequestMatcher::InSuite("edge-app", &RequestMatcher::TargetContains("%")),
@@ -1053,17 +1027,6 @@ fn allowed(
                 (What::KnownFerryBug, _) => true,
                 (What::NodeParserRejected, _) => {
                     a.status == 400 && a.body.is_empty() && b.status == 200
-                }
-                (What::AddedEtag, Aspect::Header(name)) if name == "etag" => {
-                    a.header("etag").is_none()
-                        && b.header("etag").is_some_and(|e| !e.starts_with("W/"))
-                }
-                (What::NotModifiedOnOwnEtag, _) => {
-                    a.status == 200
-                        && a.header("etag").is_none()
-                        && b.status == 304
-                        && b.header("etag").is_some()
-                        && req.header_value("if-none-match").is_some()
                 }
                 (What::NotFoundNotCached, Aspect::Header(name)) if name == "cache-control" => {
                     a.status == 404

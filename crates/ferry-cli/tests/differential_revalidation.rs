@@ -244,6 +244,9 @@ struct Observed {
     /// What a 404 answered with: `{"notFound":true}` (a `_next/data` request), the HTML 404
     /// page, or something else (`None` for other statuses).
     not_found: Option<&'static str>,
+    /// Whether the answer carries an ETag (next start sends none with a `_next/data` request's
+    /// `{"notFound":true}`, so no conditional request can turn that 404 into a 304).
+    etag: bool,
 }
 
 /// The kind of a 404 answer's body (see [`Observed::not_found`]).
@@ -265,11 +268,12 @@ impl std::fmt::Display for Observed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} x-nextjs-cache={} cache-control={:?} changed={}",
+            "{} x-nextjs-cache={} cache-control={:?} changed={} etag={}",
             self.status,
             self.cache.as_deref().unwrap_or("-"),
             self.cache_control.as_deref().unwrap_or("-"),
-            self.changed.map_or("-".to_owned(), |c| c.to_string())
+            self.changed.map_or("-".to_owned(), |c| c.to_string()),
+            if self.etag { "yes" } else { "no" }
         )?;
         if let Some(kind) = self.not_found {
             write!(f, " body={kind}")?;
@@ -330,6 +334,7 @@ impl Side {
             cache_control: resp.header("cache-control").map(str::to_owned),
             changed,
             not_found: not_found_kind(&resp, &body),
+            etag: resp.header("etag").is_some(),
         })
     }
 
@@ -386,6 +391,7 @@ impl Side {
             cache_control: None,
             changed: None,
             not_found: None,
+            etag: false,
         })
     }
 }
@@ -680,6 +686,7 @@ fn fallback_true_bot_and_during(side: &mut Side) -> Result<Steps> {
             // Whether the HTML is the full page (not the shell).
             changed: Some(stamp(&body).is_some()),
             not_found: not_found_kind(&r, &body),
+            etag: r.header("etag").is_some(),
         })
     };
     steps.push(("data first".into(), observe(data?)?));

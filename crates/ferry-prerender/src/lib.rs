@@ -1193,14 +1193,26 @@ impl PrerenderCache {
             headers.insert("x-powered-by", HeaderValue::from_static("Next.js"));
         }
         headers.insert(CACHE_CONTROL, entry.cache_control.clone());
-        if let Some(etag) = &entry.etag {
+        // next start sends no ETag (so no conditional request turns the answer into a 304)
+        // with a `_next/data` request's `{"notFound":true}` (base-server writes it straight to
+        // the response) nor with a cached route handler's response (the app-route template
+        // sends the stored Response as it is).
+        let etag = entry.etag.as_ref().filter(|_| {
+            let not_found_data = entry.status == StatusCode::NOT_FOUND
+                && data_page(&entry.pathname, &self.build_id).is_some();
+            !not_found_data
+                && !self
+                    .route(&entry.pathname)
+                    .is_some_and(|r| r.kind == Some(FunctionKind::AppRoute))
+        });
+        if let Some(etag) = etag {
             headers.insert(ETAG, etag.clone());
         }
         if entry.compressible {
             ferry_static::add_vary(&mut headers, "Accept-Encoding");
         }
 
-        let etag_str = entry.etag.as_ref().and_then(|e| e.to_str().ok());
+        let etag_str = etag.and_then(|e| e.to_str().ok());
         if etag_str.is_some() && ferry_static::is_fresh(req_headers, etag_str, None) {
             let mut res = Response::new(ferry_http::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
