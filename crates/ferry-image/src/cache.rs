@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::OnceCell;
@@ -107,6 +107,8 @@ pub struct DiskCache {
     seq: AtomicU64,
     /// Hot entries with their expiry (ms), so a warm hit reads no directory and no file.
     hot: Mutex<Hot>,
+    /// Pause before each file write (tests: shows that no response waits for one).
+    write_delay: Duration,
 }
 
 /// Bytes of optimized images kept in memory in front of the disk.
@@ -186,7 +188,14 @@ impl DiskCache {
             lru: Mutex::new(Lru::default()),
             seq: AtomicU64::new(0),
             hot: Mutex::new(Hot::default()),
+            write_delay: Duration::ZERO,
         })
+    }
+
+    /// The same cache, pausing `delay` before each file write (for tests).
+    pub fn with_write_delay(mut self, delay: Duration) -> Self {
+        self.write_delay = delay;
+        self
     }
 
     /// The cache directory.
@@ -284,6 +293,15 @@ impl DiskCache {
         self.put(key, entry, expire_at(entry, minimum_ttl)).await;
     }
 
+    /// Puts `entry` in the memory tier only, to expire at `expire_at` (ms since the epoch): a
+    /// request for `key` is a hit from now on, while [`DiskCache::put`] writes the file after
+    /// the response has gone (which puts it here again, or takes it out if the write fails).
+    pub fn remember(&self, key: &str, entry: &Arc<CacheEntry>, expire_at: u64) {
+        if let Ok(mut hot) = self.hot.lock() {
+            hot.put(key, Arc::clone(entry), expire_at);
+        }
+    }
+
     /// Stores `entry` to expire at `expire_at` (ms since the epoch), as [`DiskCache::set`].
     pub async fn put(&self, key: &str, entry: &Arc<CacheEntry>, expire_at: u64) {
         let max = self.budget().await;
@@ -296,6 +314,10 @@ impl DiskCache {
                 "image of size {} could not be tracked by the image cache",
                 entry.buffer.len()
             );
+            // Not cached, as next's LRU refuses it (a `remember` before is undone).
+            if let Ok(mut hot) = self.hot.lock() {
+                hot.remove(key);
+            }
             return;
         };
         if let Ok(mut hot) = self.hot.lock() {
@@ -316,7 +338,11 @@ impl DiskCache {
         // Evictions and the write in one trip to the blocking pool (each tokio::fs call is a
         // trip of its own, and a cold request waits for this one).
         let (dir, buffer, tmp_dir) = (self.dir.clone(), entry.buffer.clone(), tmp.clone());
+        let delay = self.write_delay;
         let write = tokio::task::spawn_blocking(move || {
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
             for old in evicted {
                 let _ = std::fs::remove_dir_all(dir.join(old));
             }
@@ -404,6 +430,22 @@ mod tests {
         let cold = DiskCache::new(tmp.path().into(), Some(1 << 20))
             .ok_or_else(|| std::io::Error::other("disabled"))?;
         assert!(cold.get("k").await.is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn remembered_entries_hit_until_the_write_refuses_them() -> std::io::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let cache = DiskCache::new(tmp.path().into(), Some(100))
+            .ok_or_else(|| std::io::Error::other("disabled"))?;
+        let far = now_ms() + 60_000;
+        cache.remember("k", &entry(10), far);
+        assert_eq!(cache.get("k").await.map(|(e, _)| e), Some(entry(10)));
+        assert!(!tmp.path().join("k").exists());
+        // Larger than the whole budget: next's LRU refuses it, so it is no hit either.
+        cache.remember("big", &entry(200), far);
+        cache.put("big", &entry(200), far).await;
+        assert!(cache.get("big").await.is_none());
         Ok(())
     }
 

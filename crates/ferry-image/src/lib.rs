@@ -238,6 +238,9 @@ pub struct Options {
     /// Redis shared by the instances of a deployment (`--cache-url`); `None`: this instance's
     /// caches only.
     pub shared: Option<SharedConfig>,
+    /// Pause before each disk cache file write: zero, but in tests (which use it to show that
+    /// no response waits for a write).
+    pub cache_write_delay: std::time::Duration,
 }
 
 impl Options {
@@ -250,11 +253,19 @@ impl Options {
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_input_pixels: config::DEFAULT_MAX_INPUT_PIXELS,
             shared: None,
+            cache_write_delay: std::time::Duration::ZERO,
         }
     }
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Arc<CacheEntry>, ImageError>>>;
+
+/// What a flight writes to the disk cache once its waiters have their answer: the entry and
+/// when it expires (ms since the epoch). It is in the memory tier already.
+struct Store {
+    entry: Arc<CacheEntry>,
+    expire_at: u64,
+}
 
 /// A validated request, remembered by its query and `Accept` so a repeated request (every warm
 /// hit) skips validation and key hashing, with the response headers last built for it.
@@ -296,7 +307,8 @@ impl Optimizer {
         let cache = options
             .cache_dir
             .clone()
-            .and_then(|dir| DiskCache::new(dir, options.config.maximum_disk_cache_size));
+            .and_then(|dir| DiskCache::new(dir, options.config.maximum_disk_cache_size))
+            .map(|c| c.with_write_delay(options.cache_write_delay));
         let concurrency = options.concurrency.max(1);
         let csp = HeaderValue::from_str(&options.config.content_security_policy).ok();
         let shared = options
@@ -438,31 +450,40 @@ impl Optimizer {
         }
         let this = Arc::clone(self);
         let (k, p) = (key.to_owned(), params.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
         // Its own task: a client going away does not cancel the work others wait on.
-        let task = tokio::spawn(async move {
-            let result = this.generate(&k, &p, previous).await;
+        // The waiters are answered as soon as the entry exists (it is in the memory tier by
+        // then, so a new request for the key is a hit); the file is written after, and the
+        // flight stays registered until it is, so the key is never transformed twice.
+        tokio::spawn(async move {
+            let (result, store) = this.generate(&k, &p, previous).await;
+            let _ = tx.send(result);
+            if let (Some(cache), Some(store)) = (&this.cache, store) {
+                cache.put(&k, &store.entry, store.expire_at).await;
+            }
             if let Ok(mut map) = this.inflight.lock() {
                 map.remove(&k);
             }
-            result
         });
-        let flight = async move { task.await.unwrap_or_else(|_| Err(ImageError::internal())) }
+        // A dropped sender (the task panicked) is an internal error.
+        let flight = async move { rx.await.unwrap_or_else(|_| Err(ImageError::internal())) }
             .boxed()
             .shared();
         map.insert(key.to_owned(), flight.clone());
         flight
     }
 
-    /// Fetch, transform, store (next's response generator + `ImageOptimizerCache.set`).
+    /// Fetch, transform, store (next's response generator + `ImageOptimizerCache.set`): the
+    /// result, in the memory tier (and Redis) already, and what is left to write to disk.
     async fn generate(
         &self,
         key: &str,
         params: &Params,
         previous: Option<Arc<CacheEntry>>,
-    ) -> Result<Arc<CacheEntry>, ImageError> {
+    ) -> (Result<Arc<CacheEntry>, ImageError>, Option<Store>) {
         let cfg = &self.options.config;
         let Ok(_pipeline) = self.pipeline.acquire().await else {
-            return Err(ImageError::internal());
+            return (Err(ImageError::internal()), None);
         };
         let upstream = if params.is_absolute {
             fetch::fetch_external(
@@ -484,26 +505,36 @@ impl Optimizer {
                 .map(Arc::new),
             Err(e) => Err(e),
         };
+        // Redis before the answer: another instance asked right after must find it there.
         if let (Some(shared), Ok(entry)) = (&self.shared, &result) {
             let expire_at = cache::expire_at(entry, cfg.minimum_cache_ttl);
             shared.set(key, entry, expire_at).await;
         }
-        match (&self.cache, result) {
-            (Some(cache), Ok(entry)) => {
-                cache.set(key, &entry, cfg.minimum_cache_ttl).await;
-                Ok(entry)
-            }
-            (Some(cache), Err(err)) => {
-                // next keeps the previous entry and retries it soon (3 to 30 s).
-                if let Some(prev) = previous {
-                    let mut prev = CacheEntry::clone(&prev);
-                    prev.max_age = prev.max_age.clamp(3, 30);
-                    cache.set(key, &Arc::new(prev), 0).await;
+        let Some(cache) = &self.cache else {
+            return (result, None);
+        };
+        let store = match &result {
+            Ok(entry) => Some(Store {
+                entry: Arc::clone(entry),
+                expire_at: cache::expire_at(entry, cfg.minimum_cache_ttl),
+            }),
+            // next keeps the previous entry and retries it soon (3 to 30 s).
+            Err(_) => previous.map(|prev| {
+                let mut prev = CacheEntry::clone(&prev);
+                prev.max_age = prev.max_age.clamp(3, 30);
+                let entry = Arc::new(prev);
+                Store {
+                    expire_at: cache::expire_at(&entry, 0),
+                    entry,
                 }
-                Err(err)
-            }
-            (None, result) => result,
+            }),
+        };
+        // In memory before the waiters are answered: the next request for the key is a hit
+        // while the file is still being written.
+        if let Some(store) = &store {
+            cache.remember(key, &store.entry, store.expire_at);
         }
+        (result, store)
     }
 
     /// next's `imageOptimizerTransform`.

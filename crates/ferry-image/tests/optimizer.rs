@@ -215,6 +215,92 @@ fn decoded(body: &[u8]) -> Result<(image::ImageFormat, u32, u32)> {
     Ok((format, img.width(), img.height()))
 }
 
+/// Entries (key directories, not in-progress writes) in a cache directory.
+fn entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (10 s at most) until `dir` holds `n` entries; the count then.
+async fn wait_for_entries(dir: &std::path::Path, n: usize) -> Result<usize> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while entries(dir) < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(entries(dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_is_answered_before_its_cache_file_is_written() -> Result<()> {
+    let origin = Origin::start().await?;
+    origin.put("/w.png", png(300, 200)?, &[]);
+    let cache = tempfile::tempdir()?;
+    let dir = cache.path().join("images");
+    let config = ImageConfig {
+        device_sizes: vec![64, 640],
+        image_sizes: vec![16, 32],
+        ..ImageConfig::default()
+    };
+    let source = || {
+        LoopbackSource::new(
+            format!("http://{}", origin.addr),
+            (
+                http::HeaderName::from_static("ferry-image-fetch"),
+                HeaderValue::from_static("1"),
+            ),
+        )
+    };
+    let mut options = Options::new(config.clone(), "", Some(dir.clone()));
+    // Every file write takes 3 s: a response that waited for it would take as long.
+    options.cache_write_delay = Duration::from_secs(3);
+    let optimizer = Optimizer::new(options, Arc::new(source()?));
+    let mut h = HeaderMap::new();
+    h.insert("accept", HeaderValue::from_static("image/webp"));
+    let q = "url=%2Fw.png&w=64&q=75";
+    let started = std::time::Instant::now();
+    let miss = collect(optimizer.handle(&Method::GET, q, &h).await).await?;
+    let took = started.elapsed();
+    ensure!(miss.status == 200 && miss.header("x-nextjs-cache") == "MISS");
+    ensure!(took < Duration::from_secs(2), "the miss waited {took:?}");
+    ensure!(
+        entries(&dir) == 0,
+        "the file was written before the response"
+    );
+    // Right after, while the file is still being written: a hit from memory, same bytes and
+    // headers, no second fetch or transform.
+    let hit = collect(optimizer.handle(&Method::GET, q, &h).await).await?;
+    ensure!(
+        hit.header("x-nextjs-cache") == "HIT",
+        "{}",
+        hit.header("x-nextjs-cache")
+    );
+    ensure!(hit.body == miss.body && hit.header("etag") == miss.header("etag"));
+    for name in [
+        "content-type",
+        "cache-control",
+        "content-length",
+        "content-disposition",
+    ] {
+        ensure!(hit.header(name) == miss.header(name), "{name} differs");
+    }
+    ensure!(optimizer.transforms() == 1 && origin.hits("/w.png") == 1);
+    // The file arrives, and a new process (no memory tier) reads the same entry from it.
+    ensure!(
+        wait_for_entries(&dir, 1).await? == 1,
+        "the file was never written"
+    );
+    let fresh = Optimizer::new(Options::new(config, "", Some(dir)), Arc::new(source()?));
+    let disk = collect(fresh.handle(&Method::GET, q, &h).await).await?;
+    ensure!(disk.header("x-nextjs-cache") == "HIT" && disk.body == miss.body);
+    ensure!(disk.header("etag") == miss.header("etag") && fresh.transforms() == 0);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webp_miss_hit_etag_and_304() -> Result<()> {
     let s = setup(|_| {}).await?;
@@ -239,9 +325,9 @@ async fn webp_miss_hit_etag_and_304() -> Result<()> {
     ensure!(hit.header("x-nextjs-cache") == "HIT");
     ensure!(hit.body == miss.body && hit.header("etag") == miss.header("etag"));
     ensure!(!miss.header("etag").is_empty());
-    // One directory per key, one file in it, named like next's.
-    let dirs: Vec<_> = std::fs::read_dir(&s.cache_dir)?.flatten().collect();
-    ensure!(dirs.len() == 1, "{} cache entries", dirs.len());
+    // One directory per key, one file in it, named like next's (written after the response).
+    let dirs = wait_for_entries(&s.cache_dir, 1).await?;
+    ensure!(dirs == 1, "{dirs} cache entries");
     let mut h = HeaderMap::new();
     h.insert("accept", HeaderValue::from_static("image/webp"));
     h.insert("if-none-match", HeaderValue::from_str(miss.header("etag"))?);
