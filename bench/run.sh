@@ -6,6 +6,8 @@
 # Environment:
 #   BENCH_DURATION=10     seconds per wrk run
 #   BENCH_RUNS=3          wrk runs per case and server (the median is reported)
+#   BENCH_WARMUP=20       seconds of wrk load on each server before the runs of a case whose
+#                         requests run JavaScript (the proxy, a render), so V8 is warm; 0: none
 #   BENCH_CONNECTIONS=32  wrk connections (one wrk thread)
 #   BENCH_STARTS=5        starts per server for start-to-first-200
 #   BENCH_PORT_BASE=4700  ports BASE+1..BASE+5 are used on 127.0.0.1
@@ -27,6 +29,7 @@ BENCH_LOG_PREFIX=bench
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION="${BENCH_DURATION:-10}"
 RUNS="${BENCH_RUNS:-3}"
+WARMUP="${BENCH_WARMUP:-20}"
 CONNS="${BENCH_CONNECTIONS:-32}"
 STARTS="${BENCH_STARTS:-5}"
 PORT_BASE="${BENCH_PORT_BASE:-4700}"
@@ -176,23 +179,30 @@ fi
 
 # --- load -----------------------------------------------------------------------------------------
 AE='Accept-Encoding: br, gzip'
-# name | path | header | nginx too?
+# name | path | header | nginx too? | runs JavaScript (the proxy or a render) on every request?
 CASES=(
-  "hashed chunk ${SIZE_15K} B|/_next/static/chunks/$CHUNK_15K||yes"
-  "largest chunk ${SIZE_BIG} B|/_next/static/chunks/$CHUNK_BIG||yes"
-  "largest chunk, \`$AE\`|/_next/static/chunks/$CHUNK_BIG|$AE|yes"
-  "\`/\` prerendered (proxy does not match)|/||no"
-  "\`/blog/hello\` prerendered (proxy matches)|/blog/hello||no"
-  "\`/isr\` cache hit|/isr||no"
-  "\`/ssr\` dynamic|/ssr||no"
-  "\`/api/hello\` route handler|/api/hello||no"
+  "hashed chunk ${SIZE_15K} B|/_next/static/chunks/$CHUNK_15K||yes|no"
+  "largest chunk ${SIZE_BIG} B|/_next/static/chunks/$CHUNK_BIG||yes|no"
+  "largest chunk, \`$AE\`|/_next/static/chunks/$CHUNK_BIG|$AE|yes|no"
+  "\`/\` prerendered (proxy does not match)|/||no|no"
+  "\`/blog/hello\` prerendered (proxy matches)|/blog/hello||no|yes"
+  "\`/isr\` cache hit|/isr||no|no"
+  "\`/ssr\` dynamic|/ssr||no|yes"
+  "\`/api/hello\` route handler|/api/hello||no|yes"
 )
 declare -A RESULT CPU
 for spec in "${CASES[@]}"; do
-  IFS='|' read -r name path header with_nginx <<<"$spec"
+  IFS='|' read -r name path header with_nginx runs_js <<<"$spec"
   # Warm up: prerender caches, ISR regeneration, JIT.
   for port in "$NEXT_PORT" ${FERRY_PID:+"$FERRY_PORT"}; do
     for _ in 1 2 3; do curl -s -o /dev/null ${header:+-H "$header"} "http://127.0.0.1:$port$path" || true; done
+    # JavaScript reaches steady state only after tens of seconds of load (V8 compiles hot code
+    # on the same core meanwhile: CPU per request falls ~2.5x over the first ~40 s of /ssr on
+    # both servers); measured without it, a row compares JIT warm-ups, not servers.
+    if [[ $runs_js == yes ]] && (( WARMUP > 0 )); then
+      log "$name: warming up port $port for ${WARMUP}s"
+      DURATION=$WARMUP run_wrk "http://127.0.0.1:$port$path" "$header"
+    fi
   done
   for run in $(seq "$RUNS"); do
     log "$name: run $run/$RUNS"
@@ -230,13 +240,13 @@ cell() { # cell KEY: median req/s, formatted, starred when a run saw errors
   echo "# Ferry benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "examples/showcase, build \`$BUILD_ID\`; servers pinned to core 0, \`wrk -t1 -c$CONNS -d${DURATION}s\` pinned to core 1;"
-  echo "median of $RUNS runs per case, both servers in the same run. CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)."
+  echo "median of $RUNS runs per case after ${WARMUP} s of warm-up load on rows that run JavaScript, both servers in the same run. CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)."
   echo "next $(node -p "require('$APP/node_modules/next/package.json').version"), node $(node --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), ferry: $( ((FERRY_OK)) && echo "$FERRY (git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))" || echo 'n/a (not serving)')."
   echo
   echo "| request | next start req/s | Ferry req/s | Ferry / next start | nginx req/s |"
   echo "|---|---|---|---|---|"
   for spec in "${CASES[@]}"; do
-    IFS='|' read -r name _ _ with_nginx <<<"$spec"
+    IFS='|' read -r name _ _ with_nginx _ <<<"$spec"
     n_med="$(echo "${RESULT[$name|next]:-}" | median)"
     f_med="$(echo "${RESULT[$name|ferry]:-}" | median)"
     echo "| $name | $(cell "$name|next") | $(cell "$name|ferry") | $(ratio "$f_med" "$n_med") | $( [[ $with_nginx == yes ]] && cell "$name|nginx" || echo '—') |"
