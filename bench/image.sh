@@ -52,7 +52,7 @@ fi
 if [[ "${BENCH_SKIP_CODECS:-0}" != 1 ]]; then
 log "building the transform example (release)"
 (cd "$ROOT" && cargo build --release -q -p ferry-image --example transform >&2)
-EX="$ROOT/target/release/examples/transform"
+EX="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/transform"
 TYPES="${BENCH_TYPES:-jpeg,png,webp,avif}"
 echo "## Codecs: Ferry vs sharp (next's settings), same width and quality"
 echo
