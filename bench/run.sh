@@ -6,14 +6,16 @@
 # Environment:
 #   BENCH_DURATION=10     seconds per wrk run
 #   BENCH_RUNS=3          wrk runs per case and server (the median is reported)
-#   BENCH_WARMUP=20       seconds of wrk load on each server before the runs of a case whose
-#                         requests run JavaScript (the proxy, a render), so V8 is warm; 0: none
+#   BENCH_WARMUP=20       seconds of CPU each server (with its workers) spends under wrk load
+#                         before the runs of a case whose requests run JavaScript (the proxy, a
+#                         render), so V8 is warm; 0: none
 #   BENCH_CONNECTIONS=32  wrk connections (one wrk thread)
 #   BENCH_STARTS=5        starts per server for start-to-first-200
 #   BENCH_PORT_BASE=4700  ports BASE+1..BASE+5 are used on 127.0.0.1
 #   FERRY_BIN=path        ferry binary (default target/release/ferry, built with cargo if missing;
 #                         when FERRY_BIN is set and missing, nothing is built)
 #   BENCH_KEEP=1          keep the work directory (build, logs)
+#   BENCH_ONLY=regex      run only the cases whose name matches (grep -E), e.g. 'ssr|api'
 #
 # What it does: copies examples/showcase to a temp dir, builds it ONCE with `ferry build` (plain
 # `next build` if that fails, and the Ferry columns then read n/a), starts `next start` and
@@ -180,6 +182,19 @@ fi
 # --- load -----------------------------------------------------------------------------------------
 AE='Accept-Encoding: br, gzip'
 # name | path | header | nginx too? | runs JavaScript (the proxy or a render) on every request?
+# warm_up PID URL [HEADER]: wrk load in 5 s slices until PID's process tree has used WARMUP s of
+# CPU. Counted in CPU, not wall time: on a shared core a wall-time warm-up leaves V8 cold.
+warm_up() {
+  local pid=$1 hz start used=0 deadline=$((SECONDS + 6 * WARMUP))
+  hz=$(getconf CLK_TCK)
+  start=$(tree_cpu_ticks "$pid")
+  while (( SECONDS < deadline )); do
+    DURATION=5 run_wrk "$2" "${3:-}"
+    used=$(( $(tree_cpu_ticks "$pid") - start ))
+    (( used >= WARMUP * hz )) && return 0
+  done
+  log "warm-up ended after $((6 * WARMUP)) s of wall time with $((used / hz)) s of CPU"
+}
 CASES=(
   "hashed chunk ${SIZE_15K} B|/_next/static/chunks/$CHUNK_15K||yes|no"
   "largest chunk ${SIZE_BIG} B|/_next/static/chunks/$CHUNK_BIG||yes|no"
@@ -190,6 +205,10 @@ CASES=(
   "\`/ssr\` dynamic|/ssr||no|yes"
   "\`/api/hello\` route handler|/api/hello||no|yes"
 )
+if [[ -n "${BENCH_ONLY:-}" ]]; then
+  mapfile -t CASES < <(printf '%s\n' "${CASES[@]}" | grep -E -- "^[^|]*(${BENCH_ONLY})" || true)
+  (( ${#CASES[@]} )) || die "BENCH_ONLY='$BENCH_ONLY' matches no case"
+fi
 declare -A RESULT CPU
 for spec in "${CASES[@]}"; do
   IFS='|' read -r name path header with_nginx runs_js <<<"$spec"
@@ -200,8 +219,9 @@ for spec in "${CASES[@]}"; do
     # on the same core meanwhile: CPU per request falls ~2.5x over the first ~40 s of /ssr on
     # both servers); measured without it, a row compares JIT warm-ups, not servers.
     if [[ $runs_js == yes ]] && (( WARMUP > 0 )); then
-      log "$name: warming up port $port for ${WARMUP}s"
-      DURATION=$WARMUP run_wrk "http://127.0.0.1:$port$path" "$header"
+      log "$name: warming up port $port for ${WARMUP} s of CPU"
+      warm_up "$([[ $port == "$NEXT_PORT" ]] && echo "$NEXT_PID" || echo "$FERRY_PID")" \
+        "http://127.0.0.1:$port$path" "$header"
     fi
   done
   for run in $(seq "$RUNS"); do
@@ -240,7 +260,7 @@ cell() { # cell KEY: median req/s, formatted, starred when a run saw errors
   echo "# Ferry benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "examples/showcase, build \`$BUILD_ID\`; servers pinned to core 0, \`wrk -t1 -c$CONNS -d${DURATION}s\` pinned to core 1;"
-  echo "median of $RUNS runs per case after ${WARMUP} s of warm-up load on rows that run JavaScript, both servers in the same run. CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)."
+  echo "median of $RUNS runs per case after warm-up load until each server used ${WARMUP} s of CPU on rows that run JavaScript, both servers in the same run. CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)."
   echo "next $(node -p "require('$APP/node_modules/next/package.json').version"), node $(node --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), ferry: $( ((FERRY_OK)) && echo "$FERRY (git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))" || echo 'n/a (not serving)')."
   echo
   echo "| request | next start req/s | Ferry req/s | Ferry / next start | nginx req/s |"
