@@ -404,7 +404,30 @@ function fetchFromFerry(rt, mockReq, mockRes) {
   })
 }
 
-async function handleImage(req, res) {
+// Ferry's own optimizer cannot decode some sources (AVIF): it sends their bytes here
+// (`meta.ferryImageTransform` = { contentType, width, quality }, set by Ferry only) and keeps
+// the rest of the request (fetch, validation, cache, headers). next's imageOptimizer transforms
+// them (sharp, with the build's experimental.imgOpt* settings) into the type Ferry negotiated;
+// 200 with the bytes, or 500 with sharp's error (a missing sharp included): Ferry then serves
+// the source as it is, as next does.
+async function transformImage(req, res, t) {
+  const { nextConfig, optimizer } = loadImageRuntime()
+  const chunks = []
+  for await (const chunk of req) chunks.push(chunk)
+  const upstream = { buffer: Buffer.concat(chunks), contentType: null, cacheControl: null, etag: '' }
+  const params = { href: '', width: Number(t.width), quality: Number(t.quality), mimeType: String(t.contentType) }
+  const out = await optimizer.imageOptimizer(upstream, params, nextConfig, { isDev: false, silent: true })
+  if (out.error || out.contentType !== params.mimeType) {
+    plain(res, 500, String((out.error && out.error.message) || out.error || `not transformed: ${out.contentType}`))
+    return
+  }
+  res.statusCode = 200
+  res.setHeader('content-type', out.contentType)
+  res.end(out.buffer)
+}
+
+async function handleImage(req, res, meta) {
+  if (meta && meta.ferryImageTransform) return transformImage(req, res, meta.ferryImageTransform)
   const rt = loadImageRuntime()
   const { nextConfig, optimizer } = rt
   const imagesConfig = nextConfig.images
@@ -518,7 +541,7 @@ async function handleEntry(req, res, entry) {
   req.rawHeaders = raw
 
   if (kind === 'IMAGE') {
-    await handleImage(req, res)
+    await handleImage(req, res, meta)
     return
   }
   const fused = meta.ferryMiddleware

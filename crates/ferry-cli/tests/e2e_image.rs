@@ -8,8 +8,11 @@
 //! bytes and the ETag, a hash of them, differ; each server's ETag must answer its own 304).
 //! Besides the showcase's `ferry.png`, the build gets a corpus in `public/corpus/` (the
 //! fixtures of crates/ferry-image: JPEG, EXIF-rotated JPEG, WebP, PNG with alpha, SVG, a
-//! truncated JPEG). The build's `images.formats` is `['image/avif', 'image/webp']`: AVIF is
-//! encoded in Rust (rav1e), not by next's optimizer in a worker, which the Ferry log proves.
+//! truncated JPEG) and a truncated copy of the showcase's `ferry.avif`. The build's
+//! `images.formats` is `['image/avif', 'image/webp']`: AVIF is encoded in Rust (rav1e), not by
+//! next's optimizer in a worker, which the Ferry log proves. AVIF *sources* (which Rust cannot
+//! decode) are transformed by next's optimizer (sharp) in a worker, and cached by Ferry's own
+//! optimizer: MISS then HIT, shared through Redis.
 
 mod support;
 
@@ -47,6 +50,10 @@ fn built_app() -> &'static PathBuf {
                 let entry = entry?;
                 std::fs::copy(entry.path(), corpus.join(entry.file_name()))?;
             }
+            // An AVIF whose header (ftyp, meta with the size) is whole but whose data is cut.
+            let avif = std::fs::read(app.join("public/ferry.avif"))?;
+            anyhow::ensure!(avif.len() > 400, "ferry.avif is {} bytes", avif.len());
+            std::fs::write(corpus.join("broken.avif"), &avif[..300])?;
             // AVIF first, as apps that opt into it write it.
             let config = app.join("next.config.mjs");
             let text = std::fs::read_to_string(&config)?;
@@ -153,6 +160,7 @@ fn next_image_matches_next_start() -> Result<()> {
     let small = "/_next/image?url=%2Fferry.png&w=256&q=75";
     let recursive =
         "/_next/image?url=%2F_next%2Fimage%3Furl%3D%252Fferry.png%26w%3D640%26q%3D75&w=640&q=75";
+    let avif_src = "/_next/image?url=%2Fferry.avif&w=256&q=75";
     let webp = |t: &str| RawRequest::get(t).header("Accept", "image/webp,*/*");
     // A browser's Accept: AVIF, the first of `formats` it names, wins.
     let avif = |t: &str| RawRequest::get(t).header("Accept", "image/avif,image/webp,*/*");
@@ -289,6 +297,38 @@ fn next_image_matches_next_start() -> Result<()> {
             Some("MISS"),
             Some(("jpeg", 900, 600)),
         ),
+        // An AVIF source (480x300): transformed by next's optimizer in a worker, cached here.
+        (avif(avif_src), 200, Some("MISS"), Some(("avif", 256, 160))),
+        (avif(avif_src), 200, Some("HIT"), Some(("avif", 256, 160))),
+        (webp(avif_src), 200, Some("MISS"), Some(("webp", 256, 160))),
+        (webp(avif_src), 200, Some("HIT"), Some(("webp", 256, 160))),
+        (
+            // Neither accepted: next turns an AVIF source into JPEG.
+            RawRequest::get(avif_src).header("Accept", "*/*"),
+            200,
+            Some("MISS"),
+            Some(("jpeg", 256, 160)),
+        ),
+        (
+            RawRequest::get(avif_src).header("Accept", "*/*"),
+            200,
+            Some("HIT"),
+            Some(("jpeg", 256, 160)),
+        ),
+        (
+            // Never enlarged.
+            RawRequest::get("/_next/image?url=%2Fferry.avif&w=640&q=75"),
+            200,
+            Some("MISS"),
+            Some(("jpeg", 480, 300)),
+        ),
+        (
+            // sharp cannot decode it: both serve it as it is.
+            webp("/_next/image?url=%2Fcorpus%2Fbroken.avif&w=256&q=75"),
+            200,
+            Some("MISS"),
+            Some(("avif", 480, 300)),
+        ),
         (
             webp("/_next/image?url=%2Fcorpus%2Fphoto.jpg&w=640&q=100"),
             400,
@@ -357,6 +397,13 @@ fn next_image_matches_next_start() -> Result<()> {
     }
     if log.contains("/_next/image in a worker") {
         failures.push("a /_next/image request went to a worker".into());
+    }
+    // The AVIF source's three types were each one transform by next's optimizer in a worker.
+    for ty in ["image/avif", "image/webp", "image/jpeg"] {
+        let line = format!("transforming /ferry.avif (image/avif source) into {ty} at w=256");
+        if log.matches(&line).count() != 1 {
+            failures.push(format!("not one `{line}` in the Ferry log"));
+        }
     }
     let photo = ferry.send(
         avif("/_next/image?url=%2Fcorpus%2Fphoto.jpg&w=640&q=75")
@@ -450,6 +497,31 @@ fn image_cache_is_shared_through_redis() -> Result<()> {
     let info = image_info(&second.body).context("not an image")?;
     if (info.format, info.width) != ("webp", 384) {
         bail!("unexpected image {info:?}");
+    }
+    // An AVIF source (transformed in A's worker) is cached by the same optimizer: a HIT on B.
+    let req = RawRequest::get("/_next/image?url=%2Fferry.avif&w=128&q=75")
+        .header("Accept", "image/webp,*/*");
+    let first = a.send(req.clone(), TIMEOUT)?;
+    let second = b.send(req, TIMEOUT)?;
+    let info = image_info(&first.body).map(|i| (i.format, i.width, i.height));
+    if first.status != 200
+        || cache(&first).as_deref() != Some("MISS")
+        || info != Some(("webp", 128, 80))
+    {
+        bail!(
+            "AVIF source on A: {} {:?} {info:?}\n{}",
+            first.status,
+            cache(&first),
+            a.log_tail()
+        );
+    }
+    if cache(&second).as_deref() != Some("HIT") || second.body != first.body {
+        bail!(
+            "AVIF source on B: {} {:?}\n{}",
+            second.status,
+            cache(&second),
+            b.log_tail()
+        );
     }
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! The /_next/image optimizer: next start's contract (validation messages and status codes,
 //! `Accept` negotiation, headers, ETag / 304, `X-Nextjs-Cache` MISS / HIT / STALE, the disk cache
 //! layout) with Rust codecs (pure-Rust decoders, SIMD resizing, mozjpeg, libwebp, rav1e for AVIF).
-//! AVIF *sources* are not decoded (no pure-Rust AV1 decoder): they are served as they are.
+//! AVIF *sources* are not decoded here (no pure-Rust AV1 decoder): their transform (resize +
+//! encode) goes to an [`ExternalTransform`] when the caller gives one (the server: next's own
+//! `imageOptimizer`, with sharp, in a worker), everything else (fetch, validation, caching in
+//! memory, on disk and in Redis, headers) staying here; without one, or when it fails, they are
+//! served as they are, as next start does when sharp is missing or fails.
 //!
 //! Safety: image dimensions are read from the header and checked against a pixel limit before
 //! any pixel buffer is allocated, transforms run on the blocking pool under a semaphore, remote
@@ -74,6 +78,26 @@ pub fn transform_source(
     let content_type = output_type(source_type, mime_type);
     transform::optimize(buffer, content_type, width, quality, max_pixels)
         .map(|out| Some((out, content_type)))
+}
+
+/// Whether this build decodes `source_type` sources (AVIF does not: no pure-Rust AV1 decoder).
+pub fn decodable(source_type: &str) -> bool {
+    source_type != detect::AVIF
+}
+
+/// A transform of a source this build cannot [decode](decodable), run elsewhere (the server:
+/// next's `imageOptimizer` with sharp in a worker).
+pub trait ExternalTransform: Send + Sync + std::fmt::Debug + 'static {
+    /// `source` resized to `width` (never enlarged) and encoded as `content_type` at `quality`,
+    /// as next's `optimizeImage`; `Err` says why it failed (the source is then served as it is,
+    /// as next does when sharp fails).
+    fn transform(
+        &self,
+        source: Bytes,
+        content_type: &'static str,
+        width: u32,
+        quality: u8,
+    ) -> BoxFuture<'static, Result<Bytes, String>>;
 }
 
 /// next's cache key version (`CACHE_VERSION`), part of every key.
@@ -241,6 +265,8 @@ pub struct Options {
     /// Pause before each disk cache file write: zero, but in tests (which use it to show that
     /// no response waits for a write).
     pub cache_write_delay: std::time::Duration,
+    /// Where sources this build cannot decode are transformed; `None`: served as they are.
+    pub external: Option<Arc<dyn ExternalTransform>>,
 }
 
 impl Options {
@@ -254,6 +280,7 @@ impl Options {
             max_input_pixels: config::DEFAULT_MAX_INPUT_PIXELS,
             shared: None,
             cache_write_delay: std::time::Duration::ZERO,
+            external: None,
         }
     }
 }
@@ -596,6 +623,39 @@ impl Optimizer {
                 ..prev.clone()
             });
         }
+        if !decodable(source_type)
+            && let Some(external) = &self.options.external
+        {
+            // Not under a transform permit: the work is another process's, bounded there.
+            tracing::debug!(
+                "transforming {} ({source_type} source) into {content_type} at w={} q={} with next's optimizer in a worker",
+                params.href,
+                params.width,
+                params.quality
+            );
+            let out = external
+                .transform(
+                    upstream.buffer.clone(),
+                    content_type,
+                    params.width,
+                    params.quality,
+                )
+                .await;
+            return Ok(match out {
+                Ok(bytes) => CacheEntry {
+                    etag: fetch::hash(&[&bytes]),
+                    buffer: bytes,
+                    extension,
+                    upstream_etag: upstream.etag.clone(),
+                    max_age,
+                },
+                // next serves the source as it is when sharp fails (or is missing).
+                Err(err) => {
+                    tracing::warn!("cannot optimize {}: {err}; serving it as is", params.href);
+                    as_is(cfg.minimum_cache_ttl)
+                }
+            });
+        }
         let Ok(_permit) = self.permits.acquire().await else {
             return Err(ImageError::internal());
         };
@@ -893,6 +953,116 @@ mod tests {
             &h(&[("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT")]),
             "abc"
         ));
+    }
+
+    /// The showcase's AVIF and PNG, served as local urls.
+    struct Files;
+
+    const AVIF_SOURCE: &[u8] = include_bytes!("../../../examples/showcase/public/ferry.avif");
+    const PNG_SOURCE: &[u8] = include_bytes!("../../../examples/showcase/public/ferry.png");
+
+    impl LocalSource for Files {
+        fn fetch(&self, href: String, _: u64) -> BoxFuture<'static, Result<Upstream, ImageError>> {
+            let body = match href.as_str() {
+                "/ferry.avif" => Ok(Bytes::from_static(AVIF_SOURCE)),
+                "/ferry.png" => Ok(Bytes::from_static(PNG_SOURCE)),
+                _ => Err(ImageError::new(404, "not found")),
+            };
+            futures_util::future::ready(body.map(|b| Upstream::new(b, None, None))).boxed()
+        }
+    }
+
+    /// Answers every transform with `answer`, recording what it was asked.
+    #[derive(Debug)]
+    struct Recorder {
+        answer: Result<Bytes, String>,
+        calls: Mutex<Vec<(usize, &'static str, u32, u8)>>,
+    }
+
+    impl ExternalTransform for Recorder {
+        fn transform(
+            &self,
+            source: Bytes,
+            content_type: &'static str,
+            width: u32,
+            quality: u8,
+        ) -> BoxFuture<'static, Result<Bytes, String>> {
+            if let Ok(mut calls) = self.calls.lock() {
+                calls.push((source.len(), content_type, width, quality));
+            }
+            futures_util::future::ready(self.answer.clone()).boxed()
+        }
+    }
+
+    async fn get(o: &Arc<Optimizer>, query: &str, accept: &'static str) -> (HeaderMap, Bytes) {
+        use http_body_util::BodyExt as _;
+        let mut h = HeaderMap::new();
+        h.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
+        let res = o.handle(&Method::GET, query, &h).await;
+        assert_eq!(res.status(), 200, "{query}");
+        let head = res.headers().clone();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        (head, body)
+    }
+
+    fn optimizer(external: Option<Arc<Recorder>>, dir: &std::path::Path) -> Arc<Optimizer> {
+        let mut options = Options::new(ImageConfig::default(), "", Some(dir.to_owned()));
+        options.external = external.map(|e| e as Arc<dyn ExternalTransform>);
+        Optimizer::new(options, Arc::new(Files))
+    }
+
+    #[tokio::test]
+    async fn avif_sources_go_to_the_external_transform_and_are_cached_here() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let external = Arc::new(Recorder {
+            answer: Ok(Bytes::from_static(b"RIFF....WEBP from elsewhere")),
+            calls: Mutex::new(Vec::new()),
+        });
+        let o = optimizer(Some(Arc::clone(&external)), dir.path());
+        let q = "url=%2Fferry.avif&w=256&q=75";
+        let (miss, body) = get(&o, q, "image/webp,*/*").await;
+        assert_eq!(miss["x-nextjs-cache"], "MISS");
+        assert_eq!(miss["content-type"], "image/webp");
+        assert_eq!(&body[..], b"RIFF....WEBP from elsewhere");
+        let (hit, again) = get(&o, q, "image/webp,*/*").await;
+        assert_eq!(hit["x-nextjs-cache"], "HIT");
+        assert_eq!((again, &hit["etag"]), (body, &miss["etag"]));
+        // No Accept match: next turns an AVIF source into JPEG.
+        get(&o, q, "*/*").await;
+        // Other sources stay in Rust.
+        let (png, _) = get(&o, "url=%2Fferry.png&w=256&q=75", "image/webp").await;
+        assert_eq!(png["content-type"], "image/webp");
+        let calls = external.calls.lock().expect("calls").clone();
+        assert_eq!(
+            calls,
+            vec![
+                (AVIF_SOURCE.len(), detect::WEBP, 256, 75),
+                (AVIF_SOURCE.len(), detect::JPEG, 256, 75),
+            ]
+        );
+        assert_eq!(o.transforms(), 1, "only the PNG was transformed in Rust");
+    }
+
+    #[tokio::test]
+    async fn avif_sources_are_served_as_they_are_when_the_transform_fails_or_is_missing() {
+        for external in [
+            Some(Arc::new(Recorder {
+                answer: Err("Module `sharp` not found".to_owned()),
+                calls: Mutex::new(Vec::new()),
+            })),
+            None,
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let o = optimizer(external, dir.path());
+            let (head, body) = get(&o, "url=%2Fferry.avif&w=256&q=75", "image/webp").await;
+            assert_eq!(head["content-type"], "image/avif");
+            assert_eq!(&body[..], AVIF_SOURCE);
+            // next's fallback: the minimum TTL, not the upstream's.
+            assert_eq!(
+                head["cache-control"],
+                "public, max-age=14400, must-revalidate"
+            );
+        }
     }
 
     #[test]

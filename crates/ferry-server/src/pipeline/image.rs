@@ -21,6 +21,11 @@
 //! With a Redis `--cache-url`, optimized images are shared between instances
 //! ([`ferry_image::SharedCache`]): one instance's transform is a hit on the others.
 //!
+//! AVIF *sources* (which Rust cannot decode) are transformed by next's own `imageOptimizer`
+//! (sharp) in a worker ([`WorkerTransform`], the IMAGE section of `js/bridge/bridge.cjs`): the
+//! optimizer fetches, validates and caches them as any other source (memory, disk, Redis) and
+//! only hands the worker the source bytes, the width, the quality and the output type.
+//!
 //! Every type next's `images.formats` accepts (AVIF, WebP) is encoded here. An app whose
 //! `formats` names a type [`ferry_image::ENCODABLE`] lacks would keep next's own optimizer in a
 //! worker (`next/dist/server/image-optimizer`, the IMAGE section of `js/bridge/bridge.cjs`);
@@ -304,6 +309,70 @@ async fn serve_in_worker(
     })
 }
 
+/// next's `imageOptimizer` (sharp, with the build's `experimental.imgOpt*` settings) in a
+/// worker, for sources [`Optimizer`] cannot decode. Weak: the app owns the optimizer owning this.
+struct WorkerTransform {
+    app: std::sync::Weak<App>,
+}
+
+impl std::fmt::Debug for WorkerTransform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerTransform")
+    }
+}
+
+/// The `requestMeta` field telling the bridge's IMAGE handler to transform the request body.
+const TRANSFORM_META: &str = "ferryImageTransform";
+
+impl ferry_image::ExternalTransform for WorkerTransform {
+    fn transform(
+        &self,
+        source: bytes::Bytes,
+        content_type: &'static str,
+        width: u32,
+        quality: u8,
+    ) -> futures_util::future::BoxFuture<'static, Result<bytes::Bytes, String>> {
+        use futures_util::FutureExt as _;
+        use http_body_util::BodyExt as _;
+        let app = self.app.upgrade();
+        async move {
+            let app = app.ok_or("the server is shutting down")?;
+            let pool = app.workers.as_ref().ok_or("no worker pool")?;
+            let mut inv = Invocation::new(
+                ENTRY,
+                EntryKind::Image,
+                http::Method::POST,
+                http::Uri::from_static("/_next/image"),
+            );
+            inv.body = ferry_http::full(source);
+            inv.meta.extra.insert(
+                TRANSFORM_META.to_owned(),
+                serde_json::json!({
+                    "contentType": content_type,
+                    "width": width,
+                    "quality": quality,
+                }),
+            );
+            let res = pool.dispatch(inv).await.map_err(|e| e.to_string())?;
+            let status = res.status();
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if status != StatusCode::OK {
+                return Err(format!(
+                    "next's optimizer answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            Ok(body)
+        }
+        .boxed()
+    }
+}
+
 /// The app's optimizer, made on first use; `None` before the server has an address.
 fn optimizer(app: &Arc<App>, config: ImageConfig) -> Option<Arc<Optimizer>> {
     if let Some(o) = app.image_optimizer.get() {
@@ -339,6 +408,13 @@ fn optimizer(app: &Arc<App>, config: ImageConfig) -> Option<Arc<Optimizer>> {
             _ => format!("ferry:{}:image:", app.manifest.build_id),
         },
     });
+    // Sources Rust cannot decode (AVIF) go to next's optimizer in a worker, as next start
+    // transforms them with sharp.
+    if app.workers.is_some() {
+        options.external = Some(Arc::new(WorkerTransform {
+            app: Arc::downgrade(app),
+        }));
+    }
     // Two first requests racing: one optimizer wins, the other is dropped unused.
     let optimizer = app
         .image_optimizer
