@@ -19,8 +19,8 @@
 #    240 px), a 2700x1800 JPEG and the showcase's ferry.png,
 #    Ferry's transform (examples/transform.rs, release) and sharp with next's settings
 #    (bench/image-sharp.cjs) at the same width and quality: bytes, SSIM against a lossless
-#    resize, median transform time. AVIF: rav1e (speed 10, quality fitted to sharp's bytes) vs
-#    sharp's libheif + aom at next's `quality * 50 / 80`, effort 3.
+#    resize, median transform time. AVIF: rav1e (transform::AVIF_SPEED, quality fitted to
+#    sharp's bytes) vs sharp's libheif + aom at next's `quality * 50 / 80`, effort 3.
 # 2. Serving: one `ferry build` of the showcase (+ the fixtures and a 2700x1800 photo in
 #    public/corpus), then BENCH_RUNS times, for next start and for `ferry start` in turn (fresh
 #    server, empty image cache, server pinned to core 0, clients to core 1 as bench/run.sh):
@@ -51,7 +51,9 @@ fi
 # --- 1. codecs ---------------------------------------------------------------------------------
 if [[ "${BENCH_SKIP_CODECS:-0}" != 1 ]]; then
 log "building the transform example (release)"
-(cd "$ROOT" && cargo build --release -q -p ferry-image --example transform >&2)
+# rav1e's assembly (AVIF) needs nasm at build time: on when nasm is installed, as scripts/test.sh.
+feat=(); command -v nasm >/dev/null 2>&1 && feat=(--features avif-asm) # ferry-image's own feature
+(cd "$ROOT" && cargo build --release -q -p ferry-image --example transform ${feat[@]+"${feat[@]}"} >&2)
 EX="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/transform"
 TYPES="${BENCH_TYPES:-jpeg,png,webp,avif}"
 echo "## Codecs: Ferry vs sharp (next's settings), same width and quality"

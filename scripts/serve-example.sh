@@ -5,7 +5,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-cargo build --release -p ferry-cli
+# nasm when possible, for the codecs' SIMD; the build works without it (scripts/lib.sh).
+source scripts/lib.sh
+codec_setup
+cargo build --release -p ferry-cli ${FERRY_FEATURES[@]+"${FERRY_FEATURES[@]}"}
 if [ ! -d examples/showcase/node_modules/next ]; then
   bash scripts/npm-install.sh examples/showcase
 fi

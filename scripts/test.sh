@@ -22,31 +22,28 @@ while IFS= read -r lock; do
   fi
 done < <(find examples tests crates -name pnpm-lock.yaml -not -path '*/node_modules/*' | sort)
 
-# System packages: a real redis-server for the shared-cache tests (started by the tests themselves).
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== apt: redis-server"
-  sudo_cmd=""
-  if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
-fi
+# System packages: a real redis-server for the shared-cache tests (started by the tests
+# themselves); nasm when possible, for the codecs' SIMD (scripts/lib.sh).
+source scripts/lib.sh
+apt_install redis-server redis-server
+codec_setup
 
 threads="${FERRY_TEST_THREADS:-2}"
 echo "== cargo test (unit, integration, end-to-end)"
 # The differential suites run on their own below, with their reports (EQUAL n/total) shown.
-cargo test --workspace --locked -- --test-threads="$threads" \
+cargo test --workspace --locked ${FERRY_FEATURES[@]+"${FERRY_FEATURES[@]}"} -- --test-threads="$threads" \
   --skip showcase_matches_next_start --skip routing_app_matches_next_start \
   --skip ppr_app_matches_next_start --skip edge_app_matches_next_start \
   --skip revalidation_matches_next_start
 
 # One suite at a time: each builds an app and runs next start and ferry start side by side.
 echo "== differential suite: next start vs ferry start on the same build (examples/showcase)"
-cargo test -p ferry-cli --locked --test differential -- --nocapture --exact showcase_matches_next_start
+cargo test -p ferry-cli ${FERRY_FEATURES[@]+"${FERRY_FEATURES[@]}"} --locked --test differential -- --nocapture --exact showcase_matches_next_start
 echo "== differential suite: next start vs ferry start on the same build (tests/fixtures/routing-app)"
-cargo test -p ferry-cli --locked --test differential -- --nocapture --exact routing_app_matches_next_start
+cargo test -p ferry-cli ${FERRY_FEATURES[@]+"${FERRY_FEATURES[@]}"} --locked --test differential -- --nocapture --exact routing_app_matches_next_start
 echo "== differential suite: next start vs ferry start on the same build (tests/fixtures/ppr-app)"
-cargo test -p ferry-cli --locked --test differential -- --nocapture --exact ppr_app_matches_next_start
+cargo test -p ferry-cli ${FERRY_FEATURES[@]+"${FERRY_FEATURES[@]}"} --locked --test differential -- --nocapture --exact ppr_app_matches_next_start
 echo "== differential suite: next start vs ferry start on the same build (tests/fixtures/pnpm-app, edge middleware)"
-cargo test -p ferry-cli --locked --test differential -- --nocapture --exact edge_app_matches_next_start
+cargo test -p ferry-cli ${FERRY_FEATURES[@]+"${FERRY_FEATURES[@]}"} --locked --test differential -- --nocapture --exact edge_app_matches_next_start
 echo "== differential suite: revalidation scenarios, next start vs ferry start (tests/fixtures/cache-app)"
-cargo test -p ferry-cli --locked --test differential_revalidation -- --nocapture --exact revalidation_matches_next_start
+cargo test -p ferry-cli ${FERRY_FEATURES[@]+"${FERRY_FEATURES[@]}"} --locked --test differential_revalidation -- --nocapture --exact revalidation_matches_next_start

@@ -352,13 +352,14 @@ pub fn next_avif_quality(quality: u8) -> u8 {
     ((f64::from(quality) * 50.0 / 80.0).round() as u8).max(1)
 }
 
-/// rav1e quality (ravif's 1–100 scale) giving about the bytes sharp's AVIF encoder (libheif +
-/// aom) gives at next's `quality`: rav1e's quantizer fitted on a photo at next's q 50, 75 and 90
-/// (`quantizer ≈ 259 − 2.32 × sharp quality`; SSIM then within 1.5 % of sharp's), mapped back
-/// through ravif's quality curve.
+/// rav1e quality (ravif's 1–100 scale) for next's `quality`: rav1e's quantizer as two lines in
+/// sharp's AVIF quality meeting at next's default (q 75, sharp 47; `AVIF_QUANTIZER_FIT`, fitted
+/// on photos at next's q 50, 75 and 90), mapped back through ravif's quality curve.
 pub fn rav1e_quality(quality: u8) -> f32 {
     let sharp_q = f32::from(next_avif_quality(quality));
-    let x = ((259.0 - 2.32 * sharp_q) / 255.0).clamp(0.0, 1.0);
+    let [at_47, below, above] = AVIF_QUANTIZER_FIT;
+    let slope = if sharp_q < 47.0 { below } else { above };
+    let x = ((at_47 + slope * (47.0 - sharp_q)) / 255.0).clamp(0.0, 1.0);
     // The inverse of ravif's `quality_to_quantizer` (piecewise linear).
     let q = if x <= 0.468 {
         1.0 - x / 2.6
@@ -370,11 +371,27 @@ pub fn rav1e_quality(quality: u8) -> f32 {
     (q * 100.0).clamp(1.0, 100.0)
 }
 
-/// rav1e's speed preset: its fastest, the only one near sharp's time (aom `effort: 3` with SIMD
-/// assembly); slower presets save a few % of bytes for 2–3× the time.
+/// rav1e's speed preset, bit depth and quantizer fit (`[quantizer at sharp quality 47, slope
+/// below, slope above]`). With rav1e's assembly (`avif-asm`): preset 9 (CDEF on, unlike 10) in
+/// 10 bits, placed so the bench's photos at next's q 75 land within 10 % of sharp's bytes at
+/// sharp's SSIM (docs/image.md, "AVIF": +9.0 % / +0.0004 and +6.7 % / −0.0001; preset 8 clears
+/// both with margin for 2.4× the time; 8 bits or preset 10 lose 0.001–0.004). Without the
+/// assembly every preset is several times slower, so the fastest, in 8 bits, fitted to sharp's
+/// bytes (one line, `quantizer ≈ 259 − 2.32 × sharp quality`; SSIM ~0.004 below sharp's).
+#[cfg(feature = "avif-asm")]
+const AVIF_SPEED: u8 = 9;
+#[cfg(feature = "avif-asm")]
+const AVIF_BIT_DEPTH: ravif::BitDepth = ravif::BitDepth::Ten;
+#[cfg(feature = "avif-asm")]
+const AVIF_QUANTIZER_FIT: [f32; 3] = [132.0, 2.32, 1.21];
+#[cfg(not(feature = "avif-asm"))]
 const AVIF_SPEED: u8 = 10;
+#[cfg(not(feature = "avif-asm"))]
+const AVIF_BIT_DEPTH: ravif::BitDepth = ravif::BitDepth::Eight;
+#[cfg(not(feature = "avif-asm"))]
+const AVIF_QUANTIZER_FIT: [f32; 3] = [259.0 - 2.32 * 47.0, 2.32, 2.32];
 
-/// AVIF (AV1 intra frame, 8-bit, 4:4:4 like sharp's default), alpha kept.
+/// AVIF (AV1 intra frame, 4:4:4 like sharp's default; 8 or 10 bits, `AVIF_BIT_DEPTH`), alpha kept.
 fn encode_avif(
     pixels: &[u8],
     channels: usize,
@@ -387,7 +404,7 @@ fn encode_avif(
         .with_quality(q)
         .with_alpha_quality(q)
         .with_speed(AVIF_SPEED)
-        .with_bit_depth(ravif::BitDepth::Eight);
+        .with_bit_depth(AVIF_BIT_DEPTH);
     let (w, h) = (w as usize, h as usize);
     let encoded = if channels == 4 {
         let px: Vec<ravif::RGBA8> = pixels
@@ -734,7 +751,11 @@ mod tests {
         assert_eq!(next_avif_quality(1), 1);
         assert_eq!(next_avif_quality(100), 63);
         // The fitted rav1e qualities at the calibration points (next q 50, 75, 90).
-        for (q, want) in [(50, 28.3), (75, 57.4), (90, 73.8)] {
+        #[cfg(not(feature = "avif-asm"))]
+        let fit = [(50, 28.3), (75, 57.4), (90, 73.8)];
+        #[cfg(feature = "avif-asm")]
+        let fit = [(50, 42.4), (75, 71.5), (90, 80.0)];
+        for (q, want) in fit {
             let got = rav1e_quality(q);
             assert!((got - want).abs() < 1.5, "q {q}: {got} vs {want}");
         }
