@@ -366,6 +366,17 @@ fn get_regen(addr: SocketAddr, agent: &str) -> Result<Regen> {
     })
 }
 
+/// Ferry on `store` with `workers` workers, logging every entry the prerender cache stores (the
+/// render counts these tests assert are read from that log).
+fn start_logging_stores(app: &Path, store: &str, workers: u8) -> Result<FerryServer> {
+    let workers = workers.to_string();
+    FerryServer::start(
+        app,
+        &["--workers", workers.as_str(), "--cache-url", store],
+        &[("FERRY_LOG", "info,ferry_prerender=debug")],
+    )
+}
+
 /// Regenerations of `/regen` stored so far (the prerender cache's debug log).
 fn regen_stores(ferry: &FerryServer) -> usize {
     ferry.log().matches("stored /regen (").count()
@@ -373,12 +384,7 @@ fn regen_stores(ferry: &FerryServer) -> usize {
 
 #[test]
 fn a_stale_ppr_shell_is_regenerated_once_with_its_own_postponed_state() -> Result<()> {
-    let app = app()?;
-    let ferry = FerryServer::start(
-        app,
-        &["--workers", "2", "--cache-url", "memory"],
-        &[("FERRY_LOG", "info,ferry_prerender=debug")],
-    )?;
+    let ferry = start_logging_stores(app()?, "memory", 2)?;
     let addr = ferry.addr;
     // Whatever the build's age, its shell is stale after the revalidate period.
     std::thread::sleep(REGEN_REVALIDATE + Duration::from_millis(500));
@@ -573,12 +579,7 @@ fn get_until(
 
 #[test]
 fn a_new_param_of_a_ppr_route_is_rendered_once_into_ferrys_cache_and_resumed() -> Result<()> {
-    let app = app()?;
-    let ferry = FerryServer::start(
-        app,
-        &["--workers", "2", "--cache-url", "memory"],
-        &[("FERRY_LOG", "info,ferry_prerender=debug")],
-    )?;
+    let ferry = start_logging_stores(app()?, "memory", 2)?;
     let addr = ferry.addr;
 
     // First request, nothing cached: one render of the page's group (shell, postponed state,
@@ -672,7 +673,7 @@ fn a_new_param_of_a_ppr_route_is_rendered_once_into_ferrys_cache_and_resumed() -
     // The workers keep no copy of these shells in Next's file-system cache (under the bundle):
     // they are Ferry's alone, bounded by Ferry's store and shared through it.
     for part in [id, burst_id] {
-        let copies = files_named(&app.join(".ferry"), part);
+        let copies = files_named(&app()?.join(".ferry"), part);
         ensure!(
             copies.is_empty(),
             "the workers cached /posts/{part} themselves: {copies:?}"
@@ -710,10 +711,8 @@ fn a_new_param_of_a_ppr_route_is_rendered_once_into_ferrys_cache_and_resumed() -
 fn a_new_params_shell_rendered_by_one_instance_is_resumed_by_another_on_one_redis() -> Result<()> {
     let redis = support::redis::Redis::start()?;
     let url = redis.url();
-    let app = app()?;
-    let env = [("FERRY_LOG", "info,ferry_prerender=debug")];
-    let a = FerryServer::start(app, &["--workers", "1", "--cache-url", url.as_str()], &env)?;
-    let b = FerryServer::start(app, &["--workers", "1", "--cache-url", url.as_str()], &env)?;
+    let a = start_logging_stores(app()?, &url, 1)?;
+    let b = start_logging_stores(app()?, &url, 1)?;
     let id = "shared-r";
     let page = format!("/posts/{id}");
     let marker = format!("Post <!-- -->{id}");
