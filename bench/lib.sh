@@ -68,6 +68,22 @@ wait_200() {
   return 1
 }
 
+# wait_idle PID [TIMEOUT_S]: waits until PID's process tree stops using CPU (at most 1 tick in
+# half a second), so start-up work still running after the first 200 (Ferry's Node workers
+# booting) is not counted in what is measured next. After TIMEOUT_S (30) it says so and returns.
+wait_idle() {
+  local pid=$1 deadline before after
+  deadline=$(( $(date +%s) + ${2:-30} ))
+  before=$(tree_cpu_ticks "$pid")
+  while (( $(date +%s) < deadline )); do
+    sleep 0.5
+    after=$(tree_cpu_ticks "$pid")
+    (( after - before <= 1 )) && return 0
+    before=$after
+  done
+  log "still busy after ${2:-30} s: measuring anyway"
+}
+
 # --- measurement ------------------------------------------------------------------------------------
 # run_wrk URL [HEADER]: sets WRK_RPS to req/s ("123.45", suffixed "*" if wrk saw non-2xx/3xx or
 # socket errors). Uses CONNS and DURATION. wrk runs in its own session, pinned to core 1, and is
