@@ -19,8 +19,9 @@
 #    240 px), a 2700x1800 JPEG and the showcase's ferry.png,
 #    Ferry's transform (examples/transform.rs, release) and sharp with next's settings
 #    (bench/image-sharp.cjs) at the same width and quality: bytes, SSIM against a lossless
-#    resize, median transform time. AVIF: rav1e (transform::AVIF_SPEED, quality fitted to
-#    sharp's bytes) vs sharp's libheif + aom at next's `quality * 50 / 80`, effort 3.
+#    resize, median transform time. AVIF: libaom with the `avif-aom` feature (built when cmake
+#    and nasm are installed; src/aom.rs), else rav1e (transform::AVIF_SPEED), vs sharp's
+#    libheif + aom at next's `quality * 50 / 80`, effort 3.
 # 2. Serving: one `ferry build` of the showcase (+ the fixtures and a 2700x1800 photo in
 #    public/corpus), then BENCH_RUNS times, for next start and for `ferry start` in turn (fresh
 #    server, empty image cache, server pinned to core 0, clients to core 1 as bench/run.sh):
@@ -52,8 +53,13 @@ fi
 # --- 1. codecs ---------------------------------------------------------------------------------
 if [[ "${BENCH_SKIP_CODECS:-0}" != 1 ]]; then
 log "building the transform example (release)"
-# rav1e's assembly (AVIF) needs nasm at build time: on when nasm is installed, as scripts/test.sh.
-feat=(); command -v nasm >/dev/null 2>&1 && feat=(--features avif-asm) # ferry-image's own feature
+# rav1e's assembly (AVIF) needs nasm at build time, libaom (AVIF with sharp's encoder) cmake and
+# nasm: on when they are installed, as scripts/test.sh (scripts/lib.sh's codec_setup).
+feat=() # ferry-image's own features
+if command -v nasm >/dev/null 2>&1; then
+  feat=(--features avif-asm)
+  command -v cmake >/dev/null 2>&1 && feat+=(--features avif-aom)
+fi
 (cd "$ROOT" && cargo build --release -q -p ferry-image --example transform ${feat[@]+"${feat[@]}"} >&2)
 EX="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/transform"
 TYPES="${BENCH_TYPES:-jpeg,png,webp,avif}"

@@ -22,12 +22,18 @@ apt_install() {
   return 1
 }
 
-# codec_setup: installs nasm when possible (libjpeg-turbo's SIMD in mozjpeg and rav1e's assembly
-# for AVIF are built with it) and sets FERRY_FEATURES to the cargo arguments that turn rav1e's
-# assembly on. Without nasm everything still builds (mozjpeg falls back to C by itself; rav1e's
-# build script would panic, so its `avif-asm` feature stays off), with slower JPEG/AVIF codecs.
+# codec_setup: installs nasm and cmake when possible (libjpeg-turbo's SIMD in mozjpeg and rav1e's
+# assembly for AVIF are built with nasm; libaom, sharp's AV1 encoder, with cmake and nasm) and
+# sets FERRY_FEATURES to the cargo arguments that turn rav1e's assembly (`avif-asm`) and AVIF
+# through libaom (`avif-aom`) on. Without them everything still builds (mozjpeg falls back to C
+# by itself; rav1e's build script would panic without nasm and libaom-sys's without cmake, so
+# those features stay off), with slower JPEG/AVIF codecs and rav1e for AVIF.
 codec_setup() {
   apt_install nasm nasm optional
+  apt_install cmake cmake optional
   FERRY_FEATURES=()
-  if command -v nasm >/dev/null 2>&1; then FERRY_FEATURES=(--features ferry-cli/avif-asm); fi
+  if command -v nasm >/dev/null 2>&1; then
+    FERRY_FEATURES=(--features ferry-cli/avif-asm)
+    if command -v cmake >/dev/null 2>&1; then FERRY_FEATURES+=(--features ferry-cli/avif-aom); fi
+  fi
 }

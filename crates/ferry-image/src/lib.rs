@@ -12,6 +12,8 @@
 //! sources are fetched with next's limits (deadline, body size, redirects, no private addresses),
 //! and identical concurrent requests share one fetch and one transform.
 
+#[cfg(feature = "avif-aom")]
+pub mod aom;
 pub mod cache;
 pub mod config;
 pub mod detect;

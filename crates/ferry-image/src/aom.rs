@@ -1,0 +1,829 @@
+//! AVIF output encoded by libaom, the AV1 encoder sharp uses (sharp → libvips `heifsave` →
+//! libheif's aom plugin → libaom), with the settings that chain gives libaom for next's
+//! `avif({ quality, effort: 3 })` — except `tune=iq`, which libaom 3.11 lacks and which is
+//! stood in for (see `CQ_OFFSET` and `BIT_DEPTH`) — and a safe API on top.
+//!
+//! libaom 3.11.0 is vendored by `libaom-sys` (built from C by cmake, with nasm for its x86
+//! assembly, linked statically; encoder only). The AV1 items are wrapped into an AVIF file by
+//! `avif-serialize`, as ravif does.
+//!
+//! Why `unsafe`: libaom is C. This module is the only place in the crate that calls it; the
+//! rest of the crate sees [`encode`], which takes and returns plain Rust values.
+//!
+//! Contract kept here:
+//! - width, height and buffer length are checked before any pointer is handed to libaom, and
+//!   pixels are written into libaom's own image planes only within the stride and plane height
+//!   libaom reports for the image it allocated;
+//! - every libaom status is checked (`aom_codec_enc_config_default`, `aom_codec_enc_init_ver`,
+//!   every `aom_codec_control`, both `aom_codec_encode` calls), failures carry libaom's detail;
+//! - the encoder context and the image are freed by guards' `Drop` (`aom_codec_destroy`,
+//!   `aom_img_free`) on success, error and unwind alike; packets are copied into a Rust `Vec`
+//!   before the next libaom call, as libaom requires.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, c_int, c_uint};
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+
+use libaom_sys as sys;
+
+pub use crate::webp::Layout;
+
+/// Why an AVIF encode failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AomError {
+    /// Width, height or buffer length do not describe a valid image.
+    #[error("invalid image: {0}")]
+    Invalid(&'static str),
+    /// A libaom call failed.
+    #[error("libaom {call} failed: {detail}")]
+    Codec {
+        /// The libaom function (or control) that failed.
+        call: &'static str,
+        /// libaom's error string and detail.
+        detail: String,
+    },
+    /// libaom returned no compressed frame.
+    #[error("libaom produced no frame")]
+    NoFrame,
+    /// The AVIF container could not be written.
+    #[error("AVIF container: {0}")]
+    Container(String),
+}
+
+/// The largest width or height encoded (AV1 codes frame sizes in 16 bits).
+const MAX_DIMENSION: u32 = 65536;
+
+/// sharp's `effort` 3 as libaom's `cpu-used`: libvips `heifsave` sets libheif's `speed` to
+/// `9 - effort` (libvips/libvips libvips/foreign/heifsave.c), which libheif's aom plugin passes
+/// as `AOME_SET_CPUUSED` (strukturag/libheif libheif/plugins/encoder_aom.cc). Speed 5 would
+/// cost ~5× the CPU (all-intra speed 6 caps partitions at 32×32 and prunes most searches).
+const CPU_USED: c_int = 6;
+
+/// Bits per sample of the coded images. sharp codes 8 (`bitdepth` default); libaom 3.11 at 8
+/// bits does not reach sharp's SSIM on photos within 10 % of its bytes (docs/image.md, "AVIF"),
+/// at 10 bits it does, at or under sharp's CPU. 8 or 10 (8 is one constant away).
+const BIT_DEPTH: u8 = 10;
+
+/// How many `cq-level` steps below libheif's mapping the colour image is coded, at 8 and at 10
+/// bits. sharp's libheif 1.23 asks libaom 3.15 for `tune=iq` on colour (what sharp's
+/// `tune: 'auto'` becomes; seen in its files: quantization matrices, chroma AC delta-q +24,
+/// delta-q, CDEF, base_q_idx 156 at cq-level 33). libaom 3.11 has no `iq` (added in 3.12); what stands in for it here — CDEF,
+/// quantization matrices at levels 0–2, chroma delta-q, trellis sharpness and this offset — was
+/// fitted on the bench's images so next's q 50, 75 and 90 land at or above sharp's SSIM within
+/// 10 % of its bytes (10 bits; at 8 bits the photos stay up to 0.0008 below at +7–16 %).
+const CQ_OFFSET: [u32; 2] = [6, 4];
+
+/// libaom's `cq-level` (0–63) for sharp's AVIF `quality` (1–100): libheif's aom plugin,
+/// `cq_level = ((100 - quality) * 63 + 50) / 100` (encoder_aom.cc).
+pub fn cq_level(quality: u8) -> u32 {
+    let q = u32::from(quality.min(100));
+    ((100 - q) * 63 + 50) / 100
+}
+
+/// Lossy AVIF of `pixels` (`width` x `height`, rows packed, `layout`) at sharp's AVIF
+/// `quality` (1–100; next passes `max(round(q * 50 / 80), 1)`): 4:4:4 YUV (BT.601 matrix, full
+/// range, sRGB transfer and BT.709 primaries, as libheif converts libvips' RGB), and for
+/// [`Layout::Rgba`] with any pixel not opaque, the alpha plane as a second, monochrome AV1
+/// image (an `auxl` alpha item), as libheif writes it.
+pub fn encode(
+    pixels: &[u8],
+    layout: Layout,
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, AomError> {
+    encode_at(pixels, layout, width, height, quality, BIT_DEPTH)
+}
+
+/// [`encode`] at `depth` bits per sample (8 or 10).
+fn encode_at(
+    pixels: &[u8],
+    layout: Layout,
+    width: u32,
+    height: u32,
+    quality: u8,
+    depth: u8,
+) -> Result<Vec<u8>, AomError> {
+    if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
+        return Err(AomError::Invalid("dimensions out of range"));
+    }
+    if depth != 8 && depth != 10 {
+        return Err(AomError::Invalid("bit depth must be 8 or 10"));
+    }
+    let channels = layout.channels();
+    let len = (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|n| n.checked_mul(channels))
+        .ok_or(AomError::Invalid("image too large"))?;
+    if pixels.len() != len {
+        return Err(AomError::Invalid(
+            "pixel buffer length does not match the size",
+        ));
+    }
+    let cq = cq_level(quality);
+
+    let mut color_img = Image::new(sys::AOM_IMG_FMT_I444, width, height, depth)?;
+    rgb_to_yuv444(pixels, channels, &mut color_img)?;
+    let color_cq = cq.saturating_sub(CQ_OFFSET[usize::from(depth > 8)]);
+    let color = encode_av1(&color_img, &COLOR, color_cq)?;
+    drop(color_img);
+
+    // Alpha only when it says something (an opaque RGBA source costs no alpha item).
+    let alpha = if layout == Layout::Rgba && pixels.chunks_exact(4).any(|p| p[3] != 255) {
+        let mut alpha_img = Image::new(sys::AOM_IMG_FMT_I420, width, height, depth)?;
+        fill_alpha(pixels, &mut alpha_img)?;
+        Some(encode_av1(&alpha_img, &ALPHA, cq)?)
+    } else {
+        None
+    };
+
+    // The container's defaults are what the AV1 stream says (BT.601, sRGB, BT.709, full range),
+    // so no `colr` box is written: sharp's files carry none either, decoders read the AV1
+    // sequence header. 4:4:4 colour (av1C profile 1), monochrome alpha (profile 0).
+    let mut out = Vec::new();
+    avif_serialize::Aviffy::new()
+        .set_chroma_subsampling((false, false))
+        .set_width(width)
+        .set_height(height)
+        .set_bit_depth(depth)
+        .write_slice(&mut out, &color, alpha.as_deref())
+        .map_err(|e| AomError::Container(e.to_string()))?;
+    Ok(out)
+}
+
+/// What differs between the colour and the alpha image.
+struct Plane {
+    /// Monochrome (the alpha plane) or 4:4:4 colour.
+    monochrome: bool,
+    /// `AOME_SET_TUNING`.
+    tune: sys::aom_tune_metric,
+    /// The stand-ins for `tune=iq` (see [`CQ_OFFSET`]): CDEF, quantization matrices at levels
+    /// 0–2, chroma delta-q, trellis sharpness.
+    iq_stand_in: bool,
+}
+
+/// The colour image: tuned for SSIM (libheif's default tune before `iq`, encoder_aom.cc) with
+/// the stand-ins for `iq`.
+const COLOR: Plane = Plane {
+    monochrome: false,
+    tune: sys::AOM_TUNE_SSIM,
+    iq_stand_in: true,
+};
+
+/// The alpha image: libheif tunes alpha for PSNR; sharp's alpha items carry no quantization
+/// matrices, delta-q or CDEF and code the plain `cq-level` (base_q_idx 132 at cq-level 33).
+const ALPHA: Plane = Plane {
+    monochrome: true,
+    tune: sys::AOM_TUNE_PSNR,
+    iq_stand_in: false,
+};
+
+/// One still AV1 frame (its OBUs, temporal delimiters left out) of `img` at `cq`, with libheif's
+/// aom settings as libvips and sharp leave them.
+fn encode_av1(img: &Image, plane: &Plane, cq: u32) -> Result<Vec<u8>, AomError> {
+    let (width, height, depth) = img.geometry();
+    // SAFETY: aom_codec_av1_cx returns a pointer to a static interface table (never null when
+    // the encoder is compiled in, which libaom-sys's `av1_encoder` feature guarantees; checked).
+    let iface = unsafe { sys::aom_codec_av1_cx() };
+    if iface.is_null() {
+        return Err(codec_error("aom_codec_av1_cx", "no AV1 encoder".into()));
+    }
+    let mut cfg = MaybeUninit::<sys::aom_codec_enc_cfg_t>::zeroed();
+    // SAFETY: `iface` is the AV1 encoder; `cfg` is writable and fully set by the call on
+    // success (a zeroed config is also a valid value: integers, a rational, null pointers).
+    let res = unsafe { sys::aom_codec_enc_config_default(iface, cfg.as_mut_ptr(), USAGE) };
+    if res != sys::AOM_CODEC_OK {
+        return Err(codec_error("aom_codec_enc_config_default", err_string(res)));
+    }
+    // SAFETY: zeroed, then filled by aom_codec_enc_config_default.
+    let mut cfg = unsafe { cfg.assume_init() };
+    // libheif's aom plugin (encoder_aom.cc), for a still image:
+    cfg.g_w = width;
+    cfg.g_h = height;
+    // One frame: libaom then writes still_picture and reduced_still_picture_header.
+    cfg.g_limit = 1;
+    cfg.g_lag_in_frames = 0;
+    cfg.kf_mode = sys::AOM_KF_DISABLED;
+    cfg.kf_max_dist = 0;
+    // Profile 1 (high) for 4:4:4, 0 (main) for monochrome (compute_avif_profile).
+    cfg.g_profile = if plane.monochrome { 0 } else { 1 };
+    cfg.g_bit_depth = if depth > 8 {
+        sys::AOM_BITS_10
+    } else {
+        sys::AOM_BITS_8
+    };
+    cfg.g_input_bit_depth = c_uint::from(depth);
+    cfg.rc_end_usage = sys::AOM_Q;
+    // min-q 0, max-q 63: libheif's defaults, which libvips leaves alone.
+    cfg.rc_min_quantizer = 0;
+    cfg.rc_max_quantizer = 63;
+    cfg.g_error_resilient = 0;
+    // libvips sets libheif's `threads` to its concurrency (libvips PR #3758), which next sets
+    // to max(cores / 2, 1): one here, and one encode per transform permit is Ferry's model.
+    cfg.g_threads = 1;
+    cfg.monochrome = c_uint::from(plane.monochrome);
+    let flags = if depth > 8 {
+        sys::AOM_CODEC_USE_HIGHBITDEPTH as sys::aom_codec_flags_t
+    } else {
+        0
+    };
+
+    let mut enc = Encoder::new(iface, &cfg, flags)?;
+    enc.control(sys::AOME_SET_CPUUSED, CPU_USED, "AOME_SET_CPUUSED")?;
+    enc.control(sys::AOME_SET_CQ_LEVEL, to_int(cq)?, "AOME_SET_CQ_LEVEL")?;
+    // libvips turns libheif's `auto-tiles` on (libvips PR #4191): one tile at one thread.
+    enc.control(sys::AV1E_SET_AUTO_TILES, 1, "AV1E_SET_AUTO_TILES")?;
+    // "In aom, color_range defaults to limited range (0). Set it to full range (1)."
+    enc.control(sys::AV1E_SET_COLOR_RANGE, 1, "AV1E_SET_COLOR_RANGE")?;
+    let csp = if plane.monochrome {
+        sys::AOM_CSP_UNKNOWN
+    } else {
+        sys::AOM_CSP_COLOCATED
+    };
+    enc.control(
+        sys::AV1E_SET_CHROMA_SAMPLE_POSITION,
+        to_int(csp)?,
+        "AV1E_SET_CHROMA_SAMPLE_POSITION",
+    )?;
+    if !plane.monochrome {
+        // libheif's default nclx for RGB input: sRGB primaries and transfer, BT.601 matrix.
+        for (id, value, name) in [
+            (
+                sys::AV1E_SET_COLOR_PRIMARIES,
+                sys::AOM_CICP_CP_BT_709,
+                "AV1E_SET_COLOR_PRIMARIES",
+            ),
+            (
+                sys::AV1E_SET_MATRIX_COEFFICIENTS,
+                sys::AOM_CICP_MC_BT_601,
+                "AV1E_SET_MATRIX_COEFFICIENTS",
+            ),
+            (
+                sys::AV1E_SET_TRANSFER_CHARACTERISTICS,
+                sys::AOM_CICP_TC_SRGB,
+                "AV1E_SET_TRANSFER_CHARACTERISTICS",
+            ),
+        ] {
+            enc.control(id, to_int(value)?, name)?;
+        }
+    }
+    enc.control(sys::AOME_SET_TUNING, to_int(plane.tune)?, "AOME_SET_TUNING")?;
+    // Still-picture encoding skips the post-processing filters' frame copies (libheif sets it
+    // for all-intra).
+    enc.control(
+        sys::AV1E_SET_SKIP_POSTPROC_FILTERING,
+        1,
+        "AV1E_SET_SKIP_POSTPROC_FILTERING",
+    )?;
+    // libvips turns intra block copy off (libvips PR #4284: predictable encode times).
+    enc.control(sys::AV1E_SET_ENABLE_INTRABC, 0, "AV1E_SET_ENABLE_INTRABC")?;
+    if plane.iq_stand_in {
+        // All-intra turns CDEF off by default in 3.11; `iq` turns it on.
+        enc.control(sys::AV1E_SET_ENABLE_CDEF, 1, "AV1E_SET_ENABLE_CDEF")?;
+        // Quantization matrices; level = min + qindex * (max + 1 - min) / 256.
+        enc.control(sys::AV1E_SET_ENABLE_QM, 1, "AV1E_SET_ENABLE_QM")?;
+        enc.control(sys::AV1E_SET_QM_MIN, 0, "AV1E_SET_QM_MIN")?;
+        enc.control(sys::AV1E_SET_QM_MAX, 2, "AV1E_SET_QM_MAX")?;
+        // Chroma delta-q (+2 in 3.11; `iq` raises chroma AC by up to 24 at 4:4:4).
+        enc.control(
+            sys::AV1E_SET_ENABLE_CHROMA_DELTAQ,
+            1,
+            "AV1E_SET_ENABLE_CHROMA_DELTAQ",
+        )?;
+        // Any sharpness > 0 keeps the trellis from zeroing ±1 coefficients and cutting the
+        // end of block early (txb_rdopt.c): more detail per quantizer, higher SSIM per byte.
+        enc.control(sys::AOME_SET_SHARPNESS, 1, "AOME_SET_SHARPNESS")?;
+    }
+
+    let obus = enc.encode(img)?;
+    let obus = without_temporal_delimiters(&obus);
+    if obus.is_empty() {
+        return Err(AomError::NoFrame);
+    }
+    Ok(obus)
+}
+
+/// `aom_codec_enc_config_default`'s usage: all-intra (libheif with libaom ≥ 3.1).
+const USAGE: c_uint = sys::AOM_USAGE_ALL_INTRA;
+
+/// A control value as the `int` libaom's varargs read.
+fn to_int<T: TryInto<c_int>>(v: T) -> Result<c_int, AomError> {
+    v.try_into()
+        .map_err(|_| AomError::Invalid("control value out of range"))
+}
+
+fn codec_error(call: &'static str, detail: String) -> AomError {
+    AomError::Codec { call, detail }
+}
+
+/// libaom's text for an error code.
+fn err_string(res: sys::aom_codec_err_t) -> String {
+    // SAFETY: aom_codec_err_to_string returns a pointer to a static NUL-terminated string
+    // for every value (checked for null anyway).
+    let s = unsafe { sys::aom_codec_err_to_string(res) };
+    if s.is_null() {
+        return format!("error {res}");
+    }
+    // SAFETY: non-null, static and NUL-terminated (above).
+    unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
+}
+
+/// An initialised encoder context, destroyed on drop. Boxed: libaom keeps the context's
+/// address for the encoder's lifetime.
+struct Encoder(Box<sys::aom_codec_ctx_t>);
+
+impl Encoder {
+    fn new(
+        iface: *const sys::aom_codec_iface,
+        cfg: &sys::aom_codec_enc_cfg_t,
+        flags: sys::aom_codec_flags_t,
+    ) -> Result<Self, AomError> {
+        // SAFETY: a zeroed aom_codec_ctx_t (null pointers, zero integers) is the state
+        // aom_codec_enc_init_ver expects to initialise.
+        let mut ctx: Box<sys::aom_codec_ctx_t> =
+            Box::new(unsafe { MaybeUninit::zeroed().assume_init() });
+        // SAFETY: `ctx` is a writable context, `iface` the AV1 encoder, `cfg` a valid config
+        // that libaom copies during the call; the ABI version is the one the bindings were
+        // generated for.
+        let res = unsafe {
+            sys::aom_codec_enc_init_ver(
+                &mut *ctx,
+                iface,
+                cfg,
+                flags,
+                sys::AOM_ENCODER_ABI_VERSION as c_int,
+            )
+        };
+        if res != sys::AOM_CODEC_OK {
+            // A failed init has destroyed what it built ("it is not necessary to call
+            // aom_codec_destroy()", aom_encoder.h); its detail is static text.
+            let detail = detail(&ctx).unwrap_or_else(|| err_string(res));
+            return Err(codec_error("aom_codec_enc_init_ver", detail));
+        }
+        Ok(Encoder(ctx))
+    }
+
+    /// `aom_codec_control` with an `int` argument (every control used here takes `int` or
+    /// `unsigned int`, passed alike through C varargs).
+    fn control(&mut self, id: c_uint, value: c_int, name: &'static str) -> Result<(), AomError> {
+        let id = to_int(id)?;
+        // SAFETY: the context is initialised; `id` is an encoder control whose argument type is
+        // int or unsigned int (aomcx.h's AOM_CTRL_USE_TYPE), so one c_int vararg is what libaom
+        // reads.
+        let res = unsafe { sys::aom_codec_control(&mut *self.0, id, value) };
+        if res != sys::AOM_CODEC_OK {
+            return Err(codec_error(name, self.error(res)));
+        }
+        Ok(())
+    }
+
+    /// Encodes `img` as the only frame and flushes; returns the frame packets' bytes.
+    fn encode(&mut self, img: &Image) -> Result<Vec<u8>, AomError> {
+        let mut out = Vec::new();
+        // SAFETY: the context is initialised; `img` is a live image allocated by libaom with
+        // the configured size and a format the encoder accepts; libaom reads it during the call
+        // only.
+        let res = unsafe { sys::aom_codec_encode(&mut *self.0, img.0.as_ptr(), 0, 1, 0) };
+        if res != sys::AOM_CODEC_OK {
+            return Err(codec_error("aom_codec_encode", self.error(res)));
+        }
+        self.drain(&mut out)?;
+        // A null image flushes the encoder.
+        // SAFETY: as above; a null image is the documented flush.
+        let res = unsafe { sys::aom_codec_encode(&mut *self.0, std::ptr::null(), 0, 0, 0) };
+        if res != sys::AOM_CODEC_OK {
+            return Err(codec_error("aom_codec_encode (flush)", self.error(res)));
+        }
+        self.drain(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the frame packets libaom has ready to `out`.
+    fn drain(&mut self, out: &mut Vec<u8>) -> Result<(), AomError> {
+        let mut iter: sys::aom_codec_iter_t = std::ptr::null();
+        loop {
+            // SAFETY: the context is initialised and `iter` is the iterator storage libaom
+            // expects (null on the first call).
+            let pkt = unsafe { sys::aom_codec_get_cx_data(&mut *self.0, &mut iter) };
+            if pkt.is_null() {
+                return Ok(());
+            }
+            // SAFETY: a non-null packet is valid until the next libaom call on this context;
+            // `kind` says which union member is live; a frame packet's `buf` holds `sz` bytes
+            // (checked for null).
+            let frame = unsafe {
+                if (*pkt).kind != sys::AOM_CODEC_CX_FRAME_PKT {
+                    continue;
+                }
+                let f = (*pkt).data.frame;
+                if f.sz == 0 {
+                    continue;
+                }
+                if f.buf.is_null() {
+                    return Err(AomError::NoFrame);
+                }
+                std::slice::from_raw_parts(f.buf.cast::<u8>(), f.sz)
+            };
+            out.try_reserve(frame.len())
+                .map_err(|_| AomError::Invalid("out of memory"))?;
+            out.extend_from_slice(frame);
+        }
+    }
+
+    /// libaom's message and detail for the context's last error.
+    fn error(&self, res: sys::aom_codec_err_t) -> String {
+        match detail(&self.0) {
+            Some(d) => format!("{}: {d}", err_string(res)),
+            None => err_string(res),
+        }
+    }
+}
+
+/// The context's error detail, if any.
+fn detail(ctx: &sys::aom_codec_ctx_t) -> Option<String> {
+    // SAFETY: aom_codec_error_detail reads the context's `err_detail` pointer (null or a
+    // NUL-terminated string owned by the context or static) and tolerates an uninitialised
+    // (zeroed) context.
+    let d = unsafe { sys::aom_codec_error_detail(ctx) };
+    if d.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated (above); copied before the context changes.
+    Some(unsafe { CStr::from_ptr(d) }.to_string_lossy().into_owned())
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // SAFETY: the context was initialised by aom_codec_enc_init_ver (Encoder is only built
+        // after it succeeded) and is destroyed once, here.
+        unsafe { sys::aom_codec_destroy(&mut *self.0) };
+    }
+}
+
+/// An image allocated by libaom (`aom_img_alloc`), freed on drop.
+struct Image(NonNull<sys::aom_image_t>);
+
+/// One plane of an [`Image`]: `rows` rows of `stride` bytes, `width` samples of
+/// `bytes_per_sample` (1, or 2 for native-endian 16-bit samples) used per row.
+struct PlaneMut<'a> {
+    rows: &'a mut [u8],
+    stride: usize,
+    width: usize,
+    height: usize,
+    bytes_per_sample: usize,
+}
+
+impl PlaneMut<'_> {
+    /// Writes `samples` (one row of `width` values) into row `y`.
+    fn put_row(&mut self, y: usize, samples: impl Iterator<Item = u16>) {
+        let row = &mut self.rows[y * self.stride..][..self.width * self.bytes_per_sample];
+        if self.bytes_per_sample == 1 {
+            for (out, v) in row.iter_mut().zip(samples) {
+                // 8-bit images only get 8-bit values.
+                *out = v as u8;
+            }
+        } else {
+            for (out, v) in row.chunks_exact_mut(2).zip(samples) {
+                out.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+    }
+}
+
+impl Image {
+    /// A `fmt` image (4:4:4 or 4:2:0) of `width` x `height` with `depth`-bit samples (8, or 10
+    /// stored in 16 bits).
+    fn new(fmt: sys::aom_img_fmt_t, width: u32, height: u32, depth: u8) -> Result<Self, AomError> {
+        let fmt = if depth > 8 {
+            fmt | sys::AOM_IMG_FMT_HIGHBITDEPTH
+        } else {
+            fmt
+        };
+        // SAFETY: a null descriptor asks libaom to allocate one; the size is within its limit
+        // (2^27, checked against MAX_DIMENSION by the caller); alignment 1 is allowed.
+        let img = unsafe { sys::aom_img_alloc(std::ptr::null_mut(), fmt, width, height, 1) };
+        let mut img = NonNull::new(img)
+            .map(Image)
+            .ok_or(AomError::Invalid("aom_img_alloc failed (out of memory)"))?;
+        // SAFETY: the descriptor was just returned by aom_img_alloc and is not borrowed.
+        let desc = unsafe { img.0.as_mut() };
+        desc.bit_depth = c_uint::from(depth);
+        Ok(img)
+    }
+
+    /// Width, height and bits per sample.
+    fn geometry(&self) -> (u32, u32, u8) {
+        // SAFETY: the descriptor was returned by aom_img_alloc and lives as long as `self`.
+        let img = unsafe { self.0.as_ref() };
+        let depth = if img.fmt & sys::AOM_IMG_FMT_HIGHBITDEPTH != 0 {
+            10
+        } else {
+            8
+        };
+        (img.d_w, img.d_h, depth)
+    }
+
+    /// Plane `i` (0 = Y, 1 = U, 2 = V).
+    fn plane_mut(&mut self, i: usize) -> Result<PlaneMut<'_>, AomError> {
+        // SAFETY: the descriptor was returned by aom_img_alloc and is not otherwise borrowed.
+        let img = unsafe { self.0.as_mut() };
+        let bytes_per_sample = if img.fmt & sys::AOM_IMG_FMT_HIGHBITDEPTH != 0 {
+            2
+        } else {
+            1
+        };
+        let (w, h) = (img.d_w as usize, img.d_h as usize);
+        let (width, height) = if i == 0 {
+            (w, h)
+        } else {
+            (
+                (w + img.x_chroma_shift as usize) >> img.x_chroma_shift,
+                (h + img.y_chroma_shift as usize) >> img.y_chroma_shift,
+            )
+        };
+        let bad = || AomError::Invalid("unexpected aom image layout");
+        let ptr = *img.planes.get(i).ok_or_else(bad)?;
+        let stride = usize::try_from(*img.stride.get(i).ok_or_else(bad)?).map_err(|_| bad())?;
+        if ptr.is_null() || stride < width * bytes_per_sample {
+            return Err(bad());
+        }
+        // SAFETY: aom_img_alloc allocated plane `i` as `height` rows of `stride` bytes starting
+        // at `ptr` (`height` and `width` follow the format's chroma shifts, samples are 2 bytes
+        // in a high-bit-depth format); the slice borrows `self` mutably, so nothing else
+        // touches the plane while it lives.
+        let rows = unsafe { std::slice::from_raw_parts_mut(ptr, stride * height) };
+        Ok(PlaneMut {
+            rows,
+            stride,
+            width,
+            height,
+            bytes_per_sample,
+        })
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // SAFETY: allocated by aom_img_alloc (with a null descriptor, so the descriptor and
+        // its buffer are libaom's) and freed once, here.
+        unsafe { sys::aom_img_free(self.0.as_ptr()) }
+    }
+}
+
+/// libheif's RGB → YCbCr for full range (`Op_RGB24_32_to_YCbCr`, libheif
+/// color-conversion/rgb2yuv.cc): coefficients from Kr/Kb of the target matrix (BT.601:
+/// 0.299 / 0.114, nclx.cc `get_RGB_to_YCbCr_coefficients`) in `f32`, rounded by adding 0.5
+/// and truncating (`clip_f_u8`). At 10 bits the same values scaled to 0–1023 (chroma centred
+/// on 512).
+fn rgb_to_yuv444(pixels: &[u8], channels: usize, img: &mut Image) -> Result<(), AomError> {
+    const KR: f32 = 0.299;
+    const KB: f32 = 0.114;
+    const KG: f32 = 1.0 - KR - KB;
+    let (_, _, depth) = img.geometry();
+    let max = (1u16 << depth) - 1;
+    let scale = f32::from(max) / 255.0;
+    let half = f32::from(1u16 << (depth - 1));
+    let clip = |v: f32| ((v + 0.5) as i32).clamp(0, i32::from(max)) as u16;
+    let planes = [
+        ([KR, KG, KB], 0.0),
+        ([-KR / (1.0 - KB) / 2.0, -KG / (1.0 - KB) / 2.0, 0.5], half),
+        ([0.5, -KG / (1.0 - KR) / 2.0, -KB / (1.0 - KR) / 2.0], half),
+    ];
+    for (i, (c, offset)) in planes.into_iter().enumerate() {
+        let mut plane = img.plane_mut(i)?;
+        let row_bytes = plane.width * channels;
+        if pixels.len() != row_bytes * plane.height {
+            return Err(AomError::Invalid("plane does not match the image"));
+        }
+        for (y, src) in pixels.chunks_exact(row_bytes).enumerate() {
+            plane.put_row(
+                y,
+                src.chunks_exact(channels).map(|p| {
+                    let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+                    if depth == 8 {
+                        clip(r * c[0] + g * c[1] + b * c[2] + offset)
+                    } else {
+                        clip((r * c[0] + g * c[1] + b * c[2]) * scale + offset)
+                    }
+                }),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The alpha channel of RGBA `pixels` as the luma of a 4:2:0 image whose chroma is mid-grey
+/// (what libheif gives libaom for a monochrome image; libaom codes only luma with
+/// `monochrome`). At 10 bits, `a << 2 | a >> 6` (0 and 255 stay the ends of the range).
+fn fill_alpha(pixels: &[u8], img: &mut Image) -> Result<(), AomError> {
+    let (_, _, depth) = img.geometry();
+    let widen = |a: u8| {
+        let a = u16::from(a);
+        if depth == 8 { a } else { (a << 2) | (a >> 6) }
+    };
+    let mut luma = img.plane_mut(0)?;
+    if pixels.len() != luma.width * luma.height * 4 {
+        return Err(AomError::Invalid("plane does not match the image"));
+    }
+    for (y, src) in pixels.chunks_exact(luma.width * 4).enumerate() {
+        luma.put_row(y, src.chunks_exact(4).map(|p| widen(p[3])));
+    }
+    let mid = 1u16 << (depth - 1);
+    for i in [1, 2] {
+        let mut chroma = img.plane_mut(i)?;
+        for y in 0..chroma.height {
+            chroma.put_row(y, std::iter::repeat(mid));
+        }
+    }
+    Ok(())
+}
+
+/// `obus` without its temporal delimiter OBUs (AV1 in ISOBMFF: they are not stored in
+/// samples), or unchanged when it cannot be parsed as OBUs with size fields.
+fn without_temporal_delimiters(obus: &[u8]) -> Vec<u8> {
+    const OBU_TEMPORAL_DELIMITER: u8 = 2;
+    let mut out = Vec::with_capacity(obus.len());
+    let mut at = 0;
+    while at < obus.len() {
+        let header = obus[at];
+        let kind = (header >> 3) & 0x0f;
+        let has_extension = header & 0x04 != 0;
+        let has_size = header & 0x02 != 0;
+        let mut pos = at + 1 + usize::from(has_extension);
+        if !has_size {
+            return obus.to_vec();
+        }
+        let Some((size, leb_len)) = leb128(obus.get(pos..).unwrap_or_default()) else {
+            return obus.to_vec();
+        };
+        pos += leb_len;
+        let Some(end) = pos.checked_add(size).filter(|&e| e <= obus.len()) else {
+            return obus.to_vec();
+        };
+        if kind != OBU_TEMPORAL_DELIMITER {
+            out.extend_from_slice(&obus[at..end]);
+        }
+        at = end;
+    }
+    out
+}
+
+/// An unsigned LEB128 value (at most 8 bytes, as AV1 allows) and its length.
+fn leb128(b: &[u8]) -> Option<(usize, usize)> {
+    let mut value: u64 = 0;
+    for (i, byte) in b.iter().take(8).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A textured gradient (RGB or RGBA with a horizontal alpha ramp).
+    fn gradient(w: u32, h: u32, layout: Layout) -> Vec<u8> {
+        let mut px = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                let t = ((x / 4 + y / 4) % 2 * 30) as u8;
+                px.extend_from_slice(&[(x * 200 / w) as u8 + t, (y * 200 / h) as u8, 100 + t]);
+                if layout == Layout::Rgba {
+                    px.push((x * 255 / w) as u8);
+                }
+            }
+        }
+        px
+    }
+
+    /// The payloads of the boxes named `kind` in `b` (descending into `meta`, `iprp`, `ipco`).
+    fn find_boxes<'a>(b: &'a [u8], kind: &[u8; 4], out: &mut Vec<&'a [u8]>) {
+        let mut at = 0;
+        while at + 8 <= b.len() {
+            let size = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+            if size < 8 || at + size > b.len() {
+                return;
+            }
+            let (k, payload) = (&b[at + 4..at + 8], &b[at + 8..at + size]);
+            if k == kind {
+                out.push(payload);
+            }
+            match k {
+                b"meta" => find_boxes(payload.get(4..).unwrap_or_default(), kind, out),
+                b"iprp" | b"ipco" => find_boxes(payload, kind, out),
+                _ => {}
+            }
+            at += size;
+        }
+    }
+
+    /// `av1C`'s seq_profile, high_bitdepth and monochrome of one item.
+    type Av1c = (u8, bool, bool);
+
+    /// The `av1C` of each item, and the `pixi` depths.
+    fn items(avif: &[u8]) -> (Vec<Av1c>, Vec<Vec<u8>>) {
+        let (mut av1c, mut pixi) = (Vec::new(), Vec::new());
+        find_boxes(avif, b"av1C", &mut av1c);
+        find_boxes(avif, b"pixi", &mut pixi);
+        let av1c = av1c
+            .iter()
+            .map(|c| (c[1] >> 5, c[2] & 0x40 != 0, c[2] & 0x10 != 0))
+            .collect();
+        let pixi = pixi.iter().map(|p| p[5..].to_vec()).collect();
+        (av1c, pixi)
+    }
+
+    #[test]
+    fn cq_level_is_libheifs_mapping() {
+        assert_eq!(cq_level(47), 33);
+        assert_eq!(cq_level(100), 0);
+        assert_eq!(cq_level(1), 62);
+        assert_eq!(cq_level(0), 63);
+        assert_eq!(cq_level(255), 0);
+    }
+
+    #[test]
+    fn encodes_rgb_at_8_and_10_bits() -> Result<(), AomError> {
+        let px = gradient(96, 64, Layout::Rgb);
+        for depth in [8, 10] {
+            let out = encode_at(&px, Layout::Rgb, 96, 64, 47, depth)?;
+            assert_eq!(&out[4..12], b"ftypavif");
+            let (av1c, pixi) = items(&out);
+            // One 4:4:4 item (profile 1), no alpha.
+            assert_eq!(av1c, [(1, depth == 10, false)], "depth {depth}");
+            assert_eq!(pixi, [vec![depth; 3]]);
+            // Lower quality, fewer bytes.
+            assert!(encode_at(&px, Layout::Rgb, 96, 64, 10, depth)?.len() < out.len());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn alpha_is_a_monochrome_item_when_not_opaque() -> Result<(), AomError> {
+        let px = gradient(64, 48, Layout::Rgba);
+        let out = encode(&px, Layout::Rgba, 64, 48, 47)?;
+        let (av1c, pixi) = items(&out);
+        let hbd = BIT_DEPTH > 8;
+        assert_eq!(av1c, [(1, hbd, false), (0, hbd, true)]);
+        assert_eq!(pixi, [vec![BIT_DEPTH; 3], vec![BIT_DEPTH]]);
+        let mut auxc = Vec::new();
+        find_boxes(&out, b"auxC", &mut auxc);
+        assert_eq!(auxc.len(), 1);
+        // Opaque RGBA: colour only.
+        let opaque: Vec<u8> = [200, 100, 50, 255].repeat(32 * 32);
+        let (av1c, _) = items(&encode(&opaque, Layout::Rgba, 32, 32, 47)?);
+        assert_eq!(av1c.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn odd_sizes_and_one_pixel_images_encode() -> Result<(), AomError> {
+        for (w, h) in [(1, 1), (3, 5), (17, 1), (1, 33)] {
+            let px = gradient(w, h, Layout::Rgba);
+            let out = encode(&px, Layout::Rgba, w, h, 47)?;
+            let mut ispe = Vec::new();
+            find_boxes(&out, b"ispe", &mut ispe);
+            let dims = |p: &[u8]| {
+                (
+                    u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                    u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+                )
+            };
+            assert_eq!(ispe.first().map(|p| dims(p)), Some((w, h)));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_bad_sizes_and_buffers() {
+        let px = vec![0u8; 10 * 10 * 3];
+        let invalid = |r: Result<Vec<u8>, AomError>| matches!(r, Err(AomError::Invalid(_)));
+        assert!(invalid(encode(&px, Layout::Rgb, 10, 9, 50)));
+        assert!(invalid(encode(&px, Layout::Rgba, 10, 10, 50)));
+        assert!(invalid(encode(&[], Layout::Rgb, 0, 0, 50)));
+        assert!(invalid(encode(&px, Layout::Rgb, 65537, 1, 50)));
+        assert!(invalid(encode_at(&px, Layout::Rgb, 10, 10, 50, 12)));
+        // Out-of-range quality is clamped, not refused.
+        assert!(encode(&px, Layout::Rgb, 10, 10, 250).is_ok());
+    }
+
+    #[test]
+    fn drops_temporal_delimiters_only() {
+        // Temporal delimiter (type 2, size 0), sequence header (type 1, 2 bytes), padding
+        // (type 15, 1 byte).
+        let obus = [0x12, 0x00, 0x0a, 0x02, 0xaa, 0xbb, 0x7a, 0x01, 0xcc];
+        assert_eq!(
+            without_temporal_delimiters(&obus),
+            [0x0a, 0x02, 0xaa, 0xbb, 0x7a, 0x01, 0xcc]
+        );
+        // Truncated or without size fields: left as it is.
+        assert_eq!(without_temporal_delimiters(&obus[..4]), obus[..4]);
+        assert_eq!(without_temporal_delimiters(&[0x10]), [0x10]);
+        assert_eq!(leb128(&[0x80, 0x01]), Some((128, 2)));
+        assert_eq!(leb128(&[0x80; 9]), None);
+    }
+}
