@@ -685,20 +685,7 @@ fn leb128(b: &[u8]) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
 
-    /// A textured gradient (RGB or RGBA with a horizontal alpha ramp).
-    fn gradient(w: u32, h: u32, layout: Layout) -> Vec<u8> {
-        let mut px = Vec::new();
-        for y in 0..h {
-            for x in 0..w {
-                let t = ((x / 4 + y / 4) % 2 * 30) as u8;
-                px.extend_from_slice(&[(x * 200 / w) as u8 + t, (y * 200 / h) as u8, 100 + t]);
-                if layout == Layout::Rgba {
-                    px.push((x * 255 / w) as u8);
-                }
-            }
-        }
-        px
-    }
+    use crate::webp::tests::gradient;
 
     /// The payloads of the boxes named `kind` in `b` (descending into `meta`, `iprp`, `ipco`).
     fn find_boxes<'a>(b: &'a [u8], kind: &[u8; 4], out: &mut Vec<&'a [u8]>) {

@@ -333,17 +333,14 @@ fn encode_webp(
     h: u32,
     quality: u8,
 ) -> Result<Vec<u8>, TransformError> {
-    let layout = if channels == 4 {
-        crate::webp::Layout::Rgba
-    } else {
-        crate::webp::Layout::Rgb
-    };
-    crate::webp::encode(pixels, layout, w, h, f32::from(quality)).map_err(|e| {
-        TransformError::Encode {
-            format: detect::WEBP,
-            reason: e.to_string(),
-        }
-    })
+    crate::webp::encode(
+        pixels,
+        crate::webp::Layout::from_channels(channels),
+        w,
+        h,
+        f32::from(quality),
+    )
+    .map_err(encode_failed(detect::WEBP))
 }
 
 /// AVIF quality as next asks sharp for it (`max(round(q * 50 / 80), 1)`, scaled "to try and
@@ -402,17 +399,14 @@ fn encode_avif(
     h: u32,
     quality: u8,
 ) -> Result<Vec<u8>, TransformError> {
-    let layout = if channels == 4 {
-        crate::aom::Layout::Rgba
-    } else {
-        crate::aom::Layout::Rgb
-    };
-    crate::aom::encode(pixels, layout, w, h, next_avif_quality(quality)).map_err(|e| {
-        TransformError::Encode {
-            format: detect::AVIF,
-            reason: e.to_string(),
-        }
-    })
+    crate::aom::encode(
+        pixels,
+        crate::webp::Layout::from_channels(channels),
+        w,
+        h,
+        next_avif_quality(quality),
+    )
+    .map_err(encode_failed(detect::AVIF))
 }
 
 /// AVIF (AV1 intra frame, 4:4:4 like sharp's default; 8 or 10 bits, `AVIF_BIT_DEPTH`), alpha kept.
@@ -446,10 +440,17 @@ fn encode_avif(
     };
     encoded
         .map(|e| e.avif_file)
-        .map_err(|e| TransformError::Encode {
-            format: detect::AVIF,
-            reason: e.to_string(),
-        })
+        .map_err(encode_failed(detect::AVIF))
+}
+
+/// An encoder's failure as the transform's error for `format`.
+fn encode_failed<E: std::fmt::Display>(
+    format: &'static str,
+) -> impl Fn(E) -> TransformError + Copy {
+    move |e| TransformError::Encode {
+        format,
+        reason: e.to_string(),
+    }
 }
 
 /// mozjpeg with its default (max compression) profile: progressive, trellis, optimized scans,
@@ -468,10 +469,7 @@ fn encode_jpeg(pixels: &[u8], w: u32, h: u32, quality: u8) -> Result<Vec<u8>, Tr
     // libjpeg reports errors by unwinding out of its error handler.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(TransformError::Encode {
-            format: detect::JPEG,
-            reason: e.to_string(),
-        }),
+        Ok(Err(e)) => Err(encode_failed(detect::JPEG)(e)),
         Err(_) => Err(TransformError::Encode {
             format: detect::JPEG,
             reason: "libjpeg error".into(),
@@ -492,10 +490,7 @@ fn encode_png(pixels: &[u8], channels: usize, w: u32, h: u32) -> Result<Vec<u8>,
             .collect()
     };
     let (palette, indices) = crate::quantize::quantize(&rgba, w as usize);
-    let err = |e: png::EncodingError| TransformError::Encode {
-        format: detect::PNG,
-        reason: e.to_string(),
-    };
+    let err = encode_failed::<png::EncodingError>(detect::PNG);
     let depth = match palette.len() {
         0..=2 => png::BitDepth::One,
         3..=4 => png::BitDepth::Two,

@@ -50,6 +50,15 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// The layout of packed pixels with `channels` bytes each: RGBA for 4, RGB otherwise.
+    pub fn from_channels(channels: usize) -> Layout {
+        if channels == 4 {
+            Layout::Rgba
+        } else {
+            Layout::Rgb
+        }
+    }
+
     /// Bytes per pixel.
     pub fn channels(self) -> usize {
         match self {
@@ -347,11 +356,12 @@ pub fn decode(input: &[u8], max_pixels: u64) -> Result<Decoded, WebpError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A textured gradient, so the encoder has something to do.
-    fn gradient(w: u32, h: u32, layout: Layout) -> Vec<u8> {
+    /// A textured gradient, so an encoder has something to do (RGBA: a horizontal alpha ramp).
+    /// Shared with aom.rs's tests.
+    pub(crate) fn gradient(w: u32, h: u32, layout: Layout) -> Vec<u8> {
         let mut px = Vec::new();
         for y in 0..h {
             for x in 0..w {
