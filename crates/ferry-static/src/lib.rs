@@ -58,8 +58,9 @@ pub use range::{RangeDecision, parse_range};
 /// Files (and variants) smaller than this are kept in memory.
 pub const SMALL_FILE_LIMIT: u64 = 64 * 1024;
 /// Read size when streaming a large file from disk. Under glibc's mmap threshold as `ferry start`
-/// fixes it (128 KiB, for image buffers): a 128 KiB read buffer was mapped and unmapped for every
-/// chunk, which halved a 348 KB chunk's req/s (10.1k → 4.5k on one core).
+/// fixes it (`crates/ferry-cli/src/alloc.rs`; it was 128 KiB when this was measured): a 128 KiB
+/// read buffer was mapped and unmapped for every chunk, which halved a 348 KB chunk's req/s
+/// (10.1k → 4.5k on one core).
 pub const STREAM_CHUNK: usize = 64 * 1024;
 
 /// `Cache-Control` of content-addressed `_next/static` files (measured from next start).
