@@ -168,6 +168,11 @@ fn config(quality: f32) -> Result<sys::WebPConfig, WebpError> {
     config.method = 4;
     config.alpha_compression = 1;
     config.alpha_quality = 100;
+    // A second thread for the alpha plane (encoded at the same time as the colour) and for
+    // half of the analysis pass: the bytes are the same, only the latency drops when a core
+    // is free. The lossless alpha plane is most of an alpha image's time: 5 of 6.6 ms for
+    // alpha.png at 240 px, 48 of 62 ms for a 640 px photo cut-out with soft edges.
+    config.thread_level = 1;
     // SAFETY: `config` is a valid, initialised struct.
     if unsafe { sys::WebPValidateConfig(&config) } == 0 {
         return Err(WebpError::Setup("WebPValidateConfig refused the settings"));
