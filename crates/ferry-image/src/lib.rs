@@ -20,6 +20,7 @@ pub mod detect;
 pub mod fetch;
 pub mod params;
 mod quantize;
+mod resample;
 pub mod shared;
 pub mod transform;
 pub mod webp;

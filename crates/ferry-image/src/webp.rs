@@ -294,6 +294,28 @@ pub struct Decoded {
 /// Decodes a still WebP (RGB, or RGBA when it has alpha) at its full size, refusing
 /// animations and images over `max_pixels` before any pixel buffer is allocated.
 pub fn decode(input: &[u8], max_pixels: u64) -> Result<Decoded, WebpError> {
+    decode_at(input, max_pixels, None)
+}
+
+/// Decodes a still WebP scaled to `width` x `height` by libwebp's rescaler as it decodes
+/// (`options.use_scaling`): what libvips' webpload does when sharp shrinks a WebP on load
+/// (`webpload` with `scale`, libvips `foreign/webp2vips.c`), so the pixels are sharp's. Same
+/// refusals as [`decode`]; `max_pixels` applies to the size the header declares.
+pub fn decode_scaled(
+    input: &[u8],
+    max_pixels: u64,
+    width: u32,
+    height: u32,
+) -> Result<Decoded, WebpError> {
+    decode_at(input, max_pixels, Some((width, height)))
+}
+
+/// [`decode`], at the header's size or at `scaled`.
+fn decode_at(
+    input: &[u8],
+    max_pixels: u64,
+    scaled: Option<(u32, u32)>,
+) -> Result<Decoded, WebpError> {
     let f = features(input)?;
     if f.has_animation {
         return Err(WebpError::Decode(
@@ -308,7 +330,8 @@ pub fn decode(input: &[u8], max_pixels: u64) -> Result<Decoded, WebpError> {
     } else {
         Layout::Rgb
     };
-    let (stride, len) = geometry(f.width, f.height, layout)?;
+    let (width, height) = scaled.unwrap_or((f.width, f.height));
+    let (stride, len) = geometry(width, height, layout)?;
     let mut pixels = vec![0u8; len];
 
     let mut config = MaybeUninit::<sys::WebPDecoderConfig>::zeroed();
@@ -329,6 +352,12 @@ pub fn decode(input: &[u8], max_pixels: u64) -> Result<Decoded, WebpError> {
         Layout::Rgb => sys::WEBP_CSP_MODE::MODE_RGB,
         Layout::Rgba => sys::WEBP_CSP_MODE::MODE_RGBA,
     };
+    if scaled.is_some() {
+        // `geometry` has checked the size is positive and fits a C int.
+        config.options.use_scaling = 1;
+        config.options.scaled_width = width as c_int;
+        config.options.scaled_height = height as c_int;
+    }
     // Decode straight into `pixels`: libwebp writes `stride * height` bytes at most, checked
     // against `size` by libwebp itself (it refuses a buffer too small for the image).
     config.output.is_external_memory = 1;
@@ -338,8 +367,8 @@ pub fn decode(input: &[u8], max_pixels: u64) -> Result<Decoded, WebpError> {
         size: pixels.len(),
     };
     // SAFETY: `input` is a valid slice; `config.output` points at `pixels`, exactly
-    // `stride * height` bytes for the size the header declared, alive and not otherwise
-    // borrowed during the call.
+    // `stride * height` bytes for the size decoded (the header's, or the scaled size libwebp
+    // is told), alive and not otherwise borrowed during the call.
     let status = unsafe { sys::WebPDecode(input.as_ptr(), input.len(), &mut config) };
     // Decoder-owned memory (none with an external buffer, but the API asks for it) is freed on
     // every path.
@@ -349,12 +378,14 @@ pub fn decode(input: &[u8], max_pixels: u64) -> Result<Decoded, WebpError> {
     if status != sys::VP8StatusCode::VP8_STATUS_OK {
         return Err(WebpError::Decode(status));
     }
-    if u32::try_from(out_w).ok() != Some(f.width) || u32::try_from(out_h).ok() != Some(f.height) {
-        return Err(WebpError::Invalid("decoded size differs from the header"));
+    if u32::try_from(out_w).ok() != Some(width) || u32::try_from(out_h).ok() != Some(height) {
+        return Err(WebpError::Invalid(
+            "decoded size differs from the one asked for",
+        ));
     }
     Ok(Decoded {
-        width: f.width,
-        height: f.height,
+        width,
+        height,
         layout,
         pixels,
     })
@@ -501,6 +532,28 @@ pub(crate) mod tests {
             .map(|(a, b)| u64::from(a.abs_diff(*b)))
             .sum();
         assert!(diff * 10 / (d.pixels.len() as u64) < 20);
+        Ok(())
+    }
+
+    #[test]
+    fn decodes_scaled_to_the_size_asked_for() -> Result<(), Box<dyn std::error::Error>> {
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/photo.webp"
+        ))?;
+        let full = decode(&input, 1 << 24)?;
+        let d = decode_scaled(&input, 1 << 24, 128, 85)?;
+        assert_eq!((d.width, d.height, d.layout), (128, 85, Layout::Rgb));
+        assert_eq!(d.pixels.len(), 128 * 85 * 3);
+        // libwebp's rescaler averages areas: the mean colour survives the shrink.
+        let mean = |p: &[u8]| p.iter().map(|&v| f64::from(v)).sum::<f64>() / p.len() as f64;
+        assert!((mean(&d.pixels) - mean(&full.pixels)).abs() < 1.0);
+        // The pixel limit applies to the source, before anything is decoded.
+        assert_eq!(
+            decode_scaled(&input, 100, 16, 11).err(),
+            Some(WebpError::Invalid("more pixels than allowed"))
+        );
+        assert!(decode_scaled(&input, 1 << 24, 0, 11).is_err());
         Ok(())
     }
 }
