@@ -75,7 +75,7 @@ pub fn optimize(
     match content_type {
         detect::WEBP => encode_webp(pixels, channels, w, h, quality),
         detect::JPEG => encode_jpeg(pixels, w, h, quality),
-        detect::PNG => encode_png(pixels, channels, w, h),
+        detect::PNG => encode_png(pixels, channels, w, h, quality),
         detect::AVIF => encode_avif(pixels, channels, w, h, quality),
         other => Err(TransformError::Unsupported(other.to_owned())),
     }
@@ -535,8 +535,15 @@ fn encode_jpeg(pixels: &[u8], w: u32, h: u32, quality: u8) -> Result<Vec<u8>, Tr
 
 /// A palette PNG, as sharp's `png({ quality })` always makes (any of `quality`, `effort`,
 /// `colours`, `dither` turns sharp's `palette` on, and next passes `quality`): libimagequant
-/// there, `quantize` here; exact when the image has at most 256 colours.
-fn encode_png(pixels: &[u8], channels: usize, w: u32, h: u32) -> Result<Vec<u8>, TransformError> {
+/// there, `quantize` here (as few colours as `quality` allows; at 100, exact when the image has
+/// at most 256 colours).
+fn encode_png(
+    pixels: &[u8],
+    channels: usize,
+    w: u32,
+    h: u32,
+    quality: u8,
+) -> Result<Vec<u8>, TransformError> {
     let rgba: Vec<u8> = if channels == 4 {
         pixels.to_vec()
     } else {
@@ -545,7 +552,7 @@ fn encode_png(pixels: &[u8], channels: usize, w: u32, h: u32) -> Result<Vec<u8>,
             .flat_map(|p| [p[0], p[1], p[2], 255])
             .collect()
     };
-    let (palette, indices) = crate::quantize::quantize(&rgba, w as usize);
+    let (palette, indices) = crate::quantize::quantize(&rgba, w as usize, quality);
     let err = encode_failed::<png::EncodingError>(detect::PNG);
     let depth = match palette.len() {
         0..=2 => png::BitDepth::One,
