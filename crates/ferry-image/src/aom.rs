@@ -1,7 +1,8 @@
 //! AVIF output encoded by libaom, the AV1 encoder sharp uses (sharp → libvips `heifsave` →
 //! libheif's aom plugin → libaom), with the settings that chain gives libaom for next's
 //! `avif({ quality, effort: 3 })` — except `tune=iq`, which libaom 3.11 lacks and which is
-//! stood in for (see `CQ_OFFSET` and `BIT_DEPTH`) — and a safe API on top.
+//! stood in for by settings chosen per kind of image (see [`Content`] and [`Tuning`]) — and a
+//! safe API on top.
 //!
 //! libaom 3.11.0 is vendored by `libaom-sys` (built from C by cmake, with nasm for its x86
 //! assembly, linked statically; encoder only). The AV1 items are wrapped into an AVIF file by
@@ -60,19 +61,106 @@ const MAX_DIMENSION: u32 = 65536;
 /// cost ~5× the CPU (all-intra speed 6 caps partitions at 32×32 and prunes most searches).
 const CPU_USED: c_int = 6;
 
-/// Bits per sample of the coded images. sharp codes 8 (`bitdepth` default); libaom 3.11 at 8
-/// bits does not reach sharp's SSIM on photos within 10 % of its bytes (docs/image.md, "AVIF"),
-/// at 10 bits it does, at or under sharp's CPU. 8 or 10 (8 is one constant away).
-const BIT_DEPTH: u8 = 10;
+/// The settings that stand in for `tune=iq` on the colour image. sharp's libheif 1.23 asks
+/// libaom 3.15 for `tune=iq` on colour (what sharp's `tune: 'auto'` becomes; seen in its files:
+/// luma quantization matrix level 8 and chroma level 2, chroma AC delta-q +24, delta-q, CDEF,
+/// loop-filter sharpness 1, base_q_idx 156 at cq-level 33; screen-content tools on
+/// screenshots and diagrams). libaom 3.11 has no `iq` (added in 3.12): it codes one
+/// quantization-matrix level for all three planes and a fixed chroma delta-q of +2, so no
+/// single setting serves every image (docs/image.md, "AVIF"). CDEF and chroma delta-q are on
+/// for every kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tuning {
+    /// Bits per sample (8 or 10; sharp codes 8).
+    depth: u8,
+    /// How many `cq-level` steps below libheif's mapping the colour image is coded.
+    cq_offset: u32,
+    /// Quantization-matrix levels.
+    qm: Qm,
+    /// `AOME_SET_SHARPNESS`: in 3.11 only the trellis reads it; any value above 0 keeps it
+    /// from zeroing ±1 coefficients and cutting the end of block early (txb_rdopt.c).
+    sharpness: c_int,
+    /// `AV1E_SET_TUNE_CONTENT` = screen: palette and the other screen-content tools.
+    screen_content: bool,
+}
 
-/// How many `cq-level` steps below libheif's mapping the colour image is coded, at 8 and at 10
-/// bits. sharp's libheif 1.23 asks libaom 3.15 for `tune=iq` on colour (what sharp's
-/// `tune: 'auto'` becomes; seen in its files: quantization matrices, chroma AC delta-q +24,
-/// delta-q, CDEF, base_q_idx 156 at cq-level 33). libaom 3.11 has no `iq` (added in 3.12); what stands in for it here — CDEF,
-/// quantization matrices at levels 0–2, chroma delta-q, trellis sharpness and this offset — was
-/// fitted on the bench's images so next's q 50, 75 and 90 land at or above sharp's SSIM within
-/// 10 % of its bytes (10 bits; at 8 bits the photos stay up to 0.0008 below at +7–16 %).
-const CQ_OFFSET: [u32; 2] = [6, 4];
+/// The quantization-matrix levels of a colour image (0 steepest … 15 flat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Qm {
+    /// libaom's own mapping, `min + qindex * (max + 1 - min) / 256`, over `min..=max`.
+    Range(c_int, c_int),
+    /// The level libaom 3.12+ picks for luma in all-intra (`aom_get_qmlevel_allintra`,
+    /// av1/common/quant_common.h: 8 at qindex 101–160, sharp's luma level), for every plane.
+    AllIntra,
+}
+
+/// What the colour image holds ([`classify`]), which decides its [`Tuning`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Content {
+    /// Screenshots, diagrams, charts: areas of few colours (anti-aliased edges included).
+    Graphic,
+    /// Colour fields and gradients: more detail in Cb + Cr than in luma, or little luma detail
+    /// at all (the bench's fixtures: photo.jpg, photo.webp, alpha.png, ferry.png).
+    Smooth,
+    /// The rest: photos, with luma texture.
+    Photo,
+}
+
+impl Content {
+    /// Measured at next's q 50, 75 and 90 on 12 images (the bench's fixtures, two photos,
+    /// screenshots and diagrams) at widths 3840, 640 and 256 (31 distinct sizes), against
+    /// sharp 0.35.5's own files: bytes at sharp's luma SSIM, each setting swept over
+    /// `cq-level` (docs/image.md, "AVIF").
+    fn tuning(self) -> Tuning {
+        match self {
+            // The screen-content tools (palette) cut up to a third of the bytes at sharp's
+            // SSIM where libaom 3.11's own test (blocks of 2–4 luma values) leaves them off
+            // because text is anti-aliased (image1.png 36 %, terminal_output.png at 640 px
+            // 29 %); sharp's libaom 3.15 has them on for image1, trpl14-01, nrf52-memory-map
+            // and cargo-concurrency-over-time (`allow_screen_content_tools` in its frame
+            // headers). With them, 8 bits (sharp's) need −7 … +6 % of 10 bits' bytes at
+            // sharp's SSIM, meet it within 10 % at more sizes (10 of 15 against 8 at q 75) and
+            // encode faster; flat matrices (level 8) and sharpness 0 need up to 12 % fewer
+            // bytes at equal SSIM than levels 0–2 and sharpness 1. One step below libheif's
+            // mapping is among the best offsets at q 50, 75 and 90 alike (7, 10 and 9 of 15
+            // sizes within 10 % at sharp's SSIM).
+            Content::Graphic => Tuning {
+                depth: 8,
+                cq_offset: 1,
+                qm: Qm::AllIntra,
+                sharpness: 0,
+                screen_content: true,
+            },
+            // Steep matrices suit these (sharp codes chroma, most of their bytes, at level 2;
+            // flat ones cost the gradient fixtures 3–8 % more at sharp's SSIM): levels 0–2 at
+            // 10 bits, sharpness 1, four steps below the mapping, the settings fitted before
+            // on the bench's fixtures, where 8 bits miss sharp's SSIM by up to 0.0008 at
+            // +7–16 % bytes. Chroma is 63–71 % of their bytes (with chroma flattened), which
+            // sharp quantizes 24 steps coarser than luma and libaom 3.11 only 2: what keeps
+            // photo.webp and the gradients at 256 px 14–30 % over sharp's bytes.
+            Content::Smooth => Tuning {
+                depth: 10,
+                cq_offset: 4,
+                qm: Qm::Range(0, 2),
+                sharpness: 1,
+                screen_content: false,
+            },
+            // On photos levels 0–2 strip the texture SSIM sees: flat matrices (sharp's luma
+            // level) need 17–21 % fewer bytes at sharp's SSIM (f3.jpg, verify.jpeg), sharpness
+            // 0 another 2–3 %; 8 bits 3–4 % more than 10. One step below the mapping keeps
+            // them at or above sharp's SSIM at q 50, 75 and 90; zero steps saves ~7 % and
+            // lands verify.jpeg just under it (0.9492 against 0.9493 at q 75, 0.0071 under at
+            // q 50).
+            Content::Photo => Tuning {
+                depth: 10,
+                cq_offset: 1,
+                qm: Qm::AllIntra,
+                sharpness: 0,
+                screen_content: false,
+            },
+        }
+    }
+}
 
 /// libaom's `cq-level` (0–63) for sharp's AVIF `quality` (1–100): libheif's aom plugin,
 /// `cq_level = ((100 - quality) * 63 + 50) / 100` (encoder_aom.cc).
@@ -93,47 +181,56 @@ pub fn encode(
     height: u32,
     quality: u8,
 ) -> Result<Vec<u8>, AomError> {
-    encode_at(pixels, layout, width, height, quality, BIT_DEPTH)
+    check(pixels, layout, width, height)?;
+    let content = classify(pixels, layout.channels(), width as usize, height as usize);
+    encode_at(pixels, layout, width, height, quality, content.tuning())
 }
 
-/// [`encode`] at `depth` bits per sample (8 or 10).
-fn encode_at(
-    pixels: &[u8],
-    layout: Layout,
-    width: u32,
-    height: u32,
-    quality: u8,
-    depth: u8,
-) -> Result<Vec<u8>, AomError> {
+/// Width, height and buffer length describe a valid image.
+fn check(pixels: &[u8], layout: Layout, width: u32, height: u32) -> Result<(), AomError> {
     if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
         return Err(AomError::Invalid("dimensions out of range"));
     }
-    if depth != 8 && depth != 10 {
-        return Err(AomError::Invalid("bit depth must be 8 or 10"));
-    }
-    let channels = layout.channels();
     let len = (width as usize)
         .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(channels))
+        .and_then(|n| n.checked_mul(layout.channels()))
         .ok_or(AomError::Invalid("image too large"))?;
     if pixels.len() != len {
         return Err(AomError::Invalid(
             "pixel buffer length does not match the size",
         ));
     }
+    Ok(())
+}
+
+/// [`encode`] with the colour image's settings given.
+fn encode_at(
+    pixels: &[u8],
+    layout: Layout,
+    width: u32,
+    height: u32,
+    quality: u8,
+    tuning: Tuning,
+) -> Result<Vec<u8>, AomError> {
+    check(pixels, layout, width, height)?;
+    let depth = tuning.depth;
+    if depth != 8 && depth != 10 {
+        return Err(AomError::Invalid("bit depth must be 8 or 10"));
+    }
+    let channels = layout.channels();
     let cq = cq_level(quality);
 
     let mut color_img = Image::new(sys::AOM_IMG_FMT_I444, width, height, depth)?;
     rgb_to_yuv444(pixels, channels, &mut color_img)?;
-    let color_cq = cq.saturating_sub(CQ_OFFSET[usize::from(depth > 8)]);
-    let color = encode_av1(&color_img, &COLOR, color_cq)?;
+    let color_cq = cq.saturating_sub(tuning.cq_offset);
+    let color = encode_av1(&color_img, &COLOR, color_cq, Some(tuning))?;
     drop(color_img);
 
     // Alpha only when it says something (an opaque RGBA source costs no alpha item).
     let alpha = if layout == Layout::Rgba && pixels.chunks_exact(4).any(|p| p[3] != 255) {
         let mut alpha_img = Image::new(sys::AOM_IMG_FMT_I420, width, height, depth)?;
         fill_alpha(pixels, &mut alpha_img)?;
-        Some(encode_av1(&alpha_img, &ALPHA, cq)?)
+        Some(encode_av1(&alpha_img, &ALPHA, cq, None)?)
     } else {
         None
     };
@@ -152,23 +249,186 @@ fn encode_at(
     Ok(out)
 }
 
+/// What `pixels` (`channels` 3 or 4, alpha ignored) hold, from two cheap passes over luma and
+/// chroma (a few ms for 4.7 megapixels against seconds of encoding).
+fn classify(pixels: &[u8], channels: usize, width: usize, height: usize) -> Content {
+    if is_graphic(pixels, channels, width, height) {
+        return Content::Graphic;
+    }
+    let (luma, chroma) = luma_chroma_detail(pixels, channels, width, height);
+    let pixels = (width * height) as u64;
+    if chroma > luma || luma < MIN_TEXTURE * pixels {
+        Content::Smooth
+    } else {
+        Content::Photo
+    }
+}
+
+/// The luma detail per pixel ([`luma_chroma_detail`], in thousandths of a level) below which
+/// an image is [`Content::Smooth`]: the photos of the corpus have 11–35 levels, the bench's fixtures
+/// 0.5–4, a 3840 px upscale of photo.jpg 0.4; coded as a photo that upscale's grey version
+/// lands 0.0003 under sharp's SSIM (60 % under its bytes), as smooth at it (37 % under).
+const MIN_TEXTURE: u64 = 6_000;
+
+/// The side of the blocks the screen-content test looks at, libaom's.
+const BLOCK: usize = 16;
+
+/// Whether the image is mostly areas of few colours, after libaom 3.13+'s anti-aliasing-aware
+/// screen-content estimate (`estimate_screen_content_antialiasing_aware`,
+/// av1/encoder/encoder.c, known here from descriptions of it: 16×16 blocks, thresholds 4, 40
+/// and 6 values, photo blocks at 1/16, 10 %), because 3.11's own test (2–4 luma values per
+/// block) misses anti-aliased text. Per 16×16 block of 8-bit luma: 2–4 distinct values, or
+/// 5–40 that fall to at most 6 once the most frequent value is grown over its 8 neighbours,
+/// make a few-colour block; more than 40 a photo block, which counts against them at 1/16.
+/// libaom asks for 10 % of the image's area; here 10 % of the blocks that are not a single
+/// value, so that a screenshot of text on a flat background qualifies (terminal_output.png:
+/// 775 few-colour blocks of 7676, 4944 of them flat; palette cuts 20–29 % of its bytes at
+/// sharp's SSIM, though sharp's libaom leaves it off there). On the corpus this picks exactly
+/// the screenshots and diagrams (cargo-concurrency-over-time, image1, nrf52-memory-map,
+/// terminal_output, trpl14-01) at every width, and none of the photos or gradients.
+fn is_graphic(pixels: &[u8], channels: usize, width: usize, height: usize) -> bool {
+    let (mut few, mut photo, mut flat, mut blocks) = (0usize, 0usize, 0usize, 0usize);
+    let mut luma = [0u8; BLOCK * BLOCK];
+    let mut counts = [0u16; 256];
+    for by in (0..height / BLOCK).map(|b| b * BLOCK) {
+        for bx in (0..width / BLOCK).map(|b| b * BLOCK) {
+            let (mut lo, mut hi) = (u8::MAX, 0u8);
+            for (y, out) in luma.chunks_exact_mut(BLOCK).enumerate() {
+                let start = ((by + y) * width + bx) * channels;
+                let row = &pixels[start..start + BLOCK * channels];
+                for (o, p) in out.iter_mut().zip(row.chunks_exact(channels)) {
+                    *o = luma8(p);
+                    lo = lo.min(*o);
+                    hi = hi.max(*o);
+                }
+            }
+            blocks += 1;
+            // A block spanning at most MIN_EDGE levels is a gentle ramp (sky, an upscaled
+            // gradient), not an edge: few values, but nothing a palette is for.
+            let edge = hi - lo > MIN_EDGE;
+            match distinct(&luma, &mut counts) {
+                1 => flat += 1,
+                2..=4 => few += usize::from(edge),
+                5..=40 => {
+                    if edge && distinct(&grow_dominant(&luma, &counts), &mut counts) <= 6 {
+                        few += 1;
+                    }
+                }
+                _ => photo += 1,
+            }
+        }
+    }
+    let few = few.saturating_sub(photo / 16);
+    few > 0 && few * 10 > blocks - flat
+}
+
+/// The luma span (8-bit levels) a few-colour block must exceed to count for a graphic. libaom
+/// counts smooth ramps too, and so flags a 3840 px upscale of the photo.jpg gradient (sharp's
+/// files have the tools on there); coded as a graphic that and its grey version come out
+/// 31–53 % under sharp's bytes but 0.0004–0.0005 under its SSIM, as a gradient 0.0000–0.0010
+/// over it at 18–38 % under. A span of 6 keeps every screenshot and diagram of the corpus a
+/// graphic but terminal_output.png at 256 px (which does better as a photo: +17 % against
+/// +28 % of sharp's bytes, both over its SSIM); 3 still takes the upscale, 10 also loses
+/// cargo-concurrency-over-time.png at 256 px and terminal_output.png at 640.
+const MIN_EDGE: u8 = 6;
+
+/// 8-bit BT.601 luma of an RGB(A) pixel (0.299, 0.587, 0.114 in 1/256ths).
+fn luma8(p: &[u8]) -> u8 {
+    let y = (77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2]) + 128) >> 8;
+    y.min(255) as u8
+}
+
+/// How many distinct values `block` holds; leaves their counts in `counts` (all zero on entry
+/// and on the next call's entry: the previous block's values are cleared first).
+fn distinct(block: &[u8; BLOCK * BLOCK], counts: &mut [u16; 256]) -> usize {
+    counts.fill(0);
+    let mut n = 0;
+    for &v in block {
+        let c = &mut counts[usize::from(v)];
+        n += usize::from(*c == 0);
+        *c += 1;
+    }
+    n
+}
+
+/// `block` with the most frequent value (per `counts`) spread over the 8 neighbours of each
+/// of its pixels: the anti-aliased fringe of text or lines folds into the dominant colour.
+fn grow_dominant(block: &[u8; BLOCK * BLOCK], counts: &[u16; 256]) -> [u8; BLOCK * BLOCK] {
+    let mut dominant = 0u8;
+    for (v, &c) in counts.iter().enumerate() {
+        if c > counts[usize::from(dominant)] {
+            dominant = v as u8;
+        }
+    }
+    let mut out = *block;
+    for y in 0..BLOCK {
+        for x in 0..BLOCK {
+            if block[y * BLOCK + x] != dominant {
+                continue;
+            }
+            for ny in y.saturating_sub(1)..(y + 2).min(BLOCK) {
+                for nx in x.saturating_sub(1)..(x + 2).min(BLOCK) {
+                    out[ny * BLOCK + nx] = dominant;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The image's detail in luma and in Cb + Cr (BT.601, thousandths of a level): the summed
+/// absolute differences between each pixel and its left and upper neighbours. Chroma over
+/// luma on the corpus, every width: the gradient fixtures (photo.jpg, rotated.jpg, photo.webp)
+/// 2.7–3.1, alpha.png and ferry.png 1.5–1.6, the photos 0.43–0.62, the screenshots and
+/// diagrams 0–0.54.
+fn luma_chroma_detail(pixels: &[u8], channels: usize, width: usize, height: usize) -> (u64, u64) {
+    // BT.601 Y, Cb, Cr in thousandths.
+    let ycc = |p: &[u8]| {
+        let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+        [
+            299 * r + 587 * g + 114 * b,
+            -169 * r - 331 * g + 500 * b,
+            500 * r - 419 * g - 81 * b,
+        ]
+    };
+    let (mut luma, mut chroma) = (0u64, 0u64);
+    let mut above: Vec<[i32; 3]> = Vec::with_capacity(width);
+    for (y, row) in pixels
+        .chunks_exact(width * channels)
+        .take(height)
+        .enumerate()
+    {
+        let mut left: Option<[i32; 3]> = None;
+        for (x, p) in row.chunks_exact(channels).enumerate() {
+            let c = ycc(p);
+            for n in left.iter().chain(if y > 0 { above.get(x) } else { None }) {
+                luma += u64::from(c[0].abs_diff(n[0]));
+                chroma += u64::from(c[1].abs_diff(n[1])) + u64::from(c[2].abs_diff(n[2]));
+            }
+            left = Some(c);
+            if y == 0 {
+                above.push(c);
+            } else if let Some(a) = above.get_mut(x) {
+                *a = c;
+            }
+        }
+    }
+    (luma, chroma)
+}
+
 /// What differs between the colour and the alpha image.
 struct Plane {
     /// Monochrome (the alpha plane) or 4:4:4 colour.
     monochrome: bool,
     /// `AOME_SET_TUNING`.
     tune: sys::aom_tune_metric,
-    /// The stand-ins for `tune=iq` (see [`CQ_OFFSET`]): CDEF, quantization matrices at levels
-    /// 0–2, chroma delta-q, trellis sharpness.
-    iq_stand_in: bool,
 }
 
-/// The colour image: tuned for SSIM (libheif's default tune before `iq`, encoder_aom.cc) with
-/// the stand-ins for `iq`.
+/// The colour image: tuned for SSIM (libheif's default tune before `iq`, encoder_aom.cc), with
+/// a [`Tuning`] standing in for `iq`.
 const COLOR: Plane = Plane {
     monochrome: false,
     tune: sys::AOM_TUNE_SSIM,
-    iq_stand_in: true,
 };
 
 /// The alpha image: libheif tunes alpha for PSNR; sharp's alpha items carry no quantization
@@ -176,12 +436,16 @@ const COLOR: Plane = Plane {
 const ALPHA: Plane = Plane {
     monochrome: true,
     tune: sys::AOM_TUNE_PSNR,
-    iq_stand_in: false,
 };
 
 /// One still AV1 frame (its OBUs, temporal delimiters left out) of `img` at `cq`, with libheif's
-/// aom settings as libvips and sharp leave them.
-fn encode_av1(img: &Image, plane: &Plane, cq: u32) -> Result<Vec<u8>, AomError> {
+/// aom settings as libvips and sharp leave them, and `tuning` for a colour image.
+fn encode_av1(
+    img: &Image,
+    plane: &Plane,
+    cq: u32,
+    tuning: Option<Tuning>,
+) -> Result<Vec<u8>, AomError> {
     let (width, height, depth) = img.geometry();
     // SAFETY: aom_codec_av1_cx returns a pointer to a static interface table (never null when
     // the encoder is compiled in, which libaom-sys's `av1_encoder` feature guarantees; checked).
@@ -278,22 +542,39 @@ fn encode_av1(img: &Image, plane: &Plane, cq: u32) -> Result<Vec<u8>, AomError> 
     )?;
     // libvips turns intra block copy off (libvips PR #4284: predictable encode times).
     enc.control(sys::AV1E_SET_ENABLE_INTRABC, 0, "AV1E_SET_ENABLE_INTRABC")?;
-    if plane.iq_stand_in {
+    if let Some(tuning) = tuning {
         // All-intra turns CDEF off by default in 3.11; `iq` turns it on.
         enc.control(sys::AV1E_SET_ENABLE_CDEF, 1, "AV1E_SET_ENABLE_CDEF")?;
-        // Quantization matrices; level = min + qindex * (max + 1 - min) / 256.
         enc.control(sys::AV1E_SET_ENABLE_QM, 1, "AV1E_SET_ENABLE_QM")?;
-        enc.control(sys::AV1E_SET_QM_MIN, 0, "AV1E_SET_QM_MIN")?;
-        enc.control(sys::AV1E_SET_QM_MAX, 2, "AV1E_SET_QM_MAX")?;
+        let (qm_min, qm_max) = match tuning.qm {
+            Qm::Range(min, max) => (min, max),
+            Qm::AllIntra => {
+                let level = qm_level_allintra(quantizer_to_qindex(cq));
+                (level, level)
+            }
+        };
+        enc.control(sys::AV1E_SET_QM_MIN, qm_min, "AV1E_SET_QM_MIN")?;
+        enc.control(sys::AV1E_SET_QM_MAX, qm_max, "AV1E_SET_QM_MAX")?;
         // Chroma delta-q (+2 in 3.11; `iq` raises chroma AC by up to 24 at 4:4:4).
         enc.control(
             sys::AV1E_SET_ENABLE_CHROMA_DELTAQ,
             1,
             "AV1E_SET_ENABLE_CHROMA_DELTAQ",
         )?;
-        // Any sharpness > 0 keeps the trellis from zeroing ±1 coefficients and cutting the
-        // end of block early (txb_rdopt.c): more detail per quantizer, higher SSIM per byte.
-        enc.control(sys::AOME_SET_SHARPNESS, 1, "AOME_SET_SHARPNESS")?;
+        enc.control(
+            sys::AOME_SET_SHARPNESS,
+            tuning.sharpness,
+            "AOME_SET_SHARPNESS",
+        )?;
+        if tuning.screen_content {
+            // Forces `allow_screen_content_tools` (palette; intra block copy stays off, above)
+            // instead of libaom's own estimate (av1_set_screen_content_options).
+            enc.control(
+                sys::AV1E_SET_TUNE_CONTENT,
+                to_int(sys::AOM_CONTENT_SCREEN)?,
+                "AV1E_SET_TUNE_CONTENT",
+            )?;
+        }
     }
 
     let obus = enc.encode(img)?;
@@ -306,6 +587,30 @@ fn encode_av1(img: &Image, plane: &Plane, cq: u32) -> Result<Vec<u8>, AomError> 
 
 /// `aom_codec_enc_config_default`'s usage: all-intra (libheif with libaom ≥ 3.1).
 const USAGE: c_uint = sys::AOM_USAGE_ALL_INTRA;
+
+/// libaom's `cq-level` (0–63) as the frame's base qindex (0–255), `quantizer_to_qindex` in
+/// av1/encoder/av1_quantize.c: four per step, then 249 and 255 for the last two.
+fn quantizer_to_qindex(cq: u32) -> u32 {
+    match cq {
+        0..=61 => cq * 4,
+        62 => 249,
+        _ => 255,
+    }
+}
+
+/// The quantization-matrix level libaom 3.12+ gives luma in all-intra for `qindex`
+/// (`aom_get_qmlevel_allintra`, av1/common/quant_common.h: fitted there on the CID22 set).
+fn qm_level_allintra(qindex: u32) -> c_int {
+    match qindex {
+        0..=40 => 10,
+        41..=100 => 9,
+        101..=160 => 8,
+        161..=200 => 7,
+        201..=220 => 6,
+        221..=240 => 5,
+        _ => 4,
+    }
+}
 
 /// A control value as the `int` libaom's varargs read.
 fn to_int<T: TryInto<c_int>>(v: T) -> Result<c_int, AomError> {
@@ -737,16 +1042,164 @@ mod tests {
     fn encodes_rgb_at_8_and_10_bits() -> Result<(), AomError> {
         let px = gradient(96, 64, Layout::Rgb);
         for depth in [8, 10] {
-            let out = encode_at(&px, Layout::Rgb, 96, 64, 47, depth)?;
+            let tuning = Tuning {
+                depth,
+                ..Content::Photo.tuning()
+            };
+            let out = encode_at(&px, Layout::Rgb, 96, 64, 47, tuning)?;
             assert_eq!(&out[4..12], b"ftypavif");
             let (av1c, pixi) = items(&out);
             // One 4:4:4 item (profile 1), no alpha.
             assert_eq!(av1c, [(1, depth == 10, false)], "depth {depth}");
             assert_eq!(pixi, [vec![depth; 3]]);
             // Lower quality, fewer bytes.
-            assert!(encode_at(&px, Layout::Rgb, 96, 64, 10, depth)?.len() < out.len());
+            assert!(encode_at(&px, Layout::Rgb, 96, 64, 10, tuning)?.len() < out.len());
         }
         Ok(())
+    }
+
+    /// A screenshot-like RGB image: dark "glyphs" on white, each with a one-pixel rim of five
+    /// greys (anti-aliasing), so a 16x16 block holds 7 luma values: more than libaom 3.11's
+    /// own screen-content test counts (2–4), few once the white is grown over the rim.
+    fn text_like(w: usize, h: usize) -> Vec<u8> {
+        let mut px = vec![255u8; w * h * 3];
+        for y in 0..h {
+            for x in 0..w {
+                // Glyph cells of 7x12 pixels: a 3x8 stroke block inside a rim, every third
+                // cell blank.
+                let (cx, cy) = (x % 7, y % 12);
+                if (x / 7 + y / 12) % 3 == 0 || cx > 4 || cy > 9 {
+                    continue;
+                }
+                let ink = (1..=3).contains(&cx) && (1..=8).contains(&cy);
+                let v = if ink {
+                    20
+                } else {
+                    90 + 30 * ((x + y) % 5) as u8
+                };
+                px[(y * w + x) * 3..][..3].copy_from_slice(&[v, v, v]);
+            }
+        }
+        px
+    }
+
+    /// Grey luma noise (xorshift): photo-like texture, no chroma.
+    fn noise(w: usize, h: usize) -> Vec<u8> {
+        let mut state = 0x2545_f491_u32;
+        let mut px = Vec::with_capacity(w * h * 3);
+        for _ in 0..w * h {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let v = 68 + (state % 120) as u8;
+            px.extend_from_slice(&[v, v, v]);
+        }
+        px
+    }
+
+    /// A horizontal red-to-blue ramp: the detail is in Cb and Cr, hardly in luma.
+    fn colour_ramp(w: usize, h: usize) -> Vec<u8> {
+        let mut px = Vec::with_capacity(w * h * 3);
+        for _ in 0..h {
+            for x in 0..w {
+                let r = (x * 255 / (w - 1)) as u8;
+                px.extend_from_slice(&[r, 128, 255 - r]);
+            }
+        }
+        px
+    }
+
+    #[test]
+    fn classifies_graphics_smooth_images_and_photos() {
+        assert_eq!(classify(&text_like(128, 96), 3, 128, 96), Content::Graphic);
+        assert_eq!(classify(&noise(128, 96), 3, 128, 96), Content::Photo);
+        assert_eq!(classify(&colour_ramp(128, 96), 3, 128, 96), Content::Smooth);
+        // RGBA is read at 4 bytes a pixel (alpha ignored).
+        let rgba: Vec<u8> = text_like(64, 48)
+            .chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 7])
+            .collect();
+        assert_eq!(classify(&rgba, 4, 64, 48), Content::Graphic);
+        // Smaller than one block: no blocks, not a graphic; a flat image has no detail at all.
+        assert_ne!(classify(&text_like(15, 15), 3, 15, 15), Content::Graphic);
+        assert_eq!(classify(&[9u8; 3 * 40 * 40], 3, 40, 40), Content::Smooth);
+        // A gentle grey ramp: two values per block (few colours, but no edge) and hardly any
+        // luma detail.
+        let ramp: Vec<u8> = (0..64 * 256)
+            .flat_map(|i| [60 + (i % 256 / 8) as u8; 3])
+            .collect();
+        assert_eq!(classify(&ramp, 3, 256, 64), Content::Smooth);
+    }
+
+    #[test]
+    fn few_colour_blocks_and_anti_aliased_ones_count() {
+        let mut counts = [0u16; 256];
+        let mut block = [10u8; BLOCK * BLOCK];
+        assert_eq!(distinct(&block, &mut counts), 1);
+        block[..4].copy_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(distinct(&block, &mut counts), 5);
+        // The dominant value (10) grows over its neighbours: 1..4 sit next to it and vanish.
+        assert_eq!(distinct(&grow_dominant(&block, &counts), &mut counts), 1);
+        // Values away from the dominant one stay.
+        let mut island = [10u8; BLOCK * BLOCK];
+        for y in 4..9 {
+            for x in 4..9 {
+                island[y * BLOCK + x] = if (y, x) == (6, 6) { 77 } else { 50 };
+            }
+        }
+        assert_eq!(distinct(&island, &mut counts), 3);
+        let grown = grow_dominant(&island, &counts);
+        assert_eq!(grown[6 * BLOCK + 6], 77);
+        assert_eq!(grown[4 * BLOCK + 4], 10);
+    }
+
+    #[test]
+    fn graphics_are_coded_at_8_bits_others_at_10() -> Result<(), AomError> {
+        for (px, depth) in [
+            (text_like(96, 64), 8),
+            (noise(96, 64), 10),
+            (colour_ramp(96, 64), 10),
+        ] {
+            let (av1c, _) = items(&encode(&px, Layout::Rgb, 96, 64, 47)?);
+            assert_eq!(av1c, [(1, depth == 10, false)]);
+        }
+        Ok(())
+    }
+
+    /// Forcing the screen-content tools on anti-aliased text pays, where libaom's own test
+    /// would leave them off.
+    #[test]
+    fn screen_content_tools_shrink_a_graphic() -> Result<(), AomError> {
+        let px = text_like(160, 112);
+        let graphic = Content::Graphic.tuning();
+        let with = encode_at(&px, Layout::Rgb, 160, 112, 47, graphic)?;
+        let without = Tuning {
+            screen_content: false,
+            ..graphic
+        };
+        let without = encode_at(&px, Layout::Rgb, 160, 112, 47, without)?;
+        // libaom 3.11 left alone does not see a screen in it (7 values per block): palette
+        // off, about twice the bytes (2910 vs 5976 with libaom 3.11.0).
+        assert!(
+            with.len() * 4 < without.len() * 3,
+            "{} vs {}",
+            with.len(),
+            without.len()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn quantization_matrix_level_follows_libaom_all_intra() {
+        // next's q 75 is cq-level 33: qindex 132 (sharp's luma level 8), one step finer 128.
+        assert_eq!(quantizer_to_qindex(33), 132);
+        assert_eq!(quantizer_to_qindex(62), 249);
+        assert_eq!(quantizer_to_qindex(63), 255);
+        assert_eq!(qm_level_allintra(quantizer_to_qindex(32)), 8);
+        assert_eq!(qm_level_allintra(40), 10);
+        assert_eq!(qm_level_allintra(41), 9);
+        assert_eq!(qm_level_allintra(161), 7);
+        assert_eq!(qm_level_allintra(255), 4);
     }
 
     #[test]
@@ -754,9 +1207,11 @@ mod tests {
         let px = gradient(64, 48, Layout::Rgba);
         let out = encode(&px, Layout::Rgba, 64, 48, 47)?;
         let (av1c, pixi) = items(&out);
-        let hbd = BIT_DEPTH > 8;
+        // The alpha item has the colour item's depth, whichever that is.
+        let depth = classify(&px, 4, 64, 48).tuning().depth;
+        let hbd = depth > 8;
         assert_eq!(av1c, [(1, hbd, false), (0, hbd, true)]);
-        assert_eq!(pixi, [vec![BIT_DEPTH; 3], vec![BIT_DEPTH]]);
+        assert_eq!(pixi, [vec![depth; 3], vec![depth]]);
         let mut auxc = Vec::new();
         find_boxes(&out, b"auxC", &mut auxc);
         assert_eq!(auxc.len(), 1);
@@ -793,7 +1248,11 @@ mod tests {
         assert!(invalid(encode(&px, Layout::Rgba, 10, 10, 50)));
         assert!(invalid(encode(&[], Layout::Rgb, 0, 0, 50)));
         assert!(invalid(encode(&px, Layout::Rgb, 65537, 1, 50)));
-        assert!(invalid(encode_at(&px, Layout::Rgb, 10, 10, 50, 12)));
+        let twelve = Tuning {
+            depth: 12,
+            ..Content::Photo.tuning()
+        };
+        assert!(invalid(encode_at(&px, Layout::Rgb, 10, 10, 50, twelve)));
         // Out-of-range quality is clamped, not refused.
         assert!(encode(&px, Layout::Rgb, 10, 10, 250).is_ok());
     }
