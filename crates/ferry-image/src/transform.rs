@@ -250,9 +250,10 @@ pub fn jpeg_shrink_on_load(shrink: f64) -> u32 {
     s
 }
 
-/// A JPEG decoded at 1/`shrink` of its size by libjpeg's scaled IDCT, so neither the time nor
-/// the memory of a full-size decode is spent; `None` (use the full decoder) for colour spaces
-/// libjpeg cannot turn into RGB (CMYK, YCCK) or any libjpeg error.
+/// A JPEG decoded by libjpeg (sharp's decoder) at 1/`shrink` of its size (1 for full size) by
+/// its scaled IDCT, so a shrink spends neither the time nor the memory of a full-size decode;
+/// `None` (use the pure-Rust decoder) for colour spaces libjpeg cannot turn into RGB (CMYK,
+/// YCCK) or any libjpeg error.
 fn decode_jpeg_scaled(input: &[u8], shrink: u32) -> Option<image::RgbImage> {
     use mozjpeg::ColorSpace as Cs;
     let run = || -> std::io::Result<Option<image::RgbImage>> {
