@@ -41,9 +41,9 @@ pub fn expire_at(entry: &CacheEntry, minimum_ttl: u64) -> u64 {
     entry.max_age.max(minimum_ttl).saturating_mul(1000) + now_ms()
 }
 
-/// Sizes and recency of the entries on disk.
+/// Sizes and recency of entries (on disk, in the memory tier, of remembered outputs).
 #[derive(Default)]
-struct Lru {
+pub(crate) struct Lru {
     entries: HashMap<String, (u64, u64)>,
     order: BTreeMap<u64, String>,
     total: u64,
@@ -51,7 +51,7 @@ struct Lru {
 }
 
 impl Lru {
-    fn touch(&mut self, key: &str) {
+    pub(crate) fn touch(&mut self, key: &str) {
         let recent = (self.entries.len() as u64 / 4).max(1);
         if let Some((_, t)) = self.entries.get_mut(key) {
             // Already in the most recent quarter: moving it changes no eviction worth the
@@ -66,7 +66,7 @@ impl Lru {
         }
     }
 
-    fn remove(&mut self, key: &str) {
+    pub(crate) fn remove(&mut self, key: &str) {
         if let Some((size, t)) = self.entries.remove(key) {
             self.order.remove(&t);
             self.total -= size;
@@ -75,7 +75,7 @@ impl Lru {
 
     /// Records `key`; the keys to evict so the total stays within `max`, or `None` when the
     /// entry alone is larger than `max` (next's LRU refuses it, and nothing is written).
-    fn insert(&mut self, key: &str, size: u64, max: u64) -> Option<Vec<String>> {
+    pub(crate) fn insert(&mut self, key: &str, size: u64, max: u64) -> Option<Vec<String>> {
         if size > max || size == 0 {
             return None;
         }

@@ -10,7 +10,8 @@
 //! Safety: image dimensions are read from the header and checked against a pixel limit before
 //! any pixel buffer is allocated, transforms run on the blocking pool under a semaphore, remote
 //! sources are fetched with next's limits (deadline, body size, redirects, no private addresses),
-//! and identical concurrent requests share one fetch and one transform.
+//! and identical concurrent requests share one fetch and one transform; requests whose outputs
+//! cannot differ (widths at or above the source's own) share one transform too ([`outputs`]).
 
 #[cfg(feature = "avif-aom")]
 pub mod aom;
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod config;
 pub mod detect;
 pub mod fetch;
+pub mod outputs;
 pub mod params;
 mod quantize;
 mod resample;
@@ -40,6 +42,7 @@ use tokio::sync::Semaphore;
 pub use cache::{CacheEntry, DiskCache};
 pub use config::ImageConfig;
 pub use fetch::Upstream;
+use outputs::{Outcome, OutputKey, Outputs};
 pub use params::Params;
 pub use shared::{SharedCache, SharedConfig};
 
@@ -322,6 +325,8 @@ pub struct Optimizer {
     /// Decodes + encodes at once (CPU-bound, one per core by default).
     permits: Semaphore,
     inflight: Mutex<HashMap<String, Flight>>,
+    /// Transforms shared by keys with identical outputs (widths above the source's).
+    outputs: Outputs,
     memo: Mutex<HashMap<String, Arc<Memo>>>,
     /// `content-security-policy`, parsed once.
     csp: Option<HeaderValue>,
@@ -360,6 +365,7 @@ impl Optimizer {
             pipeline: Semaphore::new(concurrency * 2),
             permits: Semaphore::new(concurrency),
             inflight: Mutex::new(HashMap::new()),
+            outputs: Outputs::default(),
             memo: Mutex::new(HashMap::new()),
             csp,
             transforms: AtomicU64::new(0),
@@ -659,8 +665,55 @@ impl Optimizer {
                 }
             });
         }
+        let key = OutputKey::new(
+            &params.href,
+            &upstream.etag,
+            &upstream.buffer,
+            content_type,
+            params.width,
+            params.quality,
+        );
+        let outcome = self
+            .outputs
+            .get_or_make(key, || {
+                self.transform(&upstream.buffer, content_type, params)
+            })
+            .await;
+        match outcome {
+            Outcome::Encoded { bytes, etag } => Ok(CacheEntry {
+                buffer: bytes,
+                extension,
+                etag,
+                upstream_etag: upstream.etag.clone(),
+                max_age,
+            }),
+            Outcome::TooLarge(reason) => {
+                tracing::error!("refusing to optimize {}: {reason}", params.href);
+                Err(ImageError::new(
+                    400,
+                    "\"url\" parameter is valid but the image is too large to optimize",
+                ))
+            }
+            // next serves the source as it is when sharp fails.
+            Outcome::Failed(reason) => {
+                tracing::warn!(
+                    "cannot optimize {}: {reason}; serving it as is",
+                    params.href
+                );
+                Ok(as_is(cfg.minimum_cache_ttl))
+            }
+        }
+    }
+
+    /// One decode + encode on the blocking pool, under a transform permit.
+    async fn transform(
+        &self,
+        source: &Bytes,
+        content_type: &'static str,
+        params: &Params,
+    ) -> Outcome {
         let Ok(_permit) = self.permits.acquire().await else {
-            return Err(ImageError::internal());
+            return Outcome::Failed("the optimizer is shutting down".to_owned());
         };
         self.transforms.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
@@ -669,38 +722,18 @@ impl Optimizer {
             params.width,
             params.quality
         );
-        let input = upstream.buffer.clone();
+        let input = source.clone();
         let (width, quality, limit) = (params.width, params.quality, self.options.max_input_pixels);
         let out =
             run_blocking(move || transform::optimize(&input, content_type, width, quality, limit))
                 .await;
         match out {
-            Ok(Ok(bytes)) => {
-                let etag = fetch::hash(&[&bytes]);
-                Ok(CacheEntry {
-                    buffer: Bytes::from(bytes),
-                    extension,
-                    etag,
-                    upstream_etag: upstream.etag.clone(),
-                    max_age,
-                })
-            }
+            Ok(Ok(bytes)) => Outcome::encoded(Bytes::from(bytes)),
             Ok(Err(err @ transform::TransformError::TooLarge { .. })) => {
-                tracing::error!("refusing to optimize {}: {err}", params.href);
-                Err(ImageError::new(
-                    400,
-                    "\"url\" parameter is valid but the image is too large to optimize",
-                ))
+                Outcome::TooLarge(err.to_string())
             }
-            // next serves the source as it is when sharp fails.
-            Ok(Err(err)) => {
-                tracing::warn!("cannot optimize {}: {err}; serving it as is", params.href);
-                Ok(as_is(cfg.minimum_cache_ttl))
-            }
-            Err(()) => {
-                tracing::error!("image transform of {} panicked", params.href);
-                Ok(as_is(cfg.minimum_cache_ttl))
-            }
+            Ok(Err(err)) => Outcome::Failed(err.to_string()),
+            Err(()) => Outcome::Failed("the transform panicked".to_owned()),
         }
     }
 

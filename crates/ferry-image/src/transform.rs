@@ -221,7 +221,7 @@ fn jpeg_truncated(input: &[u8]) -> bool {
 }
 
 /// Whether an EXIF orientation turns the image a quarter (width and height swap).
-fn swaps_axes(o: Orientation) -> bool {
+pub(crate) fn swaps_axes(o: Orientation) -> bool {
     matches!(
         o,
         Orientation::Rotate90

@@ -515,3 +515,54 @@ async fn disabled_disk_cache_always_misses() -> Result<()> {
     ensure!(!s.cache_dir.exists());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn widths_above_the_source_share_one_transform() -> Result<()> {
+    let s = setup(|c| c.device_sizes = vec![64, 640, 750, 828, 1080, 3840]).await?;
+    s.origin.put("/small.png", png(300, 200)?, &[]);
+    // Four keys at once, all at or above the source's 300 px: one decode + encode.
+    let mut tasks = Vec::new();
+    for w in [640, 750, 828, 3840] {
+        let opt = s.optimizer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = HeaderMap::new();
+            h.insert("accept", HeaderValue::from_static("image/webp"));
+            let q = format!("url=%2Fsmall.png&w={w}&q=75");
+            collect(opt.handle(&Method::GET, &q, &h).await).await
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await??);
+    }
+    ensure!(
+        s.optimizer.transforms() == 1,
+        "{} transforms",
+        s.optimizer.transforms()
+    );
+    for g in &got {
+        ensure!(g.status == 200 && g.header("x-nextjs-cache") == "MISS");
+        ensure!(g.body == got[0].body && g.header("etag") == got[0].header("etag"));
+        ensure!(decoded(&g.body)? == (image::ImageFormat::WebP, 300, 200));
+    }
+    // Each key is its own cache entry (next's layout), served from the cache next time.
+    ensure!(wait_for_entries(&s.cache_dir, 4).await? == 4);
+    ensure!(
+        get(&s, "url=%2Fsmall.png&w=750&q=75", "image/webp")
+            .await?
+            .header("x-nextjs-cache")
+            == "HIT"
+    );
+    // Another quality, type or a smaller width is another output.
+    get(&s, "url=%2Fsmall.png&w=64&q=75", "image/webp").await?;
+    get(&s, "url=%2Fsmall.png&w=640&q=75", "image/png").await?;
+    ensure!(s.optimizer.transforms() == 3);
+    // A changed source of the same size (new bytes, so a new ETag) under the same url is
+    // transformed again for a key not cached yet, though the old output is remembered.
+    s.origin.put("/small.png", jpeg(300, 200)?, &[]);
+    let new = get(&s, "url=%2Fsmall.png&w=1080&q=75", "image/webp").await?;
+    ensure!(decoded(&new.body)? == (image::ImageFormat::WebP, 300, 200));
+    ensure!(new.body != got[0].body);
+    ensure!(s.optimizer.transforms() == 4);
+    Ok(())
+}
