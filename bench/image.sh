@@ -27,6 +27,9 @@
 #    server, empty image cache, server pinned to core 0, clients to core 1 as bench/run.sh):
 #    - cold: median latency over distinct never-cached requests, one at a time (after one
 #      warm-up request for another key and the server idle: start-up costs are not counted);
+#      also over the subset whose output is new (a width at or above the source's own gives the
+#      same bytes as the source's width, and Ferry shares that transform: the subset is what
+#      both servers must decode and encode);
 #    - burst: BENCH_BURST distinct cold requests at once; peak RSS of the server's whole session
 #      (Ferry's Node workers included), sampled every 20 ms, and the burst's wall time;
 #    - warm: wrk -t1 -c16 on one cached URL.
@@ -124,16 +127,33 @@ for w in "${WIDTHS[@]}"; do for img in "${IMGS[@]}"; do for acc in 'image/webp' 
   [[ " ${COLD[*]} " == *" $e "* ]] || BURSTSET+=("$e")
 done; done; done
 BURSTSET=("${BURSTSET[@]:0:$BURST}")
+# Which cold requests have an output no earlier one had: never upscaled, a width at or above the
+# source's upright width gives the same bytes as the source's own width (Ferry then shares one
+# transform, src/outputs.rs; next start transforms every key). OWN[i] = 1 for a new output.
+declare -A UPRIGHT
+for img in "${IMGS[@]}"; do
+  UPRIGHT[$img]="$(node -e "require('sharp')(process.argv[1]).metadata().then(m => console.log((m.orientation || 1) >= 5 ? m.height : m.width))" "$APP/public/$img")"
+done
+OWN=(); declare -A SEEN
+for e in "${COLD[@]}"; do
+  q="${e#*url=%2F}"; img="${q%%&*}"; img="${img//%2F//}"; w="${q#*&w=}"; w="${w%%&*}"
+  (( w > UPRIGHT[$img] )) && w=${UPRIGHT[$img]}
+  if [[ -n "${SEEN[$img $w]:-}" ]]; then OWN+=(0); else OWN+=(1); SEEN[$img $w]=1; fi
+done
+N_OWN=0; for o in "${OWN[@]}"; do N_OWN=$((N_OWN + o)); done
 WARM_URL="$(url corpus/photo.jpg 640)"
 WARMUP_URL="$(url ferry.png 32)" # the last width: in neither the cold nor the burst set
 
 # median of lib.sh, one decimal (the table's format).
 median1() { median | awk '$1 == "n/a" {print; next} {printf "%.1f\n", $1}'; }
-cold() { # PORT: median ms over the distinct cold requests, one at a time
-  local e
+cold() { # PORT: "median_all median_own": ms over the distinct cold requests, one at a time,
+  # and over those with a new output (OWN)
+  local e i=0 t all=() own=()
   for e in "${COLD[@]}"; do
-    taskset -c 1 curl -s -o /dev/null -H "Accept: ${e%% *}" -w '%{time_total}\n' "http://127.0.0.1:$1${e#* }"
-  done | awk '{print $1*1000}' | median1
+    t="$(taskset -c 1 curl -s -o /dev/null -H "Accept: ${e%% *}" -w '%{time_total}' "http://127.0.0.1:$1${e#* }" | awk '{print $1*1000}')"
+    all+=("$t"); (( OWN[i] )) && own+=("$t"); i=$((i + 1))
+  done
+  echo "$(echo "${all[*]}" | median1) $(echo "${own[*]}" | median1)"
 }
 burst() { # PORT SESSION: prints "peak_rss_mb wall_ms non_200_count idle_rss_mb main_peak_rss_mb"
   local base peak=0 r t0 t1 sampler
@@ -166,20 +186,21 @@ for run in $(seq 1 "$RUNS"); do
   for s in next ferry; do
     port=$NEXT_PORT; [[ $s == ferry ]] && port=$FERRY_PORT
     start_server "$s" "$port"
-    c="$(cold "$port")"
+    read -r c co < <(cold "$port")
     read -r peak wall bad base main < <(burst "$port" "$SERVER")
     w="$(warm "$port")"
     stop_bg "$SERVER"
-    log "run $run $s: cold ${c} ms, burst peak ${peak} MB (idle ${base} MB, server process ${main} MB) in ${wall} ms (${bad} non-200), warm ${w} req/s"
-    R[$s,cold]+="$c "; R[$s,peak]+="$peak "; R[$s,base]+="$base "; R[$s,wall]+="$wall "; R[$s,warm]+="$w "; R[$s,bad]+="$bad "; R[$s,main]+="$main "
+    log "run $run $s: cold ${c} ms (new outputs ${co} ms), burst peak ${peak} MB (idle ${base} MB, server process ${main} MB) in ${wall} ms (${bad} non-200), warm ${w} req/s"
+    R[$s,cold]+="$c "; R[$s,coldown]+="$co "; R[$s,peak]+="$peak "; R[$s,base]+="$base "; R[$s,wall]+="$wall "; R[$s,warm]+="$w "; R[$s,bad]+="$bad "; R[$s,main]+="$main "
   done
 done
 med() { median1; }
 declare -A M
-for k in cold peak base wall warm bad main; do for s in next ferry; do M[$s,$k]="$(echo "${R[$s,$k]}" | med)"; done; done
+for k in cold coldown peak base wall warm bad main; do for s in next ferry; do M[$s,$k]="$(echo "${R[$s,$k]}" | med)"; done; done
 num() { echo "${1%×}"; } # lib.sh's ratio, as a number
 pass() { awk -v v="$1" -v t="$2" -v d="$3" 'BEGIN {print ((d == "ge" ? v >= t : v <= t) ? "yes" : "**no**")}'; }
 CR="$(num "$(ratio "${M[next,cold]}" "${M[ferry,cold]}")")"
+COR="$(num "$(ratio "${M[next,coldown]}" "${M[ferry,coldown]}")")"
 WR="$(num "$(ratio "${M[ferry,warm]}" "${M[next,warm]}")")"
 PR="$(num "$(ratio "${M[ferry,peak]}" "${M[next,peak]}")")"
 {
@@ -192,6 +213,7 @@ PR="$(num "$(ratio "${M[ferry,peak]}" "${M[next,peak]}")")"
   echo "| measure | next start | Ferry | ratio | target | met |"
   echo "|---|---|---|---|---|---|"
   echo "| cold transform, median latency of ${#COLD[@]} distinct requests (WebP, w 256–828), ms | ${M[next,cold]} (${R[next,cold]% }) | ${M[ferry,cold]} (${R[ferry,cold]% }) | ${CR}× faster | ≥ 2× | $(pass "$CR" 2 ge) |"
+  echo "| … of which the ${N_OWN} whose output no earlier request had (a decode + encode in both servers; the other $(( ${#COLD[@]} - N_OWN )) ask a width above the source's, which Ferry serves from the transform already made), ms | ${M[next,coldown]} (${R[next,coldown]% }) | ${M[ferry,coldown]} (${R[ferry,coldown]% }) | ${COR}× faster | | |"
   echo "| warm (cached) req/s, \`wrk -t1 -c16 -d${DURATION}s\` | ${M[next,warm]} (${R[next,warm]% }) | ${M[ferry,warm]} (${R[ferry,warm]% }) | ${WR}× | ≥ 10× | $(pass "$WR" 10 ge) |"
   echo "| peak RSS during a burst of ${#BURSTSET[@]} concurrent cold requests, MB (whole process tree) | ${M[next,peak]} (${R[next,peak]% }) | ${M[ferry,peak]} (${R[ferry,peak]% }) | $(awk -v r="$PR" 'BEGIN {printf "%.0f", r * 100}') % | ≤ 50 % | $(pass "$PR" 0.5 le) |"
   echo "| peak RSS of the server process alone during the burst, MB (Ferry: without its Node workers) | ${M[next,main]} | ${M[ferry,main]} | | | |"
