@@ -8,7 +8,7 @@
 //! bytes and the ETag, a hash of them, differ; each server's ETag must answer its own 304).
 //! Besides the showcase's `ferry.png`, the build gets a corpus in `public/corpus/` (the
 //! fixtures of crates/ferry-image: JPEG, EXIF-rotated JPEG, WebP, PNG with alpha, SVG, a
-//! truncated JPEG) and a truncated copy of the showcase's `ferry.avif`. The build's
+//! truncated JPEG, corrupt JPEGs) and a truncated copy of the showcase's `ferry.avif`. The build's
 //! `images.formats` is `['image/avif', 'image/webp']`: AVIF is encoded in Rust (rav1e), not by
 //! next's optimizer in a worker, which the Ferry log proves. AVIF *sources* (which Rust cannot
 //! decode) are transformed by next's optimizer (sharp) in a worker, and cached by Ferry's own
@@ -296,6 +296,30 @@ fn next_image_matches_next_start() -> Result<()> {
             200,
             Some("MISS"),
             Some(("jpeg", 900, 600)),
+        ),
+        (
+            // libjpeg warns ("premature end of data segment") and sharp fails on warnings:
+            // both serve it as it is.
+            webp("/_next/image?url=%2Fcorpus%2Fcorrupt-cut-scan.jpg&w=64&q=75"),
+            200,
+            Some("MISS"),
+            Some(("jpeg", 123, 82)),
+        ),
+        (
+            // A warning in the last rows, which libvips reads before its last strip at this
+            // size (at 1/4, which no allowed width reaches for 123 px, it would pass).
+            webp("/_next/image?url=%2Fcorpus%2Fcorrupt-last-rows.jpg&w=64&q=75"),
+            200,
+            Some("MISS"),
+            Some(("jpeg", 123, 82)),
+        ),
+        (
+            // Stray bytes before the end marker: only `jpeg_finish_decompress` would warn, and
+            // libvips never calls it, so both transform it.
+            webp("/_next/image?url=%2Fcorpus%2Fcorrupt-tail-bytes.jpg&w=64&q=75"),
+            200,
+            Some("MISS"),
+            Some(("webp", 64, 43)),
         ),
         // An AVIF source (480x300): transformed by next's optimizer in a worker, cached here.
         (avif(avif_src), 200, Some("MISS"), Some(("avif", 256, 160))),

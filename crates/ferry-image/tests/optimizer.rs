@@ -444,6 +444,48 @@ async fn unsafe_and_broken_sources() -> Result<()> {
     Ok(())
 }
 
+/// Corrupt JPEGs that libjpeg decodes with a warning: where sharp (`failOn: 'warning'`) threw,
+/// next serves the source as it is, with `minimumCacheTTL`; where it did not, a WebP. The
+/// fixtures and sharp's outcomes: `transform::tests::SHARP_THREW` (123x82 sources; width 64
+/// is decoded at full size, 16 at 1/4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_jpegs_are_served_as_they_are_where_sharp_fails() -> Result<()> {
+    let s = setup(|_| {}).await?;
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (fixture, width, sharp_threw) in [
+        ("corrupt-cut-scan.jpg", 64, true),
+        ("corrupt-header-bytes.jpg", 16, true),
+        ("corrupt-progressive-cut.jpg", 64, true),
+        ("corrupt-cmyk-cut-scan.jpg", 32, true),
+        ("corrupt-last-rows.jpg", 64, true),
+        ("corrupt-last-rows.jpg", 16, false),
+        ("corrupt-tail-bytes.jpg", 64, false),
+    ] {
+        let src = std::fs::read(fixtures.join(fixture))?;
+        s.origin.put(&format!("/{fixture}"), src.clone(), &[]);
+        let q = format!("url=%2F{fixture}&w={width}&q=75");
+        let r = get(&s, &q, "image/webp").await?;
+        ensure!(r.status == 200, "{fixture} at {width}: status {}", r.status);
+        if sharp_threw {
+            ensure!(
+                r.header("content-type") == "image/jpeg" && r.body.as_ref() == src.as_slice(),
+                "{fixture} at {width}: {} of {} bytes, expected the source",
+                r.header("content-type"),
+                r.body.len()
+            );
+            ensure!(r.header("cache-control") == "public, max-age=14400, must-revalidate");
+        } else {
+            ensure!(
+                r.header("content-type") == "image/webp",
+                "{fixture} at {width}"
+            );
+            ensure!(decoded(&r.body)?.0 == image::ImageFormat::WebP);
+            ensure!(decoded(&r.body)?.1 == width, "{fixture} at {width}");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svg_and_animations_pass_through() -> Result<()> {
     let s = setup(|c| {
