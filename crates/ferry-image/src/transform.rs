@@ -176,10 +176,6 @@ fn prepare(
     if let Some(icc) = icc {
         to_srgb(&icc, &mut pixels, channels);
     }
-    if channels == 4 && !keep_alpha {
-        pixels = flatten_rgba(&pixels);
-        channels = 3;
-    }
     // sharp's one factor for both axes, from what was decoded (after any shrink-on-load) to
     // the requested width of the upright image: for a quarter turn that is the stored height
     // (pipeline.cc swaps the axes before `ResolveShrink`). libvips then rounds each axis itself.
@@ -188,6 +184,13 @@ fn prepare(
     let (mut stored_w, mut stored_h) = (src_w, src_h);
     if factor > 1.0 {
         (pixels, stored_w, stored_h) = resize(pixels, channels, (src_w, src_h), factor)?;
+    }
+    // libvips drops alpha only when the saver cannot write it (JPEG): on the final 8-bit
+    // image, after the premultiplied resize, so flattened here and not before (flattening the
+    // source first moved edge pixels by one level, enough to change JPEG's bytes).
+    if channels == 4 && !keep_alpha {
+        pixels = flatten_rgba(&pixels);
+        channels = 3;
     }
     if let Some(o) = orientation {
         pixels = orient(pixels, channels, (stored_w, stored_h), o)?;
@@ -668,12 +671,14 @@ fn decode_webp(input: &[u8], max_pixels: u64, shrink: f64) -> Option<DynamicImag
     }
 }
 
-/// RGBA rows as RGB, alpha composited over black as libvips does when JPEG drops it.
+/// RGBA rows as RGB, alpha composited over black as libvips does when JPEG drops it: its
+/// black-background flatten divides `colour × alpha` by 255 and truncates into the 8-bit
+/// result (libvips/conversion/flatten.c, `VIPS_FLATTEN_BLACK`), so 201 at alpha 128 is 100.
 fn flatten_rgba(rgba: &[u8]) -> Vec<u8> {
     rgba.chunks_exact(4)
         .flat_map(|p| {
             let a = u16::from(p[3]);
-            [0, 1, 2].map(|i| ((u16::from(p[i]) * a + 127) / 255) as u8)
+            [0, 1, 2].map(|i| (u16::from(p[i]) * a / 255) as u8)
         })
         .collect()
 }
@@ -1117,6 +1122,24 @@ mod tests {
             let ours = optimize(&src, detect::JPEG, 96, q, 1 << 24)?;
             assert_eq!(ours.len(), sharp.len(), "q {q}");
             assert!(ours == sharp, "q {q}: same length, other bytes");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn jpeg_of_an_alpha_source_is_sharps_byte_for_byte() -> Result<(), Box<dyn std::error::Error>>
+    {
+        // alpha.png (240 px, alpha gradient) as JPEG, written by sharp with next's settings:
+        // libvips flattens onto black only at the save, after the premultiplied resize, and
+        // truncates `colour × alpha / 255`. Flattened before the resize, or rounded, the
+        // pixels moved by one level and the files differed (the corpus bench's icon-48 case).
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let src = std::fs::read(format!("{dir}/alpha.png"))?;
+        for width in [240, 100] {
+            let sharp = std::fs::read(format!("{dir}/alpha-sharp-w{width}-q75.jpg"))?;
+            let ours = optimize(&src, detect::JPEG, width, 75, 1 << 24)?;
+            assert_eq!(ours.len(), sharp.len(), "w {width}");
+            assert!(ours == sharp, "w {width}: same length, other bytes");
         }
         Ok(())
     }
