@@ -1127,8 +1127,7 @@ mod tests {
     }
 
     #[test]
-    fn jpeg_of_an_alpha_source_is_sharps_byte_for_byte() -> Result<(), Box<dyn std::error::Error>>
-    {
+    fn jpeg_of_an_alpha_source_is_sharps_byte_for_byte() -> Result<(), Box<dyn std::error::Error>> {
         // alpha.png (240 px, alpha gradient) as JPEG, written by sharp with next's settings:
         // libvips flattens onto black only at the save, after the premultiplied resize, and
         // truncates `colour × alpha / 255`. Flattened before the resize, or rounded, the
