@@ -73,8 +73,12 @@ const CPU_USED: c_int = 6;
 struct Tuning {
     /// Bits per sample (8 or 10; sharp codes 8).
     depth: u8,
-    /// How many `cq-level` steps below libheif's mapping the colour image is coded.
-    cq_offset: u32,
+    /// How many `cq-level` steps below libheif's mapping the colour image is coded (finer;
+    /// negative: coarser).
+    cq_offset: i32,
+    /// `AV1E_SET_DELTAQ_MODE` 2 (perceptual) instead of 0: a quantizer per 64×64 superblock
+    /// from its luma's wavelet energy (see [`Content::tuning`]).
+    perceptual_deltaq: bool,
     /// Quantization-matrix levels.
     qm: Qm,
     /// `AOME_SET_SHARPNESS`: in 3.11 only the trellis reads it; any value above 0 keeps it
@@ -121,15 +125,24 @@ impl Content {
             // headers). With them, 8 bits (sharp's) need −7 … +6 % of 10 bits' bytes at
             // sharp's SSIM, meet it within 10 % at more sizes (10 of 15 against 8 at q 75) and
             // encode faster; flat matrices (level 8) and sharpness 0 need up to 12 % fewer
-            // bytes at equal SSIM than levels 0–2 and sharpness 1. One step below libheif's
-            // mapping is among the best offsets at q 50, 75 and 90 alike (7, 10 and 9 of 15
-            // sizes within 10 % at sharp's SSIM).
+            // bytes at equal SSIM than levels 0–2 and sharpness 1. Three steps below
+            // libheif's mapping: the text and lines of a screenshot sit in mostly flat
+            // superblocks, which sharp's variance boost codes finer than its base. On
+            // bench/image-corpus.sh's 24 graphic sizes × q 50, 75, 90, offsets 0–5 pass 25, 31,
+            // 41, 48, 44, 37, and leaving any one source out of the fit still picks three; an
+            // offset per quality fits worse out of sample (42 against 48). The cost is at q 50,
+            // where three steps pass no more sizes than one (13 each: ui.png and the large
+            // screenshots go 13–19 % over sharp's bytes, trpl14-03 at 3023 px +14.6 %).
+            // Perceptual delta-q (the photos' mode) does worse here (33 at best, four steps
+            // coarser): it spends the bytes on the flat background. Light text on dark
+            // (terminal.png, datasheet pages) stays over sharp's bytes at every offset.
             Content::Graphic => Tuning {
                 depth: 8,
-                cq_offset: 1,
+                cq_offset: 3,
                 qm: Qm::AllIntra,
                 sharpness: 0,
                 screen_content: true,
+                perceptual_deltaq: false,
             },
             // Steep matrices suit these (sharp codes chroma, most of their bytes, at level 2;
             // flat ones cost the gradient fixtures 3–8 % more at sharp's SSIM): levels 0–2 at
@@ -144,19 +157,46 @@ impl Content {
                 qm: Qm::Range(0, 2),
                 sharpness: 1,
                 screen_content: false,
+                perceptual_deltaq: false,
             },
             // On photos levels 0–2 strip the texture SSIM sees: flat matrices (sharp's luma
             // level) need 17–21 % fewer bytes at sharp's SSIM (f3.jpg, verify.jpeg), sharpness
-            // 0 another 2–3 %; 8 bits 3–4 % more than 10. One step below the mapping keeps
-            // them at or above sharp's SSIM at q 50, 75 and 90; zero steps saves ~7 % and
-            // lands verify.jpeg just under it (0.9492 against 0.9493 at q 75, 0.0071 under at
-            // q 50).
+            // 0 another 2–3 %. What sharp's `iq` adds on photos is variance boost: a finer
+            // quantizer on superblocks of low variance over a base 20–24 qindex steps above
+            // the mapping, so that a smooth photo (bokeh.webp) is coded far finer than a
+            // textured one (f3.jpg) at the same `cq-level`. With one quantizer per frame the
+            // `cq-level` offset at which Ferry meets sharp's SSIM spread over 10 steps and more
+            // across bench/image-corpus.sh's photos (f3 −6, thumb-96 −5, stone-gray −1,
+            // verify 0, landscape, cutout and bokeh +1 and beyond), so that no single offset
+            // served more than a few of them.
+            // libaom 3.11's perceptual delta-q (mode 2; av1/encoder/encodeframe.c
+            // `setup_delta_q`, aq_variance.c) sets each superblock's quantizer from its luma's
+            // wavelet energy against a fixed midpoint: finer on flat superblocks (up to 2.5× the
+            // rate), coarser on the busiest (0.75×), so, unlike modes 3 and 4, whose deltas
+            // average to zero over the frame, it moves a whole smooth image finer and a
+            // textured one coarser. With it the needed offsets close up to −6 … 0 (f3 −6,
+            // thumb-96 −5, verify −2 … −6, landscape −2 … −4, cutout 0 … −4, stone-gray −1 …
+            // −6, bokeh 0), at +0–12 % of sharp's bytes at its SSIM, and five steps coarser
+            // than the mapping is the best single offset (17 photo sizes × q 50, 75, 90: 10 of
+            // the 51 pass, against 6 at one step finer without delta-q; leaving any one source
+            // out of the fit still picks −5). The whole corpus (61 sizes) then passes 30, 28
+            // and 25 at q 50, 75 and 90 against 27, 25 and 24, its real photos and screenshots
+            // (docs-*) 5 of 12 at each quality against 4. Modes 3 and 4 (and variance AQ, which
+            // one-pass all-intra never sets up: its segments are made only in the recode loop,
+            // encoder.c; byte-identical files) move the bytes by a median of −3 … +1 % at the
+            // same `cq-level` and leave the needed offsets spread as they were (mode 4 at
+            // strength 300 also passes 10 of 51, one step finer, but 4 docs-* against 5; mode
+            // 3 passes 9). 10 bits: the energy of 10-bit samples
+            // is 4× that of 8-bit ones, and at 8 bits the mode boosts all but the densest
+            // texture so much that the spread widens again (f3 needs 10+ steps coarser, at
+            // 26 % over sharp's bytes at its SSIM).
             Content::Photo => Tuning {
                 depth: 10,
-                cq_offset: 1,
+                cq_offset: -5,
                 qm: Qm::AllIntra,
                 sharpness: 0,
                 screen_content: false,
+                perceptual_deltaq: true,
             },
         }
     }
@@ -222,7 +262,7 @@ fn encode_at(
 
     let mut color_img = Image::new(sys::AOM_IMG_FMT_I444, width, height, depth)?;
     rgb_to_yuv444(pixels, channels, &mut color_img)?;
-    let color_cq = cq.saturating_sub(tuning.cq_offset);
+    let color_cq = cq.saturating_add_signed(-tuning.cq_offset).min(63);
     let color = encode_av1(&color_img, &COLOR, color_cq, Some(tuning))?;
     drop(color_img);
 
@@ -249,24 +289,26 @@ fn encode_at(
     Ok(out)
 }
 
-/// What `pixels` (`channels` 3 or 4, alpha ignored) hold, from two cheap passes over luma and
-/// chroma (a few ms for 4.7 megapixels against seconds of encoding).
+/// What `pixels` (`channels` 3 or 4) hold, from two cheap passes over luma and chroma (a few
+/// ms for 4.7 megapixels against seconds of encoding). Fully transparent pixels do not count
+/// towards the detail: their colour is never seen, and a cut-out's transparent surround
+/// (often black) would otherwise dilute its texture into a smooth image's.
 fn classify(pixels: &[u8], channels: usize, width: usize, height: usize) -> Content {
     if is_graphic(pixels, channels, width, height) {
         return Content::Graphic;
     }
-    let (luma, chroma) = luma_chroma_detail(pixels, channels, width, height);
-    let pixels = (width * height) as u64;
-    if chroma > luma || luma < MIN_TEXTURE * pixels {
+    let (luma, chroma, visible) = luma_chroma_detail(pixels, channels, width, height);
+    // No visible pixel at all: no detail, smooth like a flat image.
+    if chroma > luma || luma < MIN_TEXTURE * visible.max(1) {
         Content::Smooth
     } else {
         Content::Photo
     }
 }
 
-/// The luma detail per pixel ([`luma_chroma_detail`], in thousandths of a level) below which
-/// an image is [`Content::Smooth`]: the photos of the corpus have 11–35 levels, the bench's fixtures
-/// 0.5–4, a 3840 px upscale of photo.jpg 0.4; coded as a photo that upscale's grey version
+/// The luma detail per visible pixel ([`luma_chroma_detail`], in thousandths of a level) below
+/// which an image is [`Content::Smooth`]: the photos of the corpus have 11–35 levels, the
+/// bench's fixtures 0.5–4, a 3840 px upscale of photo.jpg 0.4; coded as a photo that upscale's grey version
 /// lands 0.0003 under sharp's SSIM (60 % under its bytes), as smooth at it (37 % under).
 const MIN_TEXTURE: u64 = 6_000;
 
@@ -377,43 +419,47 @@ fn grow_dominant(block: &[u8; BLOCK * BLOCK], counts: &[u16; 256]) -> [u8; BLOCK
 }
 
 /// The image's detail in luma and in Cb + Cr (BT.601, thousandths of a level): the summed
-/// absolute differences between each pixel and its left and upper neighbours. Chroma over
-/// luma on the corpus, every width: the gradient fixtures (photo.jpg, rotated.jpg, photo.webp)
-/// 2.7–3.1, alpha.png and ferry.png 1.5–1.6, the photos 0.43–0.62, the screenshots and
-/// diagrams 0–0.54.
-fn luma_chroma_detail(pixels: &[u8], channels: usize, width: usize, height: usize) -> (u64, u64) {
-    // BT.601 Y, Cb, Cr in thousandths.
+/// absolute differences between each pixel and its left and upper neighbours, both not fully
+/// transparent; and how many pixels are not fully transparent. Chroma over luma on the corpus,
+/// every width: the gradient fixtures (photo.jpg, rotated.jpg, photo.webp) 2.7–3.1, alpha.png
+/// and ferry.png 1.5–1.6, the photos 0.43–0.62, the screenshots and diagrams 0–0.54.
+fn luma_chroma_detail(
+    pixels: &[u8],
+    channels: usize,
+    width: usize,
+    height: usize,
+) -> (u64, u64, u64) {
+    // BT.601 Y, Cb, Cr in thousandths; None for a fully transparent pixel, which neither adds
+    // detail nor serves as a neighbour.
     let ycc = |p: &[u8]| {
+        if channels == 4 && p[3] == 0 {
+            return None;
+        }
         let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
-        [
+        Some([
             299 * r + 587 * g + 114 * b,
             -169 * r - 331 * g + 500 * b,
             500 * r - 419 * g - 81 * b,
-        ]
+        ])
     };
-    let (mut luma, mut chroma) = (0u64, 0u64);
-    let mut above: Vec<[i32; 3]> = Vec::with_capacity(width);
-    for (y, row) in pixels
-        .chunks_exact(width * channels)
-        .take(height)
-        .enumerate()
-    {
+    let (mut luma, mut chroma, mut visible) = (0u64, 0u64, 0u64);
+    let mut above: Vec<Option<[i32; 3]>> = vec![None; width];
+    for row in pixels.chunks_exact(width * channels).take(height) {
         let mut left: Option<[i32; 3]> = None;
-        for (x, p) in row.chunks_exact(channels).enumerate() {
+        for (p, up) in row.chunks_exact(channels).zip(above.iter_mut()) {
             let c = ycc(p);
-            for n in left.iter().chain(if y > 0 { above.get(x) } else { None }) {
-                luma += u64::from(c[0].abs_diff(n[0]));
-                chroma += u64::from(c[1].abs_diff(n[1])) + u64::from(c[2].abs_diff(n[2]));
+            if let Some(c) = c {
+                visible += 1;
+                for n in left.iter().chain(up.iter()) {
+                    luma += u64::from(c[0].abs_diff(n[0]));
+                    chroma += u64::from(c[1].abs_diff(n[1])) + u64::from(c[2].abs_diff(n[2]));
+                }
             }
-            left = Some(c);
-            if y == 0 {
-                above.push(c);
-            } else if let Some(a) = above.get_mut(x) {
-                *a = c;
-            }
+            left = c;
+            *up = c;
         }
     }
-    (luma, chroma)
+    (luma, chroma, visible)
 }
 
 /// What differs between the colour and the alpha image.
@@ -565,6 +611,14 @@ fn encode_av1(
             sys::AOME_SET_SHARPNESS,
             tuning.sharpness,
             "AOME_SET_SHARPNESS",
+        )?;
+        // 0 is what all-intra ends up with by default (its default, objective delta-q, needs
+        // TPL statistics, which all-intra does not gather, and turns itself off).
+        let deltaq_mode = if tuning.perceptual_deltaq { 2 } else { 0 };
+        enc.control(
+            sys::AV1E_SET_DELTAQ_MODE,
+            deltaq_mode,
+            "AV1E_SET_DELTAQ_MODE",
         )?;
         if tuning.screen_content {
             // Forces `allow_screen_content_tools` (palette; intra block copy stays off, above)
@@ -1085,13 +1139,18 @@ mod tests {
 
     /// Grey luma noise (xorshift): photo-like texture, no chroma.
     fn noise(w: usize, h: usize) -> Vec<u8> {
+        noise_of(w, h, 120)
+    }
+
+    /// Grey noise over `span` levels around mid-grey.
+    fn noise_of(w: usize, h: usize, span: u32) -> Vec<u8> {
         let mut state = 0x2545_f491_u32;
         let mut px = Vec::with_capacity(w * h * 3);
         for _ in 0..w * h {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
-            let v = 68 + (state % 120) as u8;
+            let v = (128 - span / 2 + state % span) as u8;
             px.extend_from_slice(&[v, v, v]);
         }
         px
@@ -1129,6 +1188,63 @@ mod tests {
             .flat_map(|i| [60 + (i % 256 / 8) as u8; 3])
             .collect();
         assert_eq!(classify(&ramp, 3, 256, 64), Content::Smooth);
+    }
+
+    #[test]
+    fn transparent_pixels_do_not_count_as_smooth_area() {
+        // Mild grain (12 levels: about 8 levels of detail per pixel) in the left 64 columns, the
+        // rest fully transparent black: counted over every pixel, its detail would be that of
+        // a smooth image (about 3 levels, under MIN_TEXTURE).
+        let (w, h, opaque) = (160usize, 64usize, 64usize);
+        let px: Vec<u8> = noise_of(w, h, 12)
+            .chunks_exact(3)
+            .enumerate()
+            .flat_map(|(i, p)| {
+                if i % w < opaque {
+                    [p[0], p[1], p[2], 255]
+                } else {
+                    [0, 0, 0, 0]
+                }
+            })
+            .collect();
+        let (luma, _, visible) = luma_chroma_detail(&px, 4, w, h);
+        assert_eq!(visible, (opaque * h) as u64);
+        assert!(luma < MIN_TEXTURE * (w * h) as u64, "{luma}");
+        assert!(luma >= MIN_TEXTURE * visible, "{luma}");
+        assert_eq!(classify(&px, 4, w, h), Content::Photo);
+        // Opaque, the same grain is a photo too; transparent, nothing is left to see.
+        assert_eq!(classify(&noise_of(w, h, 12), 3, w, h), Content::Photo);
+        assert_eq!(classify(&[0u8; 4 * 32 * 32], 4, 32, 32), Content::Smooth);
+    }
+
+    /// Perceptual delta-q moves the quantizer by each superblock's own energy, not around the
+    /// frame's average: a smooth image is coded finer than without it, a busy one coarser.
+    #[test]
+    fn perceptual_deltaq_codes_smooth_finer_and_busy_coarser() -> Result<(), AomError> {
+        let (w, h) = (128, 128);
+        let photo = Content::Photo.tuning();
+        assert!(photo.perceptual_deltaq);
+        let plain = Tuning {
+            perceptual_deltaq: false,
+            ..photo
+        };
+        let sizes = |px: &[u8]| -> Result<(usize, usize), AomError> {
+            Ok((
+                encode_at(px, Layout::Rgb, w, h, 47, photo)?.len(),
+                encode_at(px, Layout::Rgb, w, h, 47, plain)?.len(),
+            ))
+        };
+        // A faint grain over a ramp: little energy everywhere.
+        let smooth: Vec<u8> = noise_of(w as usize, h as usize, 4)
+            .chunks_exact(3)
+            .enumerate()
+            .flat_map(|(i, p)| [p[0] - 60 + (i % 128) as u8, p[1], p[2]])
+            .collect();
+        let (with, without) = sizes(&smooth)?;
+        assert!(with > without, "smooth: {with} vs {without}");
+        let (with, without) = sizes(&noise(w as usize, h as usize))?;
+        assert!(with < without, "busy: {with} vs {without}");
+        Ok(())
     }
 
     #[test]
