@@ -1109,36 +1109,47 @@ mod tests {
         Ok(())
     }
 
+    /// Asserts that Ferry's JPEG of fixture `source` at `width` and `q` is sharp's file
+    /// `sharp_file` (written with next's `jpeg({ quality, mozjpeg: true })`), byte for byte.
+    fn assert_sharps_jpeg(
+        source: &str,
+        width: u32,
+        q: u8,
+        sharp_file: &str,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let src = std::fs::read(format!("{dir}/{source}"))?;
+        let sharp = std::fs::read(format!("{dir}/{sharp_file}"))?;
+        let ours = optimize(&src, detect::JPEG, width, q, 1 << 24)?;
+        assert_eq!(ours.len(), sharp.len(), "{sharp_file}");
+        assert!(ours == sharp, "{sharp_file}: same length, other bytes");
+        Ok(())
+    }
+
     #[test]
     fn jpeg_output_is_sharps_byte_for_byte() -> Result<(), Box<dyn std::error::Error>> {
-        // photo.jpg at 96 px written by sharp with next's `jpeg({ quality, mozjpeg: true })`:
-        // same pixels (above) and libvips' encoder settings give the same file, headers
-        // included (8-bit tables, no JFIF APP0; the mozjpeg crate's profile wrote 138 bytes
-        // more at q 50).
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-        let src = std::fs::read(format!("{dir}/photo.jpg"))?;
+        // photo.jpg at 96 px: same pixels (above) and libvips' encoder settings give the same
+        // file, headers included (8-bit tables, no JFIF APP0; the mozjpeg crate's profile
+        // wrote 138 bytes more at q 50).
         for q in [50, 90] {
-            let sharp = std::fs::read(format!("{dir}/photo-sharp-w96-q{q}.jpg"))?;
-            let ours = optimize(&src, detect::JPEG, 96, q, 1 << 24)?;
-            assert_eq!(ours.len(), sharp.len(), "q {q}");
-            assert!(ours == sharp, "q {q}: same length, other bytes");
+            assert_sharps_jpeg("photo.jpg", 96, q, &format!("photo-sharp-w96-q{q}.jpg"))?;
         }
         Ok(())
     }
 
     #[test]
     fn jpeg_of_an_alpha_source_is_sharps_byte_for_byte() -> Result<(), Box<dyn std::error::Error>> {
-        // alpha.png (240 px, alpha gradient) as JPEG, written by sharp with next's settings:
-        // libvips flattens onto black only at the save, after the premultiplied resize, and
-        // truncates `colour × alpha / 255`. Flattened before the resize, or rounded, the
-        // pixels moved by one level and the files differed (the corpus bench's icon-48 case).
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-        let src = std::fs::read(format!("{dir}/alpha.png"))?;
+        // alpha.png (240 px, alpha gradient): libvips flattens onto black only at the save,
+        // after the premultiplied resize, and truncates `colour × alpha / 255`. Flattened
+        // before the resize, or rounded, the pixels moved by one level and the files differed
+        // (the corpus bench's icon-48 case).
         for width in [240, 100] {
-            let sharp = std::fs::read(format!("{dir}/alpha-sharp-w{width}-q75.jpg"))?;
-            let ours = optimize(&src, detect::JPEG, width, 75, 1 << 24)?;
-            assert_eq!(ours.len(), sharp.len(), "w {width}");
-            assert!(ours == sharp, "w {width}: same length, other bytes");
+            assert_sharps_jpeg(
+                "alpha.png",
+                width,
+                75,
+                &format!("alpha-sharp-w{width}-q75.jpg"),
+            )?;
         }
         Ok(())
     }
