@@ -1,16 +1,17 @@
 //! Palette reduction for PNG output, standing in for libimagequant (sharp's `png({ quality })`,
-//! whose Rust port is GPL-3). Like libimagequant 2.x (the C version sharp bundles) it uses the
-//! colours the error target `quality` sets calls for, not always 256: a median cut over a
-//! colour histogram stops once its boxes' error is within the budget, and k-means refines the
-//! palette (leaving it under the target, as libimagequant's usually is). The error is
-//! libimagequant's measure (gamma-adjusted premultiplied RGB, over black and over white),
-//! weighted by how flat each pixel's surroundings are (errors hide in texture) with no colour
-//! above a tenth of the image. At quality 100 an image of at most 256 colours keeps them
-//! exactly (below 100 libimagequant reduces those too, and so does this). Pixels are remapped
-//! with serpentine Floyd–Steinberg error diffusion on all four channels, in flat areas and
-//! gradients only (not on edges, where it only scatters noise). The palette itself lives in
-//! premultiplied luma / colour differences / alpha, taken from libimagequant's working gamma
-//! (sRGB values to the power 1.21, where the error budget is measured too), and two colours
+//! whose Rust port is GPL-3). Like libimagequant 2.4.1 (the C version sharp bundles, at the
+//! speed sharp asks for) it uses the colours the error target `quality` sets calls for, not
+//! always 256: its median cut over a colour histogram (how boxes are ranked, split and given a
+//! colour) stops once its boxes' error is within the budget, the cut is repeated with the
+//! weights of badly served colours raised while a smaller palette still meets the target, and
+//! k-means refines the result. The error is libimagequant's measure (gamma-adjusted
+//! premultiplied RGB, over black and over white), weighted by how flat each pixel's
+//! surroundings are (errors hide in texture) with no colour above a tenth of the image. At
+//! quality 100 an image of at most 256 colours keeps them exactly (below 100 libimagequant
+//! reduces those too, and so does this). Pixels are remapped with serpentine Floyd–Steinberg
+//! error diffusion on all four channels, in flat areas and gradients only (not on edges, where
+//! it only scatters noise), in Ferry's own space: premultiplied luma / colour differences /
+//! alpha, from libimagequant's working gamma (sRGB values to the power 1.21), where two colours
 //! differ by the larger of their differences composited over black and over white
 //! (libimagequant's idea): what a half-transparent pixel looks like on a page, not its stored
 //! channels, is what counts.
@@ -24,8 +25,18 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// PNG palettes hold at most 256 entries (sharp's default `colours`).
 const MAX_COLORS: usize = 256;
 
-/// k-means passes after the median cut (each moves every entry to its nearest colour's mean).
-const KMEANS_PASSES: usize = 4;
+/// k-means steps after the palette search, at most (libimagequant.c `liq_set_speed` at
+/// sharp's speed 4).
+const VORONOI_STEPS: usize = 12;
+
+/// Median cuts `find_best_palette` may try (libimagequant.c `liq_set_speed` at speed 4: each
+/// kept palette costs one, each rejected one six).
+const FEEDBACK_TRIALS: i32 = 20;
+
+/// Distinct colours up to which the histogram keeps every colour apart, as libimagequant's
+/// does; an image with more (a photo) is counted in 6-bit buckets, which bounds the work of
+/// the repeated cuts (`photo.jpg` at 640 px: ~236 000 exact colours, ~67 000 buckets).
+const EXACT_COLORS: usize = 1 << 15;
 
 /// libimagequant weighs no colour above a tenth of the image (pam.c
 /// `pam_acolorhashtoacolorhist`), so a large flat background neither drowns the error of
@@ -57,7 +68,8 @@ const EDGE: f32 = 64.0;
 /// ones a viewer sees first, but too little weight leaves the palette poor in colour, which
 /// the error budget counts in full (more entries for the same target). Cases passing in the
 /// PNG corpus bench (`bench/image-corpus.sh`, q 50 + 75 + 90, 49 each), all else as now: 0.5:
-/// 40 + 41 + 41; 0.7: 44 + 43 + 42; 1.0: 43 + 42 + 34 (SSIM sees only luma).
+/// 40 + 41 + 41; 0.7: 44 + 43 + 42; 1.0: 43 + 42 + 34 (SSIM sees only luma). Measured when
+/// the palette was built in this space too; now only the remapping is.
 const CHROMA: f32 = 0.7;
 
 /// A pixel in the quantizer's space: premultiplied luma, blue and red differences (times
@@ -84,7 +96,8 @@ pub fn quantize(rgba: &[u8], width: usize, quality: u8) -> (Vec<[u8; 4]>, Vec<u8
         None => histogram(rgba, &flat),
     };
     drop(flat);
-    let palette = palette_within(&hist, target_error(quality) * hist.weight);
+    let mut hist = hist;
+    let palette = palette_within(&mut hist, target_error(quality));
     let mut colors: Vec<[u8; 4]> = palette.iter().map(|p| to_rgba(*p)).collect();
     colors.sort_unstable_by_key(|c| (c[3], c[1], c[0], c[2]));
     colors.dedup();
@@ -108,23 +121,26 @@ fn target_error(quality: u8) -> f64 {
     }
 }
 
-/// The palette for `hist` whose error stays within `allowed` (a sum over the histogram's
-/// weights; 0: as many colours as the cut finds): the median cut stops once its boxes' error
-/// and `hist.spread` are within it (never when `allowed` isn't above the spread), then k-means
-/// refines the colours, lowering the error further. As in libimagequant, the cut's colours,
-/// before the refinement, set how many there are: its result is then usually well under the
-/// target. Aiming the cut higher by what k-means gains (libimagequant.c `find_best_palette`
-/// does a little of that) gave fewer colours than sharp's for the same `quality`; PNG corpus
-/// bench, q 50 + 75 + 90, all else as now: 43 + 40 + 38 pass with that search (up to 4 more
-/// cuts), 44 + 43 + 42 without.
-fn palette_within(hist: &Histogram, allowed: f64) -> Vec<Px> {
-    let mut palette = median_cut(hist.entries.clone(), MAX_COLORS, allowed - hist.spread);
-    for _ in 0..KMEANS_PASSES {
-        if !kmeans_pass(&hist.entries, &mut palette) {
+/// The palette for `hist` at the mean error `target` (`target_error`), as libimagequant 2.4.1
+/// finds it at sharp's speed 4 (libimagequant.c `pngquant_quantize`): `find_best_palette`'s
+/// repeated median cuts, then up to `VORONOI_STEPS` k-means steps until the error settles,
+/// then one more with the entries weighed by their pixel counts (the Voronoi step of
+/// `remap_to_palette`, which sets the colours written out). PNG corpus bench, q 50 + 75 + 90,
+/// against the earlier cut (own ranking and split, 4 k-means steps in the quantizer's space,
+/// no search): 57 + 53 + 49 → 53 + 55 + 57.
+fn palette_within(hist: &mut Histogram, target: f64) -> Vec<Px> {
+    let mut liq = find_best_palette(hist, target);
+    let mut previous = f64::INFINITY;
+    for _ in 0..VORONOI_STEPS {
+        let error = voronoi(hist, &mut liq, false, false);
+        // libimagequant's `voronoi_iteration_limit` at speed 4.
+        if (previous - error).abs() < 1.0 / f64::from(1u32 << 19) {
             break;
         }
+        previous = error;
     }
-    palette
+    voronoi(hist, &mut liq, false, true);
+    liq.iter().map(|c| from_premul(*c, c[3])).collect()
 }
 
 /// The image's own palette when it has at most 256 distinct colours.
@@ -230,15 +246,24 @@ fn dist(a: &Px, b: &Px) -> f32 {
     (d[0] * d[0]).max(over_white * over_white) + d[1] * d[1] + d[2] * d[2]
 }
 
-/// One histogram bucket: the mean colour of its pixels, in the quantizer's space and in
-/// libimagequant's, and how much they weigh.
-#[derive(Clone, Copy)]
+/// One histogram entry (a colour, or a bucket of them): the mean colour of its pixels in
+/// libimagequant's space, and how much they weigh.
+#[derive(Clone, Copy, Default)]
 struct Entry {
-    px: Px,
     /// The pixels' `importance_weight`s summed, capped at `MAX_SHARE` of the image.
     weight: f32,
     /// Mean in libimagequant's space (`liq_px`).
     lq: [f32; 4],
+    /// `weight` as the palette search adjusts it (libimagequant's `adjusted_weight`).
+    adjusted: f32,
+    /// Pixels in the bucket.
+    count: f32,
+    /// Sort key of the median cut's current split (`split_box`).
+    key: u32,
+    /// "Colour weight" of the median cut's current split (`split_box`).
+    cw: f32,
+    /// The palette index this entry last went to: where the nearest search starts.
+    hint: u16,
 }
 
 /// The colour histogram and the totals the error budget is measured against.
@@ -255,10 +280,6 @@ struct Histogram {
 /// differences from it, which stay exact in `f32` however many pixels repeat a colour (plain
 /// sums over a few million pixels drift by whole levels).
 struct Bucket {
-    /// First pixel, in the quantizer's space.
-    first: Px,
-    /// Sum of the differences from `first`.
-    diff: [f32; 4],
     count: u32,
     /// First pixel, in libimagequant's space.
     liq_first: [f32; 4],
@@ -270,10 +291,25 @@ struct Bucket {
     weight: f64,
 }
 
-/// Colours counted in buckets of 6 bits per channel, each keeping its pixels' exact mean (the
-/// buckets are far finer than a 256-colour palette, and bound the work on a photo); `flat` is
-/// `flatness` of each pixel.
+/// The image's colours, each with its pixels' summed weight (`flat`: `flatness` of each
+/// pixel), as libimagequant's pam.c `pam_computeacolorhash` counts them; beyond
+/// `EXACT_COLORS` distinct colours, in buckets of 6 bits per colour channel, each keeping its
+/// pixels' exact mean (far finer than a 256-colour palette). PNG corpus bench, q 50 + 75 + 90,
+/// with the palette search as now: 55 + 54 + 48 pass with buckets always, 53 + 55 + 57 with
+/// exact colours (graphics' anti-aliasing steps stay apart).
 fn histogram(rgba: &[u8], flat: &[u8]) -> Histogram {
+    histogram_keyed(rgba, flat, true, EXACT_COLORS)
+        .or_else(|| histogram_keyed(rgba, flat, false, usize::MAX))
+        .unwrap_or(Histogram {
+            entries: Vec::new(),
+            weight: 0.0,
+            spread: 0.0,
+        })
+}
+
+/// `histogram` with each colour its own entry (`exact_keys`; none once there are more than
+/// `limit`), or in buckets of 6 bits per colour channel.
+fn histogram_keyed(rgba: &[u8], flat: &[u8], exact_keys: bool, limit: usize) -> Option<Histogram> {
     let lut = gamma_lut();
     let mut buckets: HashMap<u32, Bucket, FastHash> = HashMap::default();
     for (c, &f) in rgba.chunks_exact(4).zip(flat) {
@@ -287,12 +323,13 @@ fn histogram(rgba: &[u8], flat: &[u8]) -> Histogram {
         // share one bucket with transparent, and no palette entry could tell them apart
         // (`icon.png`'s shadow at 256 px banded in steps of 5; PNG corpus bench, q 50 + 75 +
         // 90: 44 + 43 + 40 pass with 6-bit alpha, 44 + 43 + 42 with 8).
-        let key = u32::from_le_bytes([c[0] >> 2, c[1] >> 2, c[2] >> 2, c[3]]);
-        let p = to_px(lut, c);
+        let key = if exact_keys {
+            u32::from_le_bytes(c)
+        } else {
+            u32::from_le_bytes([c[0] >> 2, c[1] >> 2, c[2] >> 2, c[3]])
+        };
         let l = liq_px(lut, c);
         let b = buckets.entry(key).or_insert(Bucket {
-            first: p,
-            diff: [0.0; 4],
             count: 0,
             liq_first: l,
             liq_diff: [0.0; 4],
@@ -302,12 +339,14 @@ fn histogram(rgba: &[u8], flat: &[u8]) -> Histogram {
         let w = importance_weight(f);
         let d: [f32; 4] = std::array::from_fn(|i| l[i] - b.liq_first[i]);
         for i in 0..4 {
-            b.diff[i] += p[i] - b.first[i];
             b.liq_diff[i] += w * d[i];
         }
         b.liq_diff2 += w * liq_diff(&d);
         b.weight += f64::from(w);
         b.count += 1;
+        if buckets.len() > limit {
+            return None;
+        }
     }
     let cap = max_weight(rgba.len() / 4);
     let (mut weight, mut spread) = (0f64, 0f64);
@@ -322,17 +361,19 @@ fn histogram(rgba: &[u8], flat: &[u8]) -> Histogram {
             weight += f64::from(capped);
             spread += f64::from(own * (capped / w));
             Entry {
-                px: std::array::from_fn(|i| b.first[i] + b.diff[i] / b.count as f32),
                 weight: capped,
                 lq: std::array::from_fn(|i| b.liq_first[i] + d[i]),
+                adjusted: capped,
+                count: b.count as f32,
+                ..Entry::default()
             }
         })
         .collect();
-    Histogram {
+    Some(Histogram {
         entries,
         weight,
         spread,
-    }
+    })
 }
 
 /// The histogram of an image with `colors` exactly (`indices` into them, `flat` the
@@ -346,22 +387,24 @@ fn exact_histogram(colors: &[[u8; 4]], indices: &[u8], flat: &[u8]) -> Histogram
     }
     let weights = sums
         .into_iter()
-        .map(|(n, f)| 0.5 * f64::from(n) + f as f64 / 255.0);
+        .map(|(n, f)| (0.5 * f64::from(n) + f as f64 / 255.0, n));
     let lut = gamma_lut();
     let cap = max_weight(indices.len());
     let mut weight = 0f64;
     let entries = colors
         .iter()
         .zip(weights)
-        .filter(|&(_, w)| w > 0.0)
-        .map(|(&c, w)| {
+        .filter(|&(_, (w, _))| w > 0.0)
+        .map(|(&c, (w, n))| {
             let c = if c[3] == 0 { [0; 4] } else { c };
             let w = (w as f32).min(cap);
             weight += f64::from(w);
             Entry {
-                px: to_px(lut, c),
                 weight: w,
                 lq: liq_px(lut, c),
+                adjusted: w,
+                count: n as f32,
+                ..Entry::default()
             }
         })
         .collect();
@@ -588,172 +631,347 @@ fn liq_diff(d: &[f32; 4]) -> f32 {
     s
 }
 
-/// A box of the median cut: a range of entries, its error in libimagequant's measure
-/// (`box_error`), and how urgently it wants splitting.
+/// A box of libimagequant's median cut (mediancut.c `struct box`): a range of entries, its
+/// representative colour (`average_colour`) in libimagequant's space, the per-channel spread
+/// that picks the axis and ranks it, its summed weight and its error.
 struct CutBox {
     start: usize,
     end: usize,
+    /// Representative colour, premultiplied r, g, b and alpha in libimagequant's gamma.
+    color: [f32; 4],
+    /// Weighted spread per channel (r, g, b, a; `box_variance`).
+    variance: [f64; 4],
+    /// Sum of the entries' weights.
+    sum: f64,
+    /// Weighted `liq_diff` of the entries from `color`.
     error: f64,
-    priority: f64,
+    /// The largest `liq_diff` of an entry from `color`.
+    max_error: f64,
 }
 
 impl CutBox {
-    fn new(entries: &[Entry], start: usize, end: usize) -> Self {
-        let (error, weight) = box_error(&entries[start..end]);
+    fn new(entries: &[Entry], start: usize, end: usize, center: [f32; 4]) -> Self {
+        let items = &entries[start..end];
+        let color = average_colour(items, center);
+        let (mut variance, mut sum, mut error, mut max_error) = ([0f64; 4], 0f64, 0f64, 0f64);
+        // Differences under these count a quarter (mediancut.c `variance_diff`): a box whose
+        // colours are all within a level of each other is not worth splitting.
+        const GOOD: [f32; 4] = [1.0 / 256.0, 1.0 / 256.0, 1.0 / 256.0, 2.0 / 256.0];
+        for e in items {
+            let w = f64::from(e.adjusted);
+            sum += w;
+            let d: [f32; 4] = std::array::from_fn(|i| e.lq[i] - color[i]);
+            for i in 0..4 {
+                let d2 = f64::from(d[i] * d[i]);
+                let d2 = if d[i].abs() < GOOD[i] { d2 * 0.25 } else { d2 };
+                variance[i] += d2 * w;
+            }
+            let diff = f64::from(liq_diff(&d));
+            error += f64::from(e.weight) * diff;
+            max_error = max_error.max(diff);
+        }
+        // mediancut.c `box_variance`: green counts most, alpha least.
+        const CHANNEL: [f64; 4] = [7.0 / 16.0, 9.0 / 16.0, 5.0 / 16.0, 4.0 / 16.0];
+        for i in 0..4 {
+            variance[i] *= CHANNEL[i];
+        }
         Self {
             start,
             end,
+            color,
+            variance,
+            sum,
             error,
-            // Error times weight, as libimagequant's variance times weight
-            // (mediancut.c `best_splittable_box`): heavy boxes split first, which gives the
-            // large areas of a graphic, and the ramps at their edges, colours of their own.
-            priority: error * weight,
+            max_error,
+        }
+    }
+
+    /// How urgently the box wants splitting (mediancut.c `best_splittable_box`): its weight
+    /// times its largest channel spread (which is the one it would be split along), so heavy
+    /// boxes split first; 0 for a box that cannot split.
+    fn priority(&self, max_mse: f64) -> f64 {
+        if self.end - self.start < 2 {
+            return 0.0;
+        }
+        let v = &self.variance;
+        let p = self.sum * v[0].max(v[1]).max(v[2]).max(v[3]);
+        // A box holding a colour far from its own splits sooner (an odd green pixel gets a
+        // colour of its own).
+        if self.max_error > max_mse {
+            p * self.max_error / max_mse
+        } else {
+            p
         }
     }
 }
 
-/// The weighted error of `entries` against their weighted mean, in libimagequant's measure
-/// and space, and their weight.
-fn box_error(entries: &[Entry]) -> (f64, f64) {
-    let (mut w, mut s, mut s2) = (0f64, [0f64; 4], 0f64);
-    for e in entries {
-        let ew = f64::from(e.weight);
-        w += ew;
-        for i in 0..4 {
-            s[i] += ew * f64::from(e.lq[i]);
+/// A box's representative colour, as libimagequant's mediancut.c `averagepixels` makes it:
+/// the weighted mean alpha, and the mean of the straight (not premultiplied) colours at that
+/// alpha, each entry weighing more the further it is from `center` (the parent box's colour),
+/// which keeps a box from fading towards grey: saturated and extreme colours pull harder.
+fn average_colour(items: &[Entry], center: [f32; 4]) -> [f32; 4] {
+    let (mut aw, mut asum, mut amax) = (0f64, 0f64, 0f32);
+    for e in items {
+        aw += f64::from(e.adjusted);
+        asum += f64::from(e.adjusted) * f64::from(e.lq[3]);
+        amax = amax.max(e.lq[3]);
+    }
+    let mut a = if aw > 0.0 { asum / aw } else { 0.0 };
+    // A mean that reaches opaque (libimagequant's `min_opaque_val`, 1 at sharp's settings) is
+    // exactly opaque when an opaque colour is among them.
+    if a >= 1.0 && amax >= 255.0 / 256.0 {
+        a = 1.0;
+    }
+    let (mut sum, mut rgb) = (0f64, [0f64; 3]);
+    for e in items {
+        let mut w = 1.0;
+        for i in 0..3 {
+            let d = f64::from(center[i] - e.lq[i]);
+            w += d * d;
         }
-        s2 += ew * f64::from(liq_diff(&e.lq));
+        w *= f64::from(e.adjusted);
+        sum += w;
+        for i in 0..3 {
+            let straight = if e.lq[3] > 0.0 {
+                e.lq[i] / e.lq[3]
+            } else {
+                e.lq[i]
+            };
+            rgb[i] += f64::from(straight) * w;
+        }
     }
-    if w == 0.0 {
-        return (0.0, 0.0);
+    if sum > 0.0 {
+        rgb = rgb.map(|v| v / sum);
     }
-    // `liq_diff` is a quadratic form, so the sum about the mean is the sum about zero less the
-    // total weight times the mean's.
-    let mean = s.map(|v| (v / w) as f32);
-    ((s2 - w * f64::from(liq_diff(&mean))).max(0.0), w)
+    [
+        (rgb[0] * a) as f32,
+        (rgb[1] * a) as f32,
+        (rgb[2] * a) as f32,
+        a as f32,
+    ]
 }
 
-/// Weighted mean colour of `entries`.
-fn mean(entries: &[Entry]) -> Px {
-    let (mut w, mut s) = (0f64, [0f64; 4]);
-    for e in entries {
-        let ew = f64::from(e.weight);
-        w += ew;
-        for i in 0..4 {
-            s[i] += ew * f64::from(e.px[i]);
-        }
+/// Sorts a box's entries for splitting and returns where to split (mediancut.c
+/// `prepare_sort`, `get_median`, `hist_item_sort_halfvar`): in the order of the channel of the
+/// largest spread, highest first (ties by a mix of the others), at the point where the
+/// entries' "colour weights" (distance from the box's median entry times a weight that grows
+/// as the square root of the entry's) reach half their sum. A split there balances popularity
+/// against spread, rather than entry counts. Only as much is sorted as that point needs.
+fn split_box(entries: &mut [Entry], variance: &[f64; 4]) -> usize {
+    let mut order = [0usize, 1, 2, 3];
+    // Stable: ties keep r, g, b, a order.
+    order.sort_by(|&a, &b| variance[b].total_cmp(&variance[a]));
+    for e in entries.iter_mut() {
+        let primary = (e.lq[order[0]] * 65535.0) as u32;
+        let rest = (e.lq[order[2]] + e.lq[order[1]] / 2.0 + e.lq[order[3]] / 4.0) * 65535.0;
+        e.key = (primary << 16) | rest as u32;
     }
-    let w = w.max(f64::MIN_POSITIVE);
-    s.map(|v| (v / w) as f32)
+    let n = entries.len();
+    let mid = (n - 1) / 2;
+    let desc = |a: &Entry, b: &Entry| b.key.cmp(&a.key);
+    entries.select_nth_unstable_by(mid, desc);
+    let median = if n % 2 == 1 {
+        entries[mid].lq
+    } else {
+        // The next in order: the highest key after `mid`.
+        let next = entries[mid + 1..]
+            .iter()
+            .max_by_key(|e| e.key)
+            .copied()
+            .unwrap_or(entries[mid]);
+        average_colour(&[entries[mid], next], [0.5; 4])
+    };
+    let mut half = 0f64;
+    for e in entries.iter_mut() {
+        let d: [f32; 4] = std::array::from_fn(|i| median[i] - e.lq[i]);
+        let mut diff = liq_diff(&d);
+        // Colours within a level of the median count half.
+        if diff < 2.0 / 65536.0 {
+            diff /= 2.0;
+        }
+        e.cw = diff.sqrt() * ((1.0 + e.adjusted).sqrt() - 1.0);
+        half += f64::from(e.cw);
+    }
+    half /= 2.0;
+    // Weighted selection: the first entry (in order) at which the running sum of `cw`
+    // reaches `half`.
+    let (mut lo, mut hi) = (0, n);
+    let at = loop {
+        if hi - lo <= 1 {
+            break lo;
+        }
+        let p = (hi - lo - 1) / 2;
+        entries[lo..hi].select_nth_unstable_by(p, desc);
+        let left: f64 = entries[lo..=lo + p].iter().map(|e| f64::from(e.cw)).sum();
+        if left >= half {
+            // Within [lo, lo + p]: the pivot itself if the part before it falls short.
+            hi = lo + p + 1;
+        } else {
+            half -= left;
+            lo += p + 1;
+            if lo >= hi {
+                break n;
+            }
+        }
+    };
+    (at + 1).min(n - 1)
 }
 
-/// Splits the box that most wants it (`CutBox::priority`) until there are `colors` boxes, none
-/// can split, or (when `budget` is positive) the boxes' errors sum to at most `budget`: along
-/// its widest channel, at the point that leaves the least error on the two sides.
-fn median_cut(mut entries: Vec<Entry>, colors: usize, budget: f64) -> Vec<Px> {
-    let mut boxes = vec![CutBox::new(&entries, 0, entries.len())];
+/// libimagequant's median cut (mediancut.c `mediancut`): splits the box that most wants it
+/// (`CutBox::priority`, boxes with an entry further than `max_mse` from their colour boosted,
+/// the more so the fewer boxes there are) at `split_box`'s point until there are `colors`
+/// boxes, none can split, or (when `budget` is positive) the boxes' errors against their
+/// colours sum to at most `budget`. Returns the boxes' `average_colour`s (libimagequant's
+/// space), and raises each entry's `adjusted` weight by its distance from its box's colour
+/// (mediancut.c `adjust_histogram`) for the next cut of `find_best_palette`.
+fn median_cut(entries: &mut [Entry], colors: usize, budget: f64, max_mse: f64) -> Vec<[f32; 4]> {
+    let n = entries.len();
+    if n == 0 {
+        return vec![[0.0; 4]];
+    }
+    let mut boxes = vec![CutBox::new(entries, 0, n, [0.5; 4])];
     let mut total = boxes[0].error;
     while boxes.len() < colors {
-        let Some((bi, _)) = boxes
+        let limit = max_mse + boxes.len() as f64 / colors as f64 * 16.0 * max_mse;
+        let (bi, best) = boxes
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.end - b.start > 1 && b.error > 0.0)
-            .max_by(|a, b| a.1.priority.total_cmp(&b.1.priority))
-        else {
+            .map(|(i, b)| (i, b.priority(limit)))
+            .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        if best <= 0.0 {
             break;
-        };
-        let (start, end) = (boxes[bi].start, boxes[bi].end);
-        let slice = &mut entries[start..end];
-        let axis = widest_axis(slice, 4);
-        slice.sort_unstable_by(|a, b| a.px[axis].total_cmp(&b.px[axis]));
-        let at = start + best_split(slice, axis);
+        }
+        let (start, end, parent) = (boxes[bi].start, boxes[bi].end, boxes[bi].color);
+        let at = start + split_box(&mut entries[start..end], &boxes[bi].variance);
         total -= boxes[bi].error;
-        boxes[bi] = CutBox::new(&entries, start, at);
-        boxes.push(CutBox::new(&entries, at, end));
+        boxes[bi] = CutBox::new(entries, start, at, parent);
+        boxes.push(CutBox::new(entries, at, end, parent));
         total += boxes[bi].error + boxes[boxes.len() - 1].error;
         if budget > 0.0 && total <= budget {
             break;
         }
     }
-    boxes
-        .iter()
-        .map(|b| mean(&entries[b.start..b.end]))
-        .collect()
-}
-
-/// The channel along which `entries` vary most (weighted variance).
-fn widest_axis(entries: &[Entry], axes: usize) -> usize {
-    let m = mean(entries);
-    let mut var = [0f64; 4];
-    for e in entries {
-        for i in 0..4 {
-            let d = f64::from(e.px[i] - m[i]);
-            var[i] += f64::from(e.weight) * d * d;
+    for (bi, b) in boxes.iter().enumerate() {
+        for e in &mut entries[b.start..b.end] {
+            e.hint = bi as u16;
+            let d: [f32; 4] = std::array::from_fn(|i| e.lq[i] - b.color[i]);
+            e.adjusted *= (1.0 + liq_diff(&d) / 4.0).sqrt();
         }
     }
-    (0..axes)
+    boxes.iter().map(|b| b.color).collect()
+}
+
+/// `liq_diff` of two colours of libimagequant's space.
+fn liq_dist(a: &Px, b: &Px) -> f32 {
+    liq_diff(&std::array::from_fn(|i| a[i] - b[i]))
+}
+
+/// One k-means step in libimagequant's space (viter.c `viter_do_iteration`): every entry to
+/// its nearest palette colour, every colour to the weighted mean of its entries (by
+/// `weight`, or by pixel count with `by_count`). Returns the error before the move, per unit
+/// of weight, with the histogram's own spread; with `adjust`, raises each entry's `adjusted`
+/// weight by its error (libimagequant.c `adjust_histogram_callback`).
+fn voronoi(hist: &mut Histogram, palette: &mut [[f32; 4]], adjust: bool, by_count: bool) -> f64 {
+    let search = Nearest::<true>::new(palette);
+    let mut sums = vec![([0f64; 4], 0f64); palette.len()];
+    let mut total = hist.spread;
+    for e in &mut hist.entries {
+        let (i, d) = search.find_with_distance(&e.lq, usize::from(e.hint));
+        e.hint = i as u16;
+        total += f64::from(d) * f64::from(e.weight);
+        let w = f64::from(if by_count { e.count } else { e.weight });
+        let (s, sw) = &mut sums[i];
+        for c in 0..4 {
+            s[c] += w * f64::from(e.lq[c]);
+        }
+        *sw += w;
+        if adjust {
+            e.adjusted = (e.weight + e.adjusted) * (1.0 + d).sqrt();
+        }
+    }
+    for (p, (s, w)) in palette.iter_mut().zip(sums) {
+        if w > 0.0 {
+            *p = s.map(|v| (v / w) as f32);
+        }
+    }
+    total / hist.weight.max(f64::MIN_POSITIVE)
+}
+
+/// libimagequant.c `find_best_palette` at sharp's speed (4: 20 trials): repeats the median cut,
+/// each time with the entries' weights raised where the last palette was far from them, and
+/// aiming higher while the palette (after a k-means step) stays under `target`; keeps the last
+/// palette that lowered the error, or met the target with fewer colours (each cut may use one
+/// colour more than the last kept). Returns the palette (libimagequant's space) and its error.
+fn find_best_palette(hist: &mut Histogram, target: f64) -> Vec<[f32; 4]> {
+    let mut max_colors = MAX_COLORS;
+    let mut trials = FEEDBACK_TRIALS;
+    let mut best: Option<Vec<[f32; 4]>> = None;
+    let mut least = 1e20f64;
+    // The first cut aims a little over the target (k-means will bring it under).
+    let mut overshoot = 1.05;
+    loop {
+        let max_mse = (90.0 / 65536.0f64).max(target).max(least) * 1.2;
+        let budget = target * overshoot * hist.weight - hist.spread;
+        let mut palette = median_cut(&mut hist.entries, max_colors, budget, max_mse);
+        let first_at_target = best.is_none() && target > 0.0;
+        let error = voronoi(hist, &mut palette, !first_at_target, false);
+        let accept = match &best {
+            None => true,
+            Some(_) => error < least || (error <= target && palette.len() < max_colors),
+        };
+        if accept {
+            if error < target && error > 0.0 {
+                // k-means lowered the error below what the cut aimed for: aim higher.
+                overshoot = (overshoot * 1.25).min(target / error);
+            }
+            least = error;
+            max_colors = (palette.len() + 1).min(max_colors);
+            trials -= 1;
+            best = Some(palette);
+        } else {
+            for e in &mut hist.entries {
+                e.adjusted = (e.weight + e.adjusted) / 2.0;
+            }
+            overshoot = 1.0;
+            trials -= 6;
+            if error > least * 4.0 {
+                trials -= 3;
+            }
+        }
+        // A palette that filled every entry and still missed the target (a photo): more
+        // cuts only shuffle its colours (libimagequant goes on; Ferry saves the time).
+        if trials <= 0 || max_colors >= MAX_COLORS {
+            break;
+        }
+    }
+    best.unwrap_or_default()
+}
+
+/// Which of the first three channels `colors` vary most along.
+fn widest_axis(colors: &[Px]) -> usize {
+    let n = colors.len().max(1) as f64;
+    let mut m = [0f64; 3];
+    for c in colors {
+        for i in 0..3 {
+            m[i] += f64::from(c[i]) / n;
+        }
+    }
+    let mut var = [0f64; 3];
+    for c in colors {
+        for i in 0..3 {
+            let d = f64::from(c[i]) - m[i];
+            var[i] += d * d;
+        }
+    }
+    (0..3)
         .max_by(|&a, &b| var[a].total_cmp(&var[b]))
         .unwrap_or(0)
 }
 
-/// Where to cut `entries` (sorted along `axis`) so the two sides' errors along it sum least;
-/// always leaves both sides non-empty.
-fn best_split(entries: &[Entry], axis: usize) -> usize {
-    let (mut tw, mut ts, mut ts2) = (0f64, 0f64, 0f64);
-    for e in entries {
-        let (w, v) = (f64::from(e.weight), f64::from(e.px[axis]));
-        tw += w;
-        ts += w * v;
-        ts2 += w * v * v;
-    }
-    let (mut w, mut s, mut s2) = (0f64, 0f64, 0f64);
-    let (mut best, mut best_err) = (1, f64::INFINITY);
-    for (i, e) in entries[..entries.len() - 1].iter().enumerate() {
-        let (ew, v) = (f64::from(e.weight), f64::from(e.px[axis]));
-        w += ew;
-        s += ew * v;
-        s2 += ew * v * v;
-        let rw = tw - w;
-        if rw <= 0.0 {
-            break;
-        }
-        let err = (s2 - s * s / w) + ((ts2 - s2) - (ts - s) * (ts - s) / rw);
-        if err < best_err {
-            best_err = err;
-            best = i + 1;
-        }
-    }
-    best
-}
-
-/// Moves every palette colour to the mean of the entries nearest to it; whether any moved.
-fn kmeans_pass(entries: &[Entry], palette: &mut [Px]) -> bool {
-    let search = Nearest::new(palette);
-    let mut sums = vec![([0f64; 4], 0f64); palette.len()];
-    let mut hint = 0;
-    for e in entries {
-        hint = search.find(&e.px, hint);
-        let (s, w) = &mut sums[hint];
-        for i in 0..4 {
-            s[i] += f64::from(e.weight) * f64::from(e.px[i]);
-        }
-        *w += f64::from(e.weight);
-    }
-    let mut moved = false;
-    for (p, (s, w)) in palette.iter_mut().zip(sums) {
-        // An entry nearest to nothing keeps its colour.
-        if w > 0.0 {
-            let next = s.map(|v| (v / w) as f32);
-            moved |= dist(p, &next) > 1e-7;
-            *p = next;
-        }
-    }
-    moved
-}
-
 /// Nearest-colour search: the palette sorted along its widest channel, scanned outwards from
-/// the query until the distance along that channel alone exceeds the best found.
-struct Nearest {
+/// the query until the distance along that channel alone exceeds the best found. With `LIQ`
+/// the distance is libimagequant's (`liq_dist`, the palette in its space), else `dist`.
+struct Nearest<const LIQ: bool = false> {
     /// Palette colours, in `order`.
     sorted: Vec<Px>,
     /// Palette index of each sorted colour.
@@ -761,42 +979,67 @@ struct Nearest {
     /// Where each palette index sits in `sorted`.
     rank: Vec<usize>,
     axis: usize,
+    /// A quarter of each palette colour's distance to its nearest other (by palette index): a
+    /// query at most that far from it has it for nearest (both distances are squares of
+    /// norms, so the triangle inequality holds; libimagequant's nearest.c uses the same test).
+    radius: Vec<f32>,
 }
 
-impl Nearest {
+impl<const LIQ: bool> Nearest<LIQ> {
     /// Indexes `palette` (not empty).
     fn new(palette: &[Px]) -> Self {
-        let entries: Vec<Entry> = palette
-            .iter()
-            .map(|&px| Entry {
-                px,
-                weight: 1.0,
-                lq: [0.0; 4],
-            })
-            .collect();
-        let axis = widest_axis(&entries[..], 3);
+        let axis = widest_axis(palette);
         let mut order: Vec<usize> = (0..palette.len()).collect();
         order.sort_unstable_by(|&a, &b| palette[a][axis].total_cmp(&palette[b][axis]));
         let mut rank = vec![0; palette.len()];
         for (r, &i) in order.iter().enumerate() {
             rank[i] = r;
         }
+        let radius = palette
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let nearest = palette
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != i)
+                    .map(|(_, o)| Self::dist(p, o))
+                    .fold(f32::INFINITY, f32::min);
+                nearest / 4.0
+            })
+            .collect();
         Self {
             sorted: order.iter().map(|&i| palette[i]).collect(),
             order,
             rank,
             axis,
+            radius,
         }
+    }
+
+    /// The squared distance searched with: never less than the squared difference along any
+    /// of the first three channels.
+    #[inline(always)]
+    fn dist(a: &Px, b: &Px) -> f32 {
+        if LIQ { liq_dist(a, b) } else { dist(a, b) }
     }
 
     /// The palette index nearest to `q`; `hint` (a likely answer, e.g. the previous pixel's)
     /// only speeds the search up.
     fn find(&self, q: &Px, hint: usize) -> usize {
+        self.find_with_distance(q, hint).0
+    }
+
+    /// `find`, and the distance to the colour found.
+    fn find_with_distance(&self, q: &Px, hint: usize) -> (usize, f32) {
         let Some(&start) = self.rank.get(hint) else {
-            return 0;
+            return (0, 0.0);
         };
         let mut best = start;
-        let mut best_d = dist(q, &self.sorted[start]);
+        let mut best_d = Self::dist(q, &self.sorted[start]);
+        if best_d <= self.radius[hint] {
+            return (hint, best_d);
+        }
         let key = q[self.axis];
         let pos = self.sorted.partition_point(|p| p[self.axis] < key);
         for i in pos..self.sorted.len() {
@@ -804,7 +1047,7 @@ impl Nearest {
             if d_axis * d_axis >= best_d {
                 break;
             }
-            let d = dist(q, &self.sorted[i]);
+            let d = Self::dist(q, &self.sorted[i]);
             if d < best_d {
                 best_d = d;
                 best = i;
@@ -815,13 +1058,13 @@ impl Nearest {
             if d_axis * d_axis >= best_d {
                 break;
             }
-            let d = dist(q, &self.sorted[i]);
+            let d = Self::dist(q, &self.sorted[i]);
             if d < best_d {
                 best_d = d;
                 best = i;
             }
         }
-        self.order[best]
+        (self.order[best], best_d)
     }
 }
 
@@ -841,7 +1084,7 @@ fn carried(e: &Px) -> f32 {
 fn remap(rgba: &[u8], width: usize, colors: &[[u8; 4]], strength: &[u8]) -> Vec<u8> {
     let lut = gamma_lut();
     let palette: Vec<Px> = colors.iter().map(|&c| to_px(lut, c)).collect();
-    let search = Nearest::new(&palette);
+    let search = Nearest::<false>::new(&palette);
     let clear = search.find(&[0.0; 4], 0);
     let pixels = rgba.len() / 4;
     let mut indices = vec![0u8; pixels];
@@ -1177,18 +1420,144 @@ mod tests {
     #[test]
     fn nearest_search_matches_a_full_scan() {
         let px = many_colours();
-        let palette = median_cut(histogram(&px, &vec![255; 64 * 64]).entries, 200, 0.0);
-        let search = Nearest::new(&palette);
-        let mut hint = 0;
+        let mut hist = histogram(&px, &vec![255; 64 * 64]);
+        let liq = median_cut(&mut hist.entries, 200, 0.0, f64::INFINITY);
+        assert_eq!(liq.len(), 200);
+        let palette: Vec<Px> = liq.iter().map(|c| from_premul(*c, c[3])).collect();
+        let search = Nearest::<false>::new(&palette);
+        let liq_search = Nearest::<true>::new(&liq);
+        let (mut hint, mut liq_hint) = (0, 0);
         for c in px.chunks_exact(4).step_by(7) {
-            let q = to_px(gamma_lut(), [c[2], c[0], c[1], c[3] / 2 + 1]);
+            let c = [c[2], c[0], c[1], c[3] / 2 + 1];
+            let q = to_px(gamma_lut(), c);
             hint = search.find(&q, hint);
             let best = palette
                 .iter()
                 .map(|p| dist(&q, p))
                 .fold(f32::INFINITY, f32::min);
             assert!((dist(&q, &palette[hint]) - best).abs() < 1e-6);
+            let q = liq_px(gamma_lut(), c);
+            let (i, d) = liq_search.find_with_distance(&q, liq_hint);
+            liq_hint = i;
+            let best = liq
+                .iter()
+                .map(|p| liq_dist(&q, p))
+                .fold(f32::INFINITY, f32::min);
+            assert!((d - best).abs() < 1e-6 && (liq_dist(&q, &liq[i]) - d).abs() < 1e-6);
         }
+    }
+
+    /// A histogram entry of colour `c` (8-bit RGBA) weighing `w`.
+    fn entry(c: [u8; 4], w: f32) -> Entry {
+        Entry {
+            weight: w,
+            adjusted: w,
+            count: w,
+            lq: liq_px(gamma_lut(), c),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn split_balances_colour_weight_along_the_widest_channel() {
+        // Greys from black to white, and one heavy dark red: the order is by green (the most
+        // weighted channel of libimagequant's spread), highest first.
+        let mut entries: Vec<Entry> = (0..40u8)
+            .map(|i| entry([i * 6, i * 6, i * 6, 255], 1.0))
+            .chain([entry([120, 0, 0, 255], 400.0)])
+            .collect();
+        let b = CutBox::new(&entries, 0, entries.len(), [0.5; 4]);
+        let axis = (0..4)
+            .max_by(|&x, &y| b.variance[x].total_cmp(&b.variance[y]))
+            .unwrap_or(0);
+        let at = split_box(&mut entries, &b.variance);
+        // The reference: a full sort along that channel, highest first, and the first entry
+        // at which the running colour weight reaches half of it.
+        let mut sorted = entries.clone();
+        sorted.sort_by_key(|e| std::cmp::Reverse(e.key));
+        let total: f64 = sorted.iter().map(|e| f64::from(e.cw)).sum();
+        let mut acc = 0.0;
+        let first = sorted
+            .iter()
+            .position(|e| {
+                acc += f64::from(e.cw);
+                acc >= total / 2.0
+            })
+            .unwrap_or(sorted.len());
+        assert_eq!(at, first + 1);
+        // Every entry before the split is at least as high along it as every one after it.
+        let low = entries[..at].iter().map(|e| e.lq[axis]).fold(1.0, f32::min);
+        let high = entries[at..].iter().map(|e| e.lq[axis]).fold(0.0, f32::max);
+        assert!(low >= high, "{low} < {high}");
+        // The heavy colour weighs more than its count: the split is not at the median entry.
+        assert_ne!(at, entries.len() / 2);
+    }
+
+    #[test]
+    fn box_colour_leans_to_colours_far_from_the_parent() {
+        // Two colours of equal weight; seen from a parent at the first, the far one pulls
+        // harder (libimagequant keeps boxes from fading towards their parent's colour).
+        let items = [
+            entry([40, 40, 40, 255], 1.0),
+            entry([250, 250, 250, 255], 1.0),
+        ];
+        let mean = (items[0].lq[1] + items[1].lq[1]) / 2.0;
+        let c = average_colour(&items, items[0].lq);
+        assert!(c[1] > mean + 0.01, "{} vs mean {mean}", c[1]);
+        assert_eq!(c[3], 1.0);
+        // Half-transparent colours keep their mean alpha, and the colour is premultiplied.
+        let items = [entry([255, 0, 0, 255], 1.0), entry([255, 0, 0, 1], 1.0)];
+        let c = average_colour(&items, [0.5; 4]);
+        assert!((c[3] - 128.0 / 255.0).abs() < 1e-3, "{c:?}");
+        assert!((c[0] - c[3]).abs() < 1e-3, "{c:?}");
+    }
+
+    #[test]
+    fn palette_search_meets_the_target_with_fewer_colours() {
+        let px = flat_graphic();
+        let flat = vec![255; 160 * 160];
+        let target = target_error(75);
+        // One cut aimed at the target.
+        let mut hist = histogram(&px, &flat);
+        let budget = target * hist.weight - hist.spread;
+        let one_cut = median_cut(&mut hist.entries, MAX_COLORS, budget, f64::INFINITY).len();
+        // The search: no more colours than that, and within the target once refined.
+        let mut hist = histogram(&px, &flat);
+        let palette = find_best_palette(&mut hist, target);
+        assert!(palette.len() <= one_cut, "{} > {one_cut}", palette.len());
+        let mut refined = palette.clone();
+        let error = voronoi(&mut hist, &mut refined, false, false);
+        assert!(error <= target * 1.05, "{error} > {target}");
+    }
+
+    #[test]
+    fn histogram_keeps_exact_colours_of_a_graphic() {
+        let px = flat_graphic();
+        let hist = histogram(&px, &vec![255; 160 * 160]);
+        let mut distinct: Vec<[u8; 4]> = px
+            .chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(hist.entries.len(), distinct.len());
+        assert_eq!(hist.spread, 0.0);
+        // A photo's count of colours falls back to buckets.
+        let n = EXACT_COLORS * 2;
+        let many: Vec<u8> = (0..n as u32)
+            .flat_map(|i| {
+                [
+                    (i % 251) as u8,
+                    (i / 251 % 256) as u8,
+                    (i * 7 % 253) as u8,
+                    255,
+                ]
+            })
+            .collect();
+        let hist = histogram(&many, &vec![255; n]);
+        // (`n` distinct colours: the first two channels alone tell every pixel apart.)
+        assert!(hist.entries.len() < n * 2 / 3, "{}", hist.entries.len());
+        assert!(hist.spread > 0.0);
     }
 
     #[test]
