@@ -87,8 +87,7 @@ pub fn quantize(rgba: &[u8], width: usize, quality: u8) -> (Vec<[u8; 4]>, Vec<u8
     {
         return exact;
     }
-    let contrast = contrast_map(rgba, width);
-    let flat = flatness(&contrast, width);
+    let flat = flatness(rgba, width);
     let hist = match exact {
         // Below 100 libimagequant reduces even an image of few colours (libimagequant.c
         // `pngquant_quantize`).
@@ -101,7 +100,8 @@ pub fn quantize(rgba: &[u8], width: usize, quality: u8) -> (Vec<[u8; 4]>, Vec<u8
     let mut colors: Vec<[u8; 4]> = palette.iter().map(|p| to_rgba(*p)).collect();
     colors.sort_unstable_by_key(|c| (c[3], c[1], c[0], c[2]));
     colors.dedup();
-    let indices = remap(rgba, width, &colors, &dither_strength(&contrast, width));
+    let strength = dither_strength(&contrast_map(rgba, width), width);
+    let indices = remap(rgba, width, &colors, &strength);
     (colors, indices)
 }
 
@@ -222,18 +222,19 @@ fn to_premul(p: Px) -> ([f32; 3], f32) {
 }
 
 /// Back to straight (not premultiplied) sRGB RGBA8; fully transparent is transparent black.
+/// Like libimagequant (pam.h `to_rgb`), each value in 0–1 is scaled by 256 and truncated
+/// (255 at most): the steps fall at multiples of 1/256, so a palette colour comes out up to
+/// half a level darker in the shadows and brighter in the highlights than rounding to the
+/// nearest of 255 levels would make it, and each level's own value (k / 255) stays k.
 fn to_rgba(p: Px) -> [u8; 4] {
     let (rgb, a) = to_premul(p);
     let a = a.clamp(0.0, 1.0);
-    let a8 = (a * 255.0).round() as u8;
-    if a8 == 0 {
+    if a < 1.0 / 256.0 {
         return [0; 4];
     }
-    let c = |i: usize| {
-        let v = f64::from((rgb[i] / a).clamp(0.0, 1.0)).powf(1.0 / LIQ_GAMMA);
-        (v * 255.0).round() as u8
-    };
-    [c(0), c(1), c(2), a8]
+    let level = |v: f64| (v * 256.0).min(255.0) as u8;
+    let c = |i: usize| level(f64::from((rgb[i] / a).clamp(0.0, 1.0)).powf(1.0 / LIQ_GAMMA));
+    [c(0), c(1), c(2), level(f64::from(a))]
 }
 
 /// Squared distance in the quantizer's space: the larger luma difference of the two colours
@@ -424,8 +425,9 @@ fn importance_weight(flat: u8) -> f32 {
 }
 
 /// Each pixel's second differences, the largest over the channels, across and down (clamped
-/// to 255; rows of `width`, clamped at the sides): the local contrast `flatness` and
-/// `dither_strength` work from. Every fully transparent pixel counts as transparent black.
+/// to 255; rows of `width`, clamped at the sides), in 8-bit sRGB levels: the local contrast
+/// `dither_strength` works from (`flatness` measures its own in libimagequant's space). Every
+/// fully transparent pixel counts as transparent black.
 fn contrast_map(rgba: &[u8], width: usize) -> Vec<[u8; 2]> {
     let n = width * 4;
     let height = rgba.len() / n;
@@ -483,27 +485,141 @@ fn contrast_map(rgba: &[u8], width: usize) -> Vec<[u8; 2]> {
     out
 }
 
-/// How flat each pixel's surroundings are, 0 (busy) to 255 (flat), after libimagequant's noise
-/// map (libimagequant.c `contrast_maps`): from `contrast` (a straight edge, busy one way only,
-/// counts half), then with busy lines up to 4 pixels wide (edges, strokes of text) made flat,
-/// blurred, and busy areas grown by 2 pixels.
-fn flatness(contrast: &[[u8; 2]], width: usize) -> Vec<u8> {
-    if contrast.is_empty() {
+/// How flat each pixel's surroundings are, 0 (busy) to 255 (flat), as libimagequant's noise
+/// map (libimagequant.c `contrast_maps`) makes it: each pixel's second differences across and
+/// down, the largest over the channels of libimagequant's space (`liq_px`), and one minus
+/// their mean, to the fourth power; then busy lines up to 4 pixels wide (edges, strokes of
+/// text) made flat, blurred, and busy areas grown by 2 pixels. Measured in that space (not in
+/// 8-bit sRGB), contrast near white counts up to a fifth more and in the shadows less, as it
+/// does for libimagequant; and, as there, a difference beyond the scale (a lone pixel against
+/// its opposite, mean above 1) comes back towards flat.
+fn flatness(rgba: &[u8], width: usize) -> Vec<u8> {
+    let lut = gamma_lut();
+    let height = rgba.len() / 4 / width;
+    if height == 0 {
         return Vec::new();
     }
-    let raw: Vec<u8> = contrast
-        .iter()
-        .map(|&[across, along]| {
-            let z = 1.0 - f32::from(u16::from(across) + u16::from(along)) / 510.0;
-            // To the fourth power: busy pixels count as busy.
-            (z * z * z * z * 255.0) as u8
-        })
-        .collect();
-    let thin_lines_gone = neighbourhood(&raw, width, 2, u8::max);
-    let blurred = box_blur(&thin_lines_gone, width, 3);
+    let load = |y: usize, buf: &mut Vec<[f32; 4]>| {
+        buf.clear();
+        buf.extend(
+            rgba[y * width * 4..(y + 1) * width * 4]
+                .chunks_exact(4)
+                .map(|c| {
+                    liq_px(
+                        lut,
+                        if c[3] == 0 {
+                            [0; 4]
+                        } else {
+                            [c[0], c[1], c[2], c[3]]
+                        },
+                    )
+                }),
+        );
+    };
+    // Second difference of three values, the largest over the channels.
+    let second = |l: &[f32; 4], c: &[f32; 4], r: &[f32; 4]| {
+        let d = |i: usize| (l[i] + r[i] - 2.0 * c[i]).abs();
+        d(0).max(d(1)).max(d(2)).max(d(3))
+    };
+    // One minus the mean of the two, to the fourth power (busy pixels count as busy).
+    let level = |across: f32, along: f32| {
+        let z = 1.0 - (across + along) / 2.0;
+        (z * z * z * z * 256.0).min(255.0) as u8
+    };
+    let mut raw = vec![0u8; width * height];
+    let (mut up, mut cur, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    load(0, &mut cur);
+    up.clone_from(&cur);
+    load(1.min(height - 1), &mut down);
+    for (y, out) in raw.chunks_exact_mut(width).enumerate() {
+        if y > 0 {
+            std::mem::swap(&mut up, &mut cur);
+            std::mem::swap(&mut cur, &mut down);
+            load((y + 1).min(height - 1), &mut down);
+        }
+        // At the sides the missing neighbour is the pixel itself.
+        for x in 0..width {
+            let (l, r) = (x.saturating_sub(1), (x + 1).min(width - 1));
+            let across = second(&cur[l], &cur[x], &cur[r]);
+            out[x] = level(across, second(&up[x], &cur[x], &down[x]));
+        }
+    }
+    // Each step takes a pixel and its four direct neighbours (libimagequant's `liq_max3`,
+    // `liq_min3`, blur.c), so growing and shrinking go by diamonds, not squares.
+    let grow = |src: &[u8]| plus_neighbourhood(src, width, u8::max);
+    let shrink = |src: &[u8]| plus_neighbourhood(src, width, u8::min);
+    let thin_lines_gone = grow(&grow(&raw));
+    let blurred = liq_blur(&thin_lines_gone, width);
     // Busy areas grow: flat ones shrink by 3 after growing by 1.
-    let widened = neighbourhood(&blurred, width, 1, u8::max);
-    neighbourhood(&widened, width, 3, u8::min)
+    shrink(&shrink(&shrink(&grow(&blurred))))
+}
+
+/// `src` (rows of `width`) with each value replaced by `pick` over it and its four direct
+/// neighbours, clamped at the sides (libimagequant's blur.c `liq_max3` / `liq_min3`).
+fn plus_neighbourhood(src: &[u8], width: usize, pick: impl Fn(u8, u8) -> u8 + Copy) -> Vec<u8> {
+    let height = src.len() / width;
+    let mut out = vec![0u8; src.len()];
+    for (y, o) in out.chunks_exact_mut(width).enumerate() {
+        let row = &src[y * width..(y + 1) * width];
+        let up = &src[y.saturating_sub(1) * width..][..width];
+        let down = &src[(y + 1).min(height - 1) * width..][..width];
+        // Up and down, then left and right (plain loops over slices, which vectorise).
+        for ((v, &c), (&u, &d)) in o.iter_mut().zip(row).zip(up.iter().zip(down)) {
+            *v = pick(c, pick(u, d));
+        }
+        if width > 1 {
+            for ((v, &l), &r) in o[1..width - 1].iter_mut().zip(row).zip(&row[2..]) {
+                *v = pick(*v, pick(l, r));
+            }
+            o[0] = pick(o[0], row[1]);
+            o[width - 1] = pick(o[width - 1], row[width - 2]);
+        }
+    }
+    out
+}
+
+/// libimagequant's blur of its noise map (blur.c `liq_blur` at size 3): each value the mean of
+/// the 6 from 2 before it to 3 after it (clamped at the sides, truncated to an integer), across
+/// then down; images under 7 pixels either way stay as they are.
+fn liq_blur(src: &[u8], width: usize) -> Vec<u8> {
+    const BEFORE: usize = 2;
+    const AFTER: usize = 3;
+    const N: u32 = (BEFORE + AFTER + 1) as u32;
+    let height = src.len() / width;
+    if width < 7 || height < 7 {
+        return src.to_vec();
+    }
+    // Across: a running sum along each row.
+    let mut across = vec![0u8; src.len()];
+    for (row, o) in src.chunks_exact(width).zip(across.chunks_exact_mut(width)) {
+        let at = |i: usize| u32::from(row[i.min(width - 1)]);
+        let mut sum: u32 =
+            (1..=BEFORE).map(|_| at(0)).sum::<u32>() + (0..AFTER).map(at).sum::<u32>();
+        for (x, v) in o.iter_mut().enumerate() {
+            sum += at(x + AFTER);
+            *v = (sum / N) as u8;
+            sum -= at(x.saturating_sub(BEFORE));
+        }
+    }
+    // Down: running sums of whole rows.
+    let row = |y: usize| &across[y.min(height - 1) * width..][..width];
+    let mut sum = vec![0u32; width];
+    for y in (0..BEFORE).map(|_| 0).chain(0..AFTER) {
+        for (s, &v) in sum.iter_mut().zip(row(y)) {
+            *s += u32::from(v);
+        }
+    }
+    let mut out = vec![0u8; src.len()];
+    for (y, o) in out.chunks_exact_mut(width).enumerate() {
+        for ((s, &e), v) in sum.iter_mut().zip(row(y + AFTER)).zip(o.iter_mut()) {
+            *s += u32::from(e);
+            *v = (*s / N) as u8;
+        }
+        for (s, &l) in sum.iter_mut().zip(row(y.saturating_sub(BEFORE))) {
+            *s -= u32::from(l);
+        }
+    }
+    out
 }
 
 /// How much each pixel may be dithered, 0–1 (libimagequant's idea, libimagequant.c
@@ -547,42 +663,6 @@ fn neighbourhood(src: &[u8], width: usize, r: usize, pick: impl Fn(u8, u8) -> u8
                     *v = pick(*v, m);
                 }
             }
-        }
-    }
-    out
-}
-
-/// `src` (rows of `width`) averaged over each value's (2r + 1)² neighbourhood, clamped at the
-/// sides (running sums across, then down).
-fn box_blur(src: &[u8], width: usize, r: usize) -> Vec<u8> {
-    let height = src.len() / width;
-    let n = 2 * r + 1;
-    let (last_x, last_y) = (width - 1, height - 1);
-    let mut rows = vec![0u16; src.len()];
-    for (row, o) in src.chunks_exact(width).zip(rows.chunks_exact_mut(width)) {
-        let at = |x: usize| u16::from(row[x.min(last_x)]);
-        let mut sum: u16 = (0..n).map(|k| at(k.saturating_sub(r))).sum();
-        for (x, v) in o.iter_mut().enumerate() {
-            *v = sum;
-            sum = sum + at(x + r + 1) - at(x.saturating_sub(r));
-        }
-    }
-    let row = |y: usize| &rows[y.min(last_y) * width..(y.min(last_y) + 1) * width];
-    let mut sum = vec![0u32; width];
-    for k in 0..n {
-        for (s, &v) in sum.iter_mut().zip(row(k.saturating_sub(r))) {
-            *s += u32::from(v);
-        }
-    }
-    let area = (n * n) as u32;
-    let mut out = vec![0u8; src.len()];
-    for (y, o) in out.chunks_exact_mut(width).enumerate() {
-        for (v, &s) in o.iter_mut().zip(&sum) {
-            *v = (s / area) as u8;
-        }
-        let (enter, leave) = (row(y + r + 1), row(y.saturating_sub(r)));
-        for ((s, &e), &l) in sum.iter_mut().zip(enter).zip(leave) {
-            *s = *s + u32::from(e) - u32::from(l);
         }
     }
     out
@@ -1473,25 +1553,77 @@ mod tests {
     #[test]
     fn flatness_sees_texture_but_not_lines() {
         let (w, h) = (48usize, 48usize);
-        // Left half a checkerboard, right half white with a black vertical line at x = 36.
-        let px: Vec<u8> = (0..w * h)
-            .flat_map(|i| {
-                let (x, y) = (i % w, i / w);
-                let v = if x < 24 {
-                    if (x + y) % 2 == 0 { 0 } else { 255 }
-                } else if x == 36 {
-                    0
-                } else {
-                    255
-                };
-                [v, v, v, 255]
-            })
-            .collect();
-        let flat = flatness(&contrast_map(&px, w), w);
+        // Left half a checkerboard of two greys (`a`, `b`), right half white with a black
+        // vertical line at x = 36.
+        let image = |a: u8, b: u8| -> Vec<u8> {
+            (0..w * h)
+                .flat_map(|i| {
+                    let (x, y) = (i % w, i / w);
+                    let v = if x < 24 {
+                        if (x + y) % 2 == 0 { a } else { b }
+                    } else if x == 36 {
+                        0
+                    } else {
+                        255
+                    };
+                    [v, v, v, 255]
+                })
+                .collect()
+        };
+        let flat = flatness(&image(100, 160), w);
         let at = |x: usize, y: usize| flat[y * w + x];
         assert!(at(8, 24) < 30, "texture {}", at(8, 24));
         assert_eq!(at(36, 24), 255, "line");
         assert_eq!(at(44, 24), 255, "flat");
+        // Black against white, pixel by pixel, is beyond libimagequant's scale (second
+        // differences of 2 across and down): its noise map counts it as flat again.
+        let flat = flatness(&image(0, 255), w);
+        assert_eq!(flat[24 * w + 8], 255);
+    }
+
+    #[test]
+    fn noise_map_steps_follow_libimagequant() {
+        // One bright value in a dark 12×12 field.
+        let (w, h) = (12usize, 12usize);
+        let mut src = vec![0u8; w * h];
+        src[5 * w + 5] = 252;
+        // Grown to its four neighbours only (a diamond, not a square).
+        let grown = plus_neighbourhood(&src, w, u8::max);
+        assert_eq!(grown[4 * w + 5], 252);
+        assert_eq!(grown[5 * w + 6], 252);
+        assert_eq!(grown[4 * w + 4], 0);
+        // Blurred over the 6 values from 2 before each to 3 after it, across then down,
+        // truncated (252 / 6 = 42, then 42 / 6 = 7): the bright value reaches 3 back and 2
+        // ahead, not 3 each way.
+        let blurred = liq_blur(&src, w);
+        for y in 0..h {
+            for x in 0..w {
+                let inside = (2..=7).contains(&x) && (2..=7).contains(&y);
+                assert_eq!(blurred[y * w + x], if inside { 7 } else { 0 }, "{x},{y}");
+            }
+        }
+        // Too small to blur.
+        assert_eq!(liq_blur(&src[..6 * w], w), &src[..6 * w]);
+    }
+
+    #[test]
+    fn palette_levels_are_truncated_like_libimagequant() {
+        // A grey between two levels, in the quantizer's space.
+        let grey = |level: f64| {
+            let v = (level / 255.0).powf(LIQ_GAMMA) as f32;
+            from_premul([v, v, v, 1.0], 1.0)
+        };
+        // 100.6 and 200.4 of 255: libimagequant's steps of 1/256 give 100 (not 101) in the
+        // shadows and 201 (not 200) in the highlights.
+        assert_eq!(to_rgba(grey(100.6)), [100, 100, 100, 255]);
+        assert_eq!(to_rgba(grey(200.4)), [201, 201, 201, 255]);
+        // Alpha too: under 1/256 is transparent, 1.5/255 is 1.
+        let faint = |a: f32| {
+            let v = 0.5f32.powf(LIQ_GAMMA as f32) * a;
+            from_premul([v, v, v, a], a)
+        };
+        assert_eq!(to_rgba(faint(0.9 / 256.0)), [0; 4]);
+        assert_eq!(to_rgba(faint(1.5 / 255.0))[3], 1);
     }
 
     #[test]
