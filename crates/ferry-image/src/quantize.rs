@@ -308,7 +308,12 @@ fn histogram(rgba: &[u8], flat: &[u8]) -> Histogram {
 /// `limit`), or in buckets of 6 bits per colour channel.
 fn histogram_keyed(rgba: &[u8], flat: &[u8], exact_keys: bool, limit: usize) -> Option<Histogram> {
     let lut = gamma_lut();
-    let mut buckets: HashMap<u32, Bucket, FastHash> = HashMap::default();
+    // Buckets in the order they were made, found by key through `index` (the map's order,
+    // which is the histogram's, is the one a map of the buckets themselves would have).
+    let mut index: HashMap<u32, u32, FastHash> = HashMap::default();
+    let mut buckets: Vec<Bucket> = Vec::new();
+    // The last pixel's key and bucket: graphics repeat colours in runs.
+    let mut last: Option<(u32, usize)> = None;
     for (c, &f) in rgba.chunks_exact(4).zip(flat) {
         // Every fully transparent pixel is the same colour.
         let c = if c[3] == 0 {
@@ -325,31 +330,47 @@ fn histogram_keyed(rgba: &[u8], flat: &[u8], exact_keys: bool, limit: usize) -> 
         } else {
             u32::from_le_bytes([c[0] >> 2, c[1] >> 2, c[2] >> 2, c[3]])
         };
-        let l = liq_px(lut, c);
-        let b = buckets.entry(key).or_insert(Bucket {
-            count: 0,
-            liq_first: l,
-            liq_diff: [0.0; 4],
-            liq_diff2: 0.0,
-            weight: 0.0,
-        });
+        let bi = match last {
+            Some((k, i)) if k == key => i,
+            _ => {
+                let i = *index.entry(key).or_insert_with(|| {
+                    buckets.push(Bucket {
+                        count: 0,
+                        liq_first: liq_px(lut, c),
+                        liq_diff: [0.0; 4],
+                        liq_diff2: 0.0,
+                        weight: 0.0,
+                    });
+                    (buckets.len() - 1) as u32
+                }) as usize;
+                last = Some((key, i));
+                i
+            }
+        };
+        let b = &mut buckets[bi];
         let w = importance_weight(f);
-        let d: [f32; 4] = std::array::from_fn(|i| l[i] - b.liq_first[i]);
-        for i in 0..4 {
-            b.liq_diff[i] += w * d[i];
+        // With exact keys every pixel is its bucket's first colour: the differences would
+        // all be zero (and add nothing).
+        if !exact_keys {
+            let l = liq_px(lut, c);
+            let d: [f32; 4] = std::array::from_fn(|i| l[i] - b.liq_first[i]);
+            for i in 0..4 {
+                b.liq_diff[i] += w * d[i];
+            }
+            b.liq_diff2 += w * liq_diff(&d);
         }
-        b.liq_diff2 += w * liq_diff(&d);
         b.weight += f64::from(w);
         b.count += 1;
-        if buckets.len() > limit {
+        if index.len() > limit {
             return None;
         }
     }
     let cap = max_weight(rgba.len() / 4);
     let (mut weight, mut spread) = (0f64, 0f64);
-    let entries = buckets
+    let entries = index
         .into_values()
-        .map(|b| {
+        .map(|i| {
+            let b = &buckets[i as usize];
             let w = b.weight as f32;
             let capped = w.min(cap);
             let d = b.liq_diff.map(|v| v / w);
@@ -537,12 +558,24 @@ fn flatness(rgba: &[u8], width: usize) -> Vec<u8> {
             std::mem::swap(&mut cur, &mut down);
             load((y + 1).min(height - 1), &mut down);
         }
-        // At the sides the missing neighbour is the pixel itself.
-        for x in 0..width {
+        // At the sides the missing neighbour is the pixel itself. Inside, plain loops over
+        // slices (no index clamping or bounds checks in the way of the compiler).
+        let at = |x: usize| {
             let (l, r) = (x.saturating_sub(1), (x + 1).min(width - 1));
-            let across = second(&cur[l], &cur[x], &cur[r]);
-            out[x] = level(across, second(&up[x], &cur[x], &down[x]));
+            level(
+                second(&cur[l], &cur[x], &cur[r]),
+                second(&up[x], &cur[x], &down[x]),
+            )
+        };
+        out[0] = at(0);
+        if width > 2 {
+            let across = cur.windows(3);
+            let along = up[1..].iter().zip(&down[1..]);
+            for ((o, c), (u, d)) in out[1..width - 1].iter_mut().zip(across).zip(along) {
+                *o = level(second(&c[0], &c[1], &c[2]), second(u, &c[1], d));
+            }
         }
+        out[width - 1] = at(width - 1);
     }
     // Each step takes a pixel and its four direct neighbours (libimagequant's `liq_max3`,
     // `liq_min3`, blur.c), so growing and shrinking go by diamonds, not squares.
@@ -728,38 +761,39 @@ struct CutBox {
 impl CutBox {
     fn new(entries: &[Entry], start: usize, end: usize, center: [f32; 4]) -> Self {
         let items = &entries[start..end];
-        let color = average_colour(items, center);
-        let (mut variance, mut sum, mut error, mut max_error) = ([0f64; 4], 0f64, 0f64, 0f64);
-        // Differences under these count a quarter (mediancut.c `variance_diff`): a box whose
-        // colours are all within a level of each other is not worth splitting.
-        const GOOD: [f32; 4] = [1.0 / 256.0, 1.0 / 256.0, 1.0 / 256.0, 2.0 / 256.0];
+        let mut stats = BoxStats::new(average_colour(items, center));
         for e in items {
-            let w = f64::from(e.adjusted);
-            sum += w;
-            let d: [f32; 4] = std::array::from_fn(|i| e.lq[i] - color[i]);
-            for i in 0..4 {
-                let d2 = f64::from(d[i] * d[i]);
-                let d2 = if d[i].abs() < GOOD[i] { d2 * 0.25 } else { d2 };
-                variance[i] += d2 * w;
-            }
-            let diff = f64::from(liq_diff(&d));
-            error += f64::from(e.weight) * diff;
-            max_error = max_error.max(diff);
+            stats.add(e);
         }
-        // mediancut.c `box_variance`: green counts most, alpha least.
-        const CHANNEL: [f64; 4] = [7.0 / 16.0, 9.0 / 16.0, 5.0 / 16.0, 4.0 / 16.0];
-        for i in 0..4 {
-            variance[i] *= CHANNEL[i];
+        stats.finish(start, end)
+    }
+
+    /// `new` for the two halves of a split box, `start..at` and `at..end`, whose colours
+    /// `split_box` has worked out: each summed in its own order as `new` sums it (the same
+    /// bits), but side by side, so that the two chains of additions (each waits on its last
+    /// result) overlap.
+    fn pair(
+        entries: &[Entry],
+        start: usize,
+        at: usize,
+        end: usize,
+        colors: [[f32; 4]; 2],
+    ) -> [Self; 2] {
+        let (left, right) = (&entries[start..at], &entries[at..end]);
+        let mut stats = colors.map(BoxStats::new);
+        for (a, b) in left.iter().zip(right) {
+            stats[0].add(a);
+            stats[1].add(b);
         }
-        Self {
-            start,
-            end,
-            color,
-            variance,
-            sum,
-            error,
-            max_error,
+        let both = left.len().min(right.len());
+        for e in &left[both..] {
+            stats[0].add(e);
         }
+        for e in &right[both..] {
+            stats[1].add(e);
+        }
+        let [l, r] = stats;
+        [l.finish(start, at), r.finish(at, end)]
     }
 
     /// How urgently the box wants splitting (mediancut.c `best_splittable_box`): its weight
@@ -781,49 +815,132 @@ impl CutBox {
     }
 }
 
-/// A box's representative colour, as libimagequant's mediancut.c `averagepixels` makes it:
-/// the weighted mean alpha, and the mean of the straight (not premultiplied) colours at that
-/// alpha, each entry weighing more the further it is from `center` (the parent box's colour),
-/// which keeps a box from fading towards grey: saturated and extreme colours pull harder.
-fn average_colour(items: &[Entry], center: [f32; 4]) -> [f32; 4] {
-    // One pass: the alpha sums and the colour sums do not depend on each other.
-    let (mut aw, mut asum, mut amax) = (0f64, 0f64, 0f32);
-    let (mut sum, mut rgb) = (0f64, [0f64; 3]);
-    for e in items {
-        aw += f64::from(e.adjusted);
-        asum += f64::from(e.adjusted) * f64::from(e.lq[3]);
-        amax = amax.max(e.lq[3]);
+/// `CutBox`'s sums over its entries, about its colour.
+struct BoxStats {
+    color: [f32; 4],
+    variance: [f64; 4],
+    sum: f64,
+    error: f64,
+    max_error: f64,
+}
+
+impl BoxStats {
+    fn new(color: [f32; 4]) -> Self {
+        Self {
+            color,
+            variance: [0.0; 4],
+            sum: 0.0,
+            error: 0.0,
+            max_error: 0.0,
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, e: &Entry) {
+        // Differences under these count a quarter (mediancut.c `variance_diff`): a box whose
+        // colours are all within a level of each other is not worth splitting.
+        const GOOD: [f32; 4] = [1.0 / 256.0, 1.0 / 256.0, 1.0 / 256.0, 2.0 / 256.0];
+        let w = f64::from(e.adjusted);
+        self.sum += w;
+        let d: [f32; 4] = std::array::from_fn(|i| e.lq[i] - self.color[i]);
+        for i in 0..4 {
+            let d2 = f64::from(d[i] * d[i]);
+            let d2 = if d[i].abs() < GOOD[i] { d2 * 0.25 } else { d2 };
+            self.variance[i] += d2 * w;
+        }
+        let diff = f64::from(liq_diff(&d));
+        self.error += f64::from(e.weight) * diff;
+        self.max_error = self.max_error.max(diff);
+    }
+
+    fn finish(self, start: usize, end: usize) -> CutBox {
+        // mediancut.c `box_variance`: green counts most, alpha least.
+        const CHANNEL: [f64; 4] = [7.0 / 16.0, 9.0 / 16.0, 5.0 / 16.0, 4.0 / 16.0];
+        let mut variance = self.variance;
+        for i in 0..4 {
+            variance[i] *= CHANNEL[i];
+        }
+        CutBox {
+            start,
+            end,
+            color: self.color,
+            variance,
+            sum: self.sum,
+            error: self.error,
+            max_error: self.max_error,
+        }
+    }
+}
+
+/// `average_colour`'s sums, one entry at a time.
+#[derive(Default)]
+struct Average {
+    aw: f64,
+    asum: f64,
+    amax: f32,
+    sum: f64,
+    rgb: [f64; 3],
+}
+
+impl Average {
+    #[inline(always)]
+    fn add(&mut self, e: &Entry, center: [f32; 4]) {
+        self.aw += f64::from(e.adjusted);
+        self.asum += f64::from(e.adjusted) * f64::from(e.lq[3]);
+        self.amax = self.amax.max(e.lq[3]);
         let mut w = 1.0;
         for i in 0..3 {
             let d = f64::from(center[i] - e.lq[i]);
             w += d * d;
         }
         w *= f64::from(e.adjusted);
-        sum += w;
+        self.sum += w;
         for i in 0..3 {
             let straight = if e.lq[3] > 0.0 {
                 e.lq[i] / e.lq[3]
             } else {
                 e.lq[i]
             };
-            rgb[i] += f64::from(straight) * w;
+            self.rgb[i] += f64::from(straight) * w;
         }
     }
-    let mut a = if aw > 0.0 { asum / aw } else { 0.0 };
-    // A mean that reaches opaque (libimagequant's `min_opaque_val`, 1 at sharp's settings) is
-    // exactly opaque when an opaque colour is among them.
-    if a >= 1.0 && amax >= 255.0 / 256.0 {
-        a = 1.0;
+
+    fn finish(self) -> [f32; 4] {
+        let Self {
+            aw,
+            asum,
+            amax,
+            sum,
+            mut rgb,
+        } = self;
+        let mut a = if aw > 0.0 { asum / aw } else { 0.0 };
+        // A mean that reaches opaque (libimagequant's `min_opaque_val`, 1 at sharp's settings)
+        // is exactly opaque when an opaque colour is among them.
+        if a >= 1.0 && amax >= 255.0 / 256.0 {
+            a = 1.0;
+        }
+        if sum > 0.0 {
+            rgb = rgb.map(|v| v / sum);
+        }
+        [
+            (rgb[0] * a) as f32,
+            (rgb[1] * a) as f32,
+            (rgb[2] * a) as f32,
+            a as f32,
+        ]
     }
-    if sum > 0.0 {
-        rgb = rgb.map(|v| v / sum);
+}
+
+/// A box's representative colour, as libimagequant's mediancut.c `averagepixels` makes it:
+/// the weighted mean alpha, and the mean of the straight (not premultiplied) colours at that
+/// alpha, each entry weighing more the further it is from `center` (the parent box's colour),
+/// which keeps a box from fading towards grey: saturated and extreme colours pull harder.
+fn average_colour(items: &[Entry], center: [f32; 4]) -> [f32; 4] {
+    let mut avg = Average::default();
+    for e in items {
+        avg.add(e, center);
     }
-    [
-        (rgb[0] * a) as f32,
-        (rgb[1] * a) as f32,
-        (rgb[2] * a) as f32,
-        a as f32,
-    ]
+    avg.finish()
 }
 
 /// Sorts a box's entries for splitting and returns where to split (mediancut.c
@@ -831,8 +948,15 @@ fn average_colour(items: &[Entry], center: [f32; 4]) -> [f32; 4] {
 /// largest spread, highest first (ties by a mix of the others), at the point where the
 /// entries' "colour weights" (distance from the box's median entry times a weight that grows
 /// as the square root of the entry's) reach half their sum. A split there balances popularity
-/// against spread, rather than entry counts. Only as much is sorted as that point needs.
-fn split_box(entries: &mut [Entry], variance: &[f64; 4], scratch: &mut Split) -> usize {
+/// against spread, rather than entry counts. Only as much is sorted as that point needs. Also
+/// returns the two halves' `average_colour`s about `center` (the box's colour), summed while
+/// the entries are put in order.
+fn split_box(
+    entries: &mut [Entry],
+    variance: &[f64; 4],
+    center: [f32; 4],
+    scratch: &mut Split,
+) -> (usize, [[f32; 4]; 2]) {
     let mut order = [0usize, 1, 2, 3];
     // Stable: ties keep r, g, b, a order.
     order.sort_by(|&a, &b| variance[b].total_cmp(&variance[a]));
@@ -864,16 +988,21 @@ fn split_box(entries: &mut [Entry], variance: &[f64; 4], scratch: &mut Split) ->
             .map_or(at_item(&items[mid]), at_item);
         average_colour(&[at_item(&items[mid]), next], [0.5; 4])
     };
-    let mut half = 0f64;
-    for x in items.iter_mut() {
-        let e = &entries[x.index as usize];
+    // Worked out in the entries' order (reading them in turn), then summed in the items'.
+    let cw = &mut scratch.cw;
+    cw.clear();
+    cw.extend(entries.iter().map(|e| {
         let d: [f32; 4] = std::array::from_fn(|i| median[i] - e.lq[i]);
         let mut diff = liq_diff(&d);
         // Colours within a level of the median count half.
         if diff < 2.0 / 65536.0 {
             diff /= 2.0;
         }
-        x.cw = diff.sqrt() * ((1.0 + e.adjusted).sqrt() - 1.0);
+        diff.sqrt() * ((1.0 + e.adjusted).sqrt() - 1.0)
+    }));
+    let mut half = 0f64;
+    for x in items.iter_mut() {
+        x.cw = cw[x.index as usize];
         half += f64::from(x.cw);
     }
     half /= 2.0;
@@ -898,10 +1027,32 @@ fn split_box(entries: &mut [Entry], variance: &[f64; 4], scratch: &mut Split) ->
             }
         }
     };
-    scratch.entries.clear();
-    scratch.entries.extend(items.iter().map(at_item));
-    entries.copy_from_slice(&scratch.entries);
-    (at + 1).min(n - 1)
+    let split = (at + 1).min(n - 1);
+    // The entries put in order, each half's `average_colour` summed on the way (the halves
+    // side by side, so that their chains of additions overlap).
+    let mut avg = [Average::default(), Average::default()];
+    let [left, right] = &mut scratch.entries;
+    left.clear();
+    right.clear();
+    let (first, second) = items.split_at(split);
+    for (a, b) in first.iter().zip(second) {
+        let (a, b) = (at_item(a), at_item(b));
+        avg[0].add(&a, center);
+        avg[1].add(&b, center);
+        left.push(a);
+        right.push(b);
+    }
+    let both = first.len().min(second.len());
+    for (half, part, out) in [(0, &first[both..], &mut *left), (1, &second[both..], right)] {
+        out.extend(part.iter().map(|x| {
+            let e = at_item(x);
+            avg[half].add(&e, center);
+            e
+        }));
+    }
+    entries[..split].copy_from_slice(&scratch.entries[0]);
+    entries[split..].copy_from_slice(&scratch.entries[1]);
+    (split, avg.map(Average::finish))
 }
 
 /// One entry of the box `split_box` splits: its sort key, its "colour weight", and where it
@@ -913,12 +1064,16 @@ struct SplitItem {
     index: u32,
 }
 
-/// `split_box`'s buffers, kept across the splits of a cut: the box's entries as `SplitItem`s,
-/// in the order the split leaves them, and the entries being put in that order.
+/// `split_box`'s buffers, kept across the splits of a cut and the cuts of `find_best_palette`:
+/// the box's entries as `SplitItem`s, in the order the split leaves them, their colour
+/// weights, and the entries of the two halves being put in that order.
 #[derive(Default)]
 struct Split {
     items: Vec<SplitItem>,
-    entries: Vec<Entry>,
+    /// Each entry's colour weight, in the entries' order.
+    cw: Vec<f32>,
+    /// The two halves' entries.
+    entries: [Vec<Entry>; 2],
 }
 
 /// libimagequant's median cut (mediancut.c `mediancut`): splits the box that most wants it
@@ -927,14 +1082,20 @@ struct Split {
 /// boxes, none can split, or (when `budget` is positive) the boxes' errors against their
 /// colours sum to at most `budget`. Returns the boxes' `average_colour`s (libimagequant's
 /// space), and raises each entry's `adjusted` weight by its distance from its box's colour
-/// (mediancut.c `adjust_histogram`) for the next cut of `find_best_palette`.
-fn median_cut(entries: &mut [Entry], colors: usize, budget: f64, max_mse: f64) -> Vec<[f32; 4]> {
+/// (mediancut.c `adjust_histogram`) for the next cut of `find_best_palette` (`scratch`:
+/// buffers kept from one cut to the next).
+fn median_cut(
+    entries: &mut [Entry],
+    colors: usize,
+    budget: f64,
+    max_mse: f64,
+    scratch: &mut Split,
+) -> Vec<[f32; 4]> {
     let n = entries.len();
     if n == 0 {
         return vec![[0.0; 4]];
     }
     let mut boxes = vec![CutBox::new(entries, 0, n, [0.5; 4])];
-    let mut scratch = Split::default();
     let mut total = boxes[0].error;
     while boxes.len() < colors {
         let limit = max_mse + boxes.len() as f64 / colors as f64 * 16.0 * max_mse;
@@ -947,10 +1108,17 @@ fn median_cut(entries: &mut [Entry], colors: usize, budget: f64, max_mse: f64) -
             break;
         }
         let (start, end, parent) = (boxes[bi].start, boxes[bi].end, boxes[bi].color);
-        let at = start + split_box(&mut entries[start..end], &boxes[bi].variance, &mut scratch);
+        let (at, colors) = split_box(
+            &mut entries[start..end],
+            &boxes[bi].variance,
+            parent,
+            scratch,
+        );
+        let at = start + at;
         total -= boxes[bi].error;
-        boxes[bi] = CutBox::new(entries, start, at, parent);
-        boxes.push(CutBox::new(entries, at, end, parent));
+        let [left, right] = CutBox::pair(entries, start, at, end, colors);
+        boxes[bi] = left;
+        boxes.push(right);
         total += boxes[bi].error + boxes[boxes.len() - 1].error;
         if budget > 0.0 && total <= budget {
             break;
@@ -1014,10 +1182,12 @@ fn find_best_palette(hist: &mut Histogram, target: f64) -> Vec<[f32; 4]> {
     let mut least = 1e20f64;
     // The first cut aims a little over the target (k-means will bring it under).
     let mut overshoot = 1.05;
+    // The cuts' buffers, kept from one to the next.
+    let mut scratch = Split::default();
     loop {
         let max_mse = (90.0 / 65536.0f64).max(target).max(least) * 1.2;
         let budget = target * overshoot * hist.weight - hist.spread;
-        let mut palette = median_cut(&mut hist.entries, max_colors, budget, max_mse);
+        let mut palette = median_cut(&mut hist.entries, max_colors, budget, max_mse, &mut scratch);
         let first_at_target = best.is_none() && target > 0.0;
         let error = voronoi(hist, &mut palette, !first_at_target, false);
         let accept = match &best {
@@ -1317,6 +1487,12 @@ fn carried(e: &Px) -> f32 {
     e[0] * e[0] + e[3] * e[3] + SCALE * (e[1] * e[1] + e[2] * e[2])
 }
 
+/// Bits of the index into `remap`'s cache of search answers.
+const CACHE_BITS: u32 = 12;
+
+/// Slots in `remap`'s cache of search answers.
+const CACHE: usize = 1 << CACHE_BITS;
+
 /// Maps every pixel to a palette index with Floyd–Steinberg error diffusion (serpentine rows,
 /// all four channels, each carried error bounded by `MAX_CARRY`, and the error taken and passed
 /// on by each pixel scaled by its `strength`, 0–255). Fully transparent pixels map to the
@@ -1338,6 +1514,11 @@ fn remap(rgba: &[u8], width: usize, colors: &[[u8; 4]], strength: &[u8]) -> Vec<
     // The last pixel mapped without carried error: its colour, index, and difference from
     // that index's colour (flat areas repeat one colour: no search).
     let mut last: Option<([u8; 4], usize, Px)> = None;
+    // Answers of searches for colours without carried error, by colour and hint (what the
+    // answer depends on, ties included): graphics repeat the same steps across edges, text
+    // the same anti-aliased colours after the same neighbours. Direct-mapped; a slot holds
+    // its key (colour and hint in one `u64`, never all ones) and the answer.
+    let mut answers = vec![(u64::MAX, 0u8); CACHE];
     for (y, row) in rgba.chunks_exact(width * 4).enumerate() {
         let rtl = y % 2 == 1;
         for step in 0..width {
@@ -1357,7 +1538,16 @@ fn remap(rgba: &[u8], width: usize, colors: &[[u8; 4]], strength: &[u8]) -> Vec<
                     }
                     _ => {
                         let src = to_px(lut, c);
-                        hint = search.find(&src, hint);
+                        let key = u64::from(u32::from_le_bytes(c)) | (hint as u64) << 32;
+                        let at = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - CACHE_BITS);
+                        let slot = &mut answers[at as usize];
+                        hint = if slot.0 == key {
+                            usize::from(slot.1)
+                        } else {
+                            let found = search.find(&src, hint);
+                            *slot = (key, found as u8);
+                            found
+                        };
                         let d = std::array::from_fn(|i| src[i] - palette[hint][i]);
                         last = Some((c, hint, d));
                         d
@@ -1713,7 +1903,13 @@ mod tests {
     fn nearest_search_matches_a_full_scan() {
         let px = many_colours();
         let mut hist = histogram(&px, &vec![255; 64 * 64]);
-        let liq = median_cut(&mut hist.entries, 200, 0.0, f64::INFINITY);
+        let liq = median_cut(
+            &mut hist.entries,
+            200,
+            0.0,
+            f64::INFINITY,
+            &mut Split::default(),
+        );
         assert_eq!(liq.len(), 200);
         let palette: Vec<Px> = liq.iter().map(|c| from_premul(*c, c[3])).collect();
         let search = Nearest::<false>::new(&palette);
@@ -1743,7 +1939,13 @@ mod tests {
     fn neighbour_search_answers_as_the_axis_search_does() {
         let px = many_colours();
         let mut hist = histogram(&px, &vec![255; 64 * 64]);
-        let mut liq = median_cut(&mut hist.entries, 120, 0.0, f64::INFINITY);
+        let mut liq = median_cut(
+            &mut hist.entries,
+            120,
+            0.0,
+            f64::INFINITY,
+            &mut Split::default(),
+        );
         // Duplicated colours: ties, which only the axis search's order decides.
         for i in (0..liq.len()).step_by(9) {
             liq.push(liq[i]);
@@ -1823,7 +2025,16 @@ mod tests {
             .max_by(|&x, &y| b.variance[x].total_cmp(&b.variance[y]))
             .unwrap_or(0);
         let mut scratch = Split::default();
-        let at = split_box(&mut entries, &b.variance, &mut scratch);
+        let (at, colors) = split_box(&mut entries, &b.variance, b.color, &mut scratch);
+        // The halves' colours, as `average_colour` makes them from the entries as left.
+        let expect = [
+            average_colour(&entries[..at], b.color),
+            average_colour(&entries[at..], b.color),
+        ];
+        assert_eq!(
+            colors.map(|c| c.map(f32::to_bits)),
+            expect.map(|c| c.map(f32::to_bits))
+        );
         // The reference: a full sort along that channel, highest first, and the first entry
         // at which the running colour weight reaches half of it.
         let mut sorted = scratch.items.clone();
@@ -1873,7 +2084,14 @@ mod tests {
         // One cut aimed at the target.
         let mut hist = histogram(&px, &flat);
         let budget = target * hist.weight - hist.spread;
-        let one_cut = median_cut(&mut hist.entries, MAX_COLORS, budget, f64::INFINITY).len();
+        let one_cut = median_cut(
+            &mut hist.entries,
+            MAX_COLORS,
+            budget,
+            f64::INFINITY,
+            &mut Split::default(),
+        )
+        .len();
         // The search: no more colours than that, and within the target once refined.
         let mut hist = histogram(&px, &flat);
         let palette = find_best_palette(&mut hist, target);
