@@ -746,16 +746,8 @@ fn liq_diff(d: &[f32; 4]) -> f32 {
 struct CutBox {
     start: usize,
     end: usize,
-    /// Representative colour, premultiplied r, g, b and alpha in libimagequant's gamma.
-    color: [f32; 4],
-    /// Weighted spread per channel (r, g, b, a; `box_variance`).
-    variance: [f64; 4],
-    /// Sum of the entries' weights.
-    sum: f64,
-    /// Weighted `liq_diff` of the entries from `color`.
-    error: f64,
-    /// The largest `liq_diff` of an entry from `color`.
-    max_error: f64,
+    /// Its colour and its entries' sums about it (the spread weighted per channel).
+    stats: BoxStats,
 }
 
 impl CutBox {
@@ -803,12 +795,13 @@ impl CutBox {
         if self.end - self.start < 2 {
             return 0.0;
         }
-        let v = &self.variance;
-        let p = self.sum * v[0].max(v[1]).max(v[2]).max(v[3]);
+        let s = &self.stats;
+        let v = &s.variance;
+        let p = s.sum * v[0].max(v[1]).max(v[2]).max(v[3]);
         // A box holding a colour far from its own splits sooner (an odd green pixel gets a
         // colour of its own).
-        if self.max_error > max_mse {
-            p * self.max_error / max_mse
+        if s.max_error > max_mse {
+            p * s.max_error / max_mse
         } else {
             p
         }
@@ -817,10 +810,15 @@ impl CutBox {
 
 /// `CutBox`'s sums over its entries, about its colour.
 struct BoxStats {
+    /// Representative colour, premultiplied r, g, b and alpha in libimagequant's gamma.
     color: [f32; 4],
+    /// Spread per channel (r, g, b, a; `box_variance`), weighted per channel by `finish`.
     variance: [f64; 4],
+    /// Sum of the entries' weights.
     sum: f64,
+    /// Weighted `liq_diff` of the entries from `color`.
     error: f64,
+    /// The largest `liq_diff` of an entry from `color`.
     max_error: f64,
 }
 
@@ -853,21 +851,16 @@ impl BoxStats {
         self.max_error = self.max_error.max(diff);
     }
 
-    fn finish(self, start: usize, end: usize) -> CutBox {
+    fn finish(mut self, start: usize, end: usize) -> CutBox {
         // mediancut.c `box_variance`: green counts most, alpha least.
         const CHANNEL: [f64; 4] = [7.0 / 16.0, 9.0 / 16.0, 5.0 / 16.0, 4.0 / 16.0];
-        let mut variance = self.variance;
         for i in 0..4 {
-            variance[i] *= CHANNEL[i];
+            self.variance[i] *= CHANNEL[i];
         }
         CutBox {
             start,
             end,
-            color: self.color,
-            variance,
-            sum: self.sum,
-            error: self.error,
-            max_error: self.max_error,
+            stats: self,
         }
     }
 }
@@ -1096,7 +1089,7 @@ fn median_cut(
         return vec![[0.0; 4]];
     }
     let mut boxes = vec![CutBox::new(entries, 0, n, [0.5; 4])];
-    let mut total = boxes[0].error;
+    let mut total = boxes[0].stats.error;
     while boxes.len() < colors {
         let limit = max_mse + boxes.len() as f64 / colors as f64 * 16.0 * max_mse;
         let (bi, best) = boxes
@@ -1107,19 +1100,19 @@ fn median_cut(
         if best <= 0.0 {
             break;
         }
-        let (start, end, parent) = (boxes[bi].start, boxes[bi].end, boxes[bi].color);
+        let (start, end, parent) = (boxes[bi].start, boxes[bi].end, boxes[bi].stats.color);
         let (at, colors) = split_box(
             &mut entries[start..end],
-            &boxes[bi].variance,
+            &boxes[bi].stats.variance,
             parent,
             scratch,
         );
         let at = start + at;
-        total -= boxes[bi].error;
+        total -= boxes[bi].stats.error;
         let [left, right] = CutBox::pair(entries, start, at, end, colors);
         boxes[bi] = left;
         boxes.push(right);
-        total += boxes[bi].error + boxes[boxes.len() - 1].error;
+        total += boxes[bi].stats.error + boxes[boxes.len() - 1].stats.error;
         if budget > 0.0 && total <= budget {
             break;
         }
@@ -1127,11 +1120,11 @@ fn median_cut(
     for (bi, b) in boxes.iter().enumerate() {
         for e in &mut entries[b.start..b.end] {
             e.hint = bi as u16;
-            let d: [f32; 4] = std::array::from_fn(|i| e.lq[i] - b.color[i]);
+            let d: [f32; 4] = std::array::from_fn(|i| e.lq[i] - b.stats.color[i]);
             e.adjusted *= (1.0 + liq_diff(&d) / 4.0).sqrt();
         }
     }
-    boxes.iter().map(|b| b.color).collect()
+    boxes.iter().map(|b| b.stats.color).collect()
 }
 
 /// `liq_diff` of two colours of libimagequant's space.
@@ -2022,14 +2015,14 @@ mod tests {
             .collect();
         let b = CutBox::new(&entries, 0, entries.len(), [0.5; 4]);
         let axis = (0..4)
-            .max_by(|&x, &y| b.variance[x].total_cmp(&b.variance[y]))
+            .max_by(|&x, &y| b.stats.variance[x].total_cmp(&b.stats.variance[y]))
             .unwrap_or(0);
         let mut scratch = Split::default();
-        let (at, colors) = split_box(&mut entries, &b.variance, b.color, &mut scratch);
+        let (at, colors) = split_box(&mut entries, &b.stats.variance, b.stats.color, &mut scratch);
         // The halves' colours, as `average_colour` makes them from the entries as left.
         let expect = [
-            average_colour(&entries[..at], b.color),
-            average_colour(&entries[at..], b.color),
+            average_colour(&entries[..at], b.stats.color),
+            average_colour(&entries[at..], b.stats.color),
         ];
         assert_eq!(
             colors.map(|c| c.map(f32::to_bits)),
