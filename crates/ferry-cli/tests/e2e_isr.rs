@@ -583,7 +583,7 @@ fn revalidate_path_reaches_ferry_over_a_control_connection_closed_while_idle() -
         &["--workers", "1", "--keep-alive-timeout", &keep_alive],
         &[],
     )?;
-    let workers = ferry.children();
+    let workers = ferry.wait_for_workers(1)?;
     ensure!(workers.len() == 1, "expected one worker, found {workers:?}");
     let worker = workers[0];
     for round in 0..2 {

@@ -862,11 +862,7 @@ fn port_and_hostname_flags_override_env() -> Result<()> {
 
 fn shutdown_with_slow_request_in_flight(signal: &str) -> Result<()> {
     let mut ferry = start(&[], &[])?;
-    let workers = ferry.children();
-    ensure!(
-        !workers.is_empty(),
-        "ferry has no worker processes before the test"
-    );
+    let workers = ferry.wait_for_workers(1)?;
     let addr = ferry.addr;
     let (tx, rx) = mpsc::channel();
     let client = thread::spawn(move || stream_get(addr, "/stream", Some(tx)));

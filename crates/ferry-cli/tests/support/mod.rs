@@ -978,6 +978,27 @@ impl FerryServer {
         child_pids(self.pid())
     }
 
+    /// The workers once at least `n` are running (30 s at most): ferry is ready before its
+    /// workers, which start in the background (`WorkerPool::spawn`), so right after the ready
+    /// line on a loaded machine `children` can still be empty.
+    pub fn wait_for_workers(&self, n: usize) -> Result<Vec<u32>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pids = self.children();
+            if pids.len() >= n {
+                return Ok(pids);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "ferry has {} worker processes 30 s after it was ready, expected {n}:\n{}",
+                    pids.len(),
+                    self.log_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends `signal` (`STOP`, `CONT`, ...) to every worker (child process) of this server.
     pub fn signal_workers(&self, signal: &str) -> Result<()> {
         for pid in self.children() {
