@@ -60,13 +60,17 @@ if [[ -n "${BENCH_TRANSFORM:-}" ]]; then
   EX="$(readlink -f "$BENCH_TRANSFORM")"
   AVIF_ENC="given binary ($BENCH_TRANSFORM)"
 else
-  # As bench/image.sh and scripts/lib.sh: rav1e's assembly with nasm, libaom with nasm and cmake.
-  feat=()
-  AVIF_ENC="rav1e, no asm"
-  if command -v nasm >/dev/null 2>&1; then
-    feat=(--features avif-asm); AVIF_ENC="rav1e (avif-asm)"
-    if command -v cmake >/dev/null 2>&1; then feat+=(--features avif-aom); AVIF_ENC="libaom (avif-aom)"; fi
-  fi
+  # As scripts/test.sh: rav1e's assembly with nasm, libaom with nasm and cmake (scripts/lib.sh's
+  # codec_setup, which also links the libaom with sharp's `tune=iq` when it can be built).
+  # shellcheck source=scripts/lib.sh
+  source "$ROOT/scripts/lib.sh"
+  codec_setup >&2
+  feat=(${FERRY_IMAGE_FEATURES[@]+"${FERRY_IMAGE_FEATURES[@]}"})
+  case "${feat[*]:-}" in
+    *avif-aom*) AVIF_ENC="libaom ${FERRY_LIBAOM_VERSION:-3.11.0 (libaom-sys's own)} (avif-aom)" ;;
+    *avif-asm*) AVIF_ENC="rav1e (avif-asm)" ;;
+    *) AVIF_ENC="rav1e, no asm" ;;
+  esac
   log "building the transform example (release, ${feat[*]:-no features})"
   (cd "$ROOT" && cargo build --release -q -p ferry-image --example transform ${feat[@]+"${feat[@]}"} >&2)
   EX="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/transform"

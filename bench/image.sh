@@ -57,12 +57,12 @@ fi
 if [[ "${BENCH_SKIP_CODECS:-0}" != 1 ]]; then
 log "building the transform example (release)"
 # rav1e's assembly (AVIF) needs nasm at build time, libaom (AVIF with sharp's encoder) cmake and
-# nasm: on when they are installed, as scripts/test.sh (scripts/lib.sh's codec_setup).
-feat=() # ferry-image's own features
-if command -v nasm >/dev/null 2>&1; then
-  feat=(--features avif-asm)
-  command -v cmake >/dev/null 2>&1 && feat+=(--features avif-aom)
-fi
+# nasm: on when they are installed, and libaom with `tune=iq` linked when it can be built, as in
+# scripts/test.sh (scripts/lib.sh's codec_setup).
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+codec_setup >&2
+feat=(${FERRY_IMAGE_FEATURES[@]+"${FERRY_IMAGE_FEATURES[@]}"}) # ferry-image's own features
 (cd "$ROOT" && cargo build --release -q -p ferry-image --example transform ${feat[@]+"${feat[@]}"} >&2)
 EX="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/transform"
 TYPES="${BENCH_TYPES:-jpeg,png,webp,avif}"

@@ -149,7 +149,12 @@ ratio() { [[ "$1" == n/a || "$2" == n/a ]] && echo n/a || awk -v a="$1" -v b="$2
 FERRY="${FERRY_BIN:-$ROOT/target/release/ferry}"
 if [[ ! -x "$FERRY" && -z "${FERRY_BIN:-}" ]]; then
   log "building target/release/ferry"
-  (cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry >&2) || log "cargo build failed"
+  # With the codecs scripts/test.sh builds it with (scripts/lib.sh's codec_setup).
+  # shellcheck source=scripts/lib.sh
+  source "$ROOT/scripts/lib.sh"
+  codec_setup >&2
+  (cd "$ROOT" && cargo build --release -p ferry-cli --bin ferry ${FERRY_FEATURES[@]+"${FERRY_FEATURES[@]}"} >&2) ||
+    log "cargo build failed"
 fi
 # Absolute: the scripts run it from the app's directory (a relative FERRY_BIN silently gave
 # "Ferry = n/a").

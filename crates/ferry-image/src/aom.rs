@@ -1,11 +1,13 @@
 //! AVIF output encoded by libaom, the AV1 encoder sharp uses (sharp → libvips `heifsave` →
 //! libheif's aom plugin → libaom), with the settings that chain gives libaom for next's
-//! `avif({ quality, effort: 3 })` — except `tune=iq`, which libaom 3.11 lacks and which is
-//! stood in for by settings chosen per kind of image (see [`Content`] and [`Tuning`]) — and a
-//! safe API on top.
+//! `avif({ quality, effort: 3 })`, and a safe API on top.
 //!
-//! libaom 3.11.0 is vendored by `libaom-sys` (built from C by cmake, with nasm for its x86
-//! assembly, linked statically; encoder only). The AV1 items are wrapped into an AVIF file by
+//! Which libaom: the scripts (scripts/lib.sh, `libaom_setup`) build libaom 3.14.1 from
+//! Debian's source archive and link it through `libaom-sys`, which codes sharp's `tune=iq`
+//! ([`Tuning::IQ`]) as sharp's 3.15.1 does. Built without them, `libaom-sys` links its own
+//! libaom 3.11.0, which lacks `iq`: it is stood in for by settings chosen per kind of image
+//! ([`Content`], [`Tuning`]). Either is built from C by cmake, with nasm for its x86 assembly,
+//! linked statically, encoder only. The AV1 items are wrapped into an AVIF file by
 //! `avif-serialize`, as ravif does.
 //!
 //! Why `unsafe`: libaom is C. This module is the only place in the crate that calls it; the
@@ -86,6 +88,23 @@ struct Tuning {
     sharpness: c_int,
     /// `AV1E_SET_TUNE_CONTENT` = screen: palette and the other screen-content tools.
     screen_content: bool,
+    /// `AOME_SET_TUNING` = `iq` (libaom 3.12 and later), which sets its own quantization
+    /// matrices, sharpness, CDEF, chroma delta-q and variance-boost delta-q: the other fields
+    /// but `depth` and `cq_offset` are then not used.
+    iq: bool,
+}
+
+impl Tuning {
+    /// sharp's own tuning: `tune=iq` at 8 bits and libheif's `cq-level`.
+    const IQ: Tuning = Tuning {
+        depth: 8,
+        cq_offset: 0,
+        perceptual_deltaq: false,
+        qm: Qm::AllIntra,
+        sharpness: 0,
+        screen_content: false,
+        iq: true,
+    };
 }
 
 /// The quantization-matrix levels of a colour image (0 steepest … 15 flat).
@@ -150,6 +169,7 @@ impl Content {
                 sharpness: 0,
                 screen_content: true,
                 perceptual_deltaq: false,
+                iq: false,
             },
             // Light text on a dark background: three steps coarser than libheif's mapping, six
             // coarser than dark text on light. sharp's files of these sit far lower on the rate
@@ -181,6 +201,7 @@ impl Content {
                 sharpness: 1,
                 screen_content: false,
                 perceptual_deltaq: false,
+                iq: false,
             },
             // On photos levels 0–2 strip the texture SSIM sees: flat matrices (sharp's luma
             // level) need 17–21 % fewer bytes at sharp's SSIM (f3.jpg, verify.jpeg), sharpness
@@ -228,6 +249,7 @@ impl Content {
                 sharpness: 0,
                 screen_content: false,
                 perceptual_deltaq: true,
+                iq: false,
             },
         }
     }
@@ -238,6 +260,24 @@ impl Content {
 pub fn cq_level(quality: u8) -> u32 {
     let q = u32::from(quality.min(100));
     ((100 - q) * 63 + 50) / 100
+}
+
+/// The `cq-level` at which sharp 0.35.5 codes the colour image with `tune=iq`, for its AVIF
+/// `quality` 1–100 (index `quality - 1`). Its libheif (1.23) maps quality to `cq-level` on
+/// another scale for `iq` than [`cq_level`]'s, which its alpha items still use: read off
+/// sharp's own files (`base_q_idx` of the frame header is 4 × this below 62, 249 at 62, 255 at
+/// 63), the same for every image (a photo, a screenshot, a cut-out; docs/image.md, "AVIF").
+const SHARP_IQ_CQ_LEVEL: [u8; 100] = [
+    63, 63, 62, 62, 62, 61, 61, 60, 60, 59, 59, 58, 58, 57, 57, 56, 56, 55, 55, 54, 54, 53, 53, 52,
+    52, 51, 51, 50, 50, 49, 49, 48, 48, 47, 46, 46, 45, 45, 44, 43, 43, 42, 42, 41, 40, 40, 39, 39,
+    38, 37, 37, 36, 36, 35, 34, 33, 33, 32, 31, 30, 30, 29, 28, 27, 27, 26, 25, 24, 24, 23, 22, 21,
+    21, 20, 19, 18, 18, 17, 16, 15, 15, 14, 13, 12, 12, 11, 10, 9, 9, 8, 7, 6, 6, 5, 4, 3, 3, 2, 1,
+    0,
+];
+
+/// [`SHARP_IQ_CQ_LEVEL`] for `quality` (clamped to 1–100).
+fn iq_cq_level(quality: u8) -> u32 {
+    u32::from(SHARP_IQ_CQ_LEVEL[usize::from(quality.clamp(1, 100)) - 1])
 }
 
 /// Lossy AVIF of `pixels` (`width` x `height`, rows packed, `layout`) at sharp's AVIF
@@ -253,8 +293,34 @@ pub fn encode(
     quality: u8,
 ) -> Result<Vec<u8>, AomError> {
     check(pixels, layout, width, height)?;
-    let content = classify(pixels, layout.channels(), width as usize, height as usize);
-    encode_at(pixels, layout, width, height, quality, content.tuning())
+    let tuning = colour_tuning(pixels, layout, width, height);
+    encode_at(pixels, layout, width, height, quality, tuning)
+}
+
+/// The colour image's [`Tuning`]: sharp's `iq` when the linked libaom has it, else the stand-in
+/// for what the image holds.
+fn colour_tuning(pixels: &[u8], layout: Layout, width: u32, height: u32) -> Tuning {
+    if has_tune_iq() {
+        Tuning::IQ
+    } else {
+        classify(pixels, layout.channels(), width as usize, height as usize).tuning()
+    }
+}
+
+/// `aom_codec_version()` of libaom 3.14.0: the first whose `tune=iq` codes as sharp's (3.15.1)
+/// does. `iq` arrived in 3.12, but 3.12.1's codes other files: on bench/image-corpus.sh it
+/// meets the target on 32 of 183 cases against 183 with 3.14.1 (docs/image.md, "AVIF").
+const FIRST_WITH_TUNE_IQ: c_int = 0x03_0E_00;
+
+/// `AOM_TUNE_IQ` (aom/aomcx.h, libaom 3.12 and later; libaom-sys's bindings are 3.11's).
+const AOM_TUNE_IQ: c_int = 10;
+
+/// Whether the linked libaom codes `tune=iq` as sharp's does (3.14 and later): the version is
+/// the library's, read at run time, since libaom-sys links the libaom given by
+/// `LIB_AOM_STATIC_LIB_PATH` (scripts/lib.sh's `libaom_setup`) in place of its own 3.11.
+pub(crate) fn has_tune_iq() -> bool {
+    // SAFETY: aom_codec_version takes nothing and returns an int.
+    unsafe { sys::aom_codec_version() >= FIRST_WITH_TUNE_IQ }
 }
 
 /// Width, height and buffer length describe a valid image.
@@ -293,7 +359,11 @@ fn encode_at(
 
     let mut color_img = Image::new(sys::AOM_IMG_FMT_I444, width, height, depth)?;
     rgb_to_yuv444(pixels, channels, &mut color_img)?;
-    let color_cq = cq.saturating_add_signed(-tuning.cq_offset).min(63);
+    let color_cq = if tuning.iq {
+        iq_cq_level(quality)
+    } else {
+        cq.saturating_add_signed(-tuning.cq_offset).min(63)
+    };
     let color = encode_av1(&color_img, &COLOR, color_cq, Some(tuning))?;
     drop(color_img);
 
@@ -634,7 +704,11 @@ fn encode_av1(
             enc.control(id, to_int(value)?, name)?;
         }
     }
-    enc.control(sys::AOME_SET_TUNING, to_int(plane.tune)?, "AOME_SET_TUNING")?;
+    let tune = match tuning {
+        Some(t) if t.iq => AOM_TUNE_IQ,
+        _ => to_int(plane.tune)?,
+    };
+    enc.control(sys::AOME_SET_TUNING, tune, "AOME_SET_TUNING")?;
     // Still-picture encoding skips the post-processing filters' frame copies (libheif sets it
     // for all-intra).
     enc.control(
@@ -644,7 +718,7 @@ fn encode_av1(
     )?;
     // libvips turns intra block copy off (libvips PR #4284: predictable encode times).
     enc.control(sys::AV1E_SET_ENABLE_INTRABC, 0, "AV1E_SET_ENABLE_INTRABC")?;
-    if let Some(tuning) = tuning {
+    if let Some(tuning) = tuning.filter(|t| !t.iq) {
         // All-intra turns CDEF off by default in 3.11; `iq` turns it on.
         enc.control(sys::AV1E_SET_ENABLE_CDEF, 1, "AV1E_SET_ENABLE_CDEF")?;
         enc.control(sys::AV1E_SET_ENABLE_QM, 1, "AV1E_SET_ENABLE_QM")?;
@@ -1149,6 +1223,44 @@ mod tests {
     }
 
     #[test]
+    fn iq_quality_scale_runs_from_coarsest_to_lossless_steps() {
+        // sharp's `iq` scale: the coarsest level at quality 1, level 0 at 100, never finer for
+        // a lower quality, and coarser than libheif's plain mapping in between (base_q_idx 196,
+        // 156 and 132 in sharp's files at next's q 50, 75 and 90: sharp quality 31, 47, 56).
+        assert_eq!((iq_cq_level(1), iq_cq_level(100)), (63, 0));
+        assert_eq!((iq_cq_level(0), iq_cq_level(255)), (63, 0));
+        for q in 1..100u8 {
+            assert!(iq_cq_level(q) >= iq_cq_level(q + 1), "quality {q}");
+            assert!(iq_cq_level(q) >= cq_level(q), "quality {q}");
+        }
+        let base_q_idx = |q| quantizer_to_qindex(iq_cq_level(q));
+        assert_eq!([31, 47, 56].map(base_q_idx), [196, 156, 132]);
+    }
+
+    #[test]
+    fn links_the_libaom_the_scripts_built() {
+        // scripts/lib.sh exports the version it built and linked (FERRY_LIBAOM_VERSION); a plain
+        // `cargo test` links libaom-sys's own 3.11, which has no `iq`.
+        let version = |v: &str| -> c_int {
+            v.split('.').fold(0, |acc, part| {
+                (acc << 8) | part.parse::<c_int>().unwrap_or(0)
+            })
+        };
+        // SAFETY: aom_codec_version takes nothing and returns an int.
+        let linked = unsafe { sys::aom_codec_version() };
+        match std::env::var("FERRY_LIBAOM_VERSION") {
+            Ok(built) => {
+                assert_eq!(linked, version(&built), "linked {linked:#x}, built {built}");
+                assert!(has_tune_iq());
+            }
+            Err(_) => {
+                assert_eq!(linked, version("3.11.0"));
+                assert!(!has_tune_iq());
+            }
+        }
+    }
+
+    #[test]
     fn encodes_rgb_at_8_and_10_bits() -> Result<(), AomError> {
         let px = gradient(96, 64, Layout::Rgb);
         for depth in [8, 10] {
@@ -1361,12 +1473,14 @@ mod tests {
     }
 
     #[test]
-    fn graphics_are_coded_at_8_bits_others_at_10() -> Result<(), AomError> {
+    fn stand_ins_code_graphics_at_8_bits_others_at_10_iq_all_at_8() -> Result<(), AomError> {
         for (px, depth) in [
             (text_like(96, 64), 8),
             (noise(96, 64), 10),
             (colour_ramp(96, 64), 10),
         ] {
+            // `iq` (sharp's tuning) codes 8 bits, whatever the image.
+            let depth = if has_tune_iq() { 8 } else { depth };
             let (av1c, _) = items(&encode(&px, Layout::Rgb, 96, 64, 47)?);
             assert_eq!(av1c, [(1, depth == 10, false)]);
         }
@@ -1386,9 +1500,11 @@ mod tests {
         };
         let without = encode_at(&px, Layout::Rgb, 160, 112, 47, without)?;
         // libaom 3.11 left alone does not see a screen in it (7 values per block): palette
-        // off, about twice the bytes (2910 vs 5976 with libaom 3.11.0).
+        // off, about twice the bytes (2910 vs 5976 with libaom 3.11.0). 3.14's own test sees it
+        // (2911 either way); the stand-ins, this one included, are used with 3.11 only.
+        let (num, den) = if has_tune_iq() { (1, 1) } else { (3, 4) };
         assert!(
-            with.len() * 4 < without.len() * 3,
+            with.len() * den <= without.len() * num,
             "{} vs {}",
             with.len(),
             without.len()
@@ -1415,7 +1531,7 @@ mod tests {
         let out = encode(&px, Layout::Rgba, 64, 48, 47)?;
         let (av1c, pixi) = items(&out);
         // The alpha item has the colour item's depth, whichever that is.
-        let depth = classify(&px, 4, 64, 48).tuning().depth;
+        let depth = colour_tuning(&px, Layout::Rgba, 64, 48).depth;
         let hbd = depth > 8;
         assert_eq!(av1c, [(1, hbd, false), (0, hbd, true)]);
         assert_eq!(pixi, [vec![depth; 3], vec![depth]]);
