@@ -67,7 +67,7 @@ else
   codec_setup >&2
   feat=(${FERRY_IMAGE_FEATURES[@]+"${FERRY_IMAGE_FEATURES[@]}"})
   case "${feat[*]:-}" in
-    *avif-aom*) AVIF_ENC="libaom ${FERRY_LIBAOM_VERSION:-3.11.0 (libaom-sys's own)} (avif-aom)" ;;
+    *avif-aom*) AVIF_ENC="libaom ${FERRY_LIBAOM_VERSION:-3.11.0} (avif-aom)" ;;
     *avif-asm*) AVIF_ENC="rav1e (avif-asm)" ;;
     *) AVIF_ENC="rav1e, no asm" ;;
   esac
