@@ -90,8 +90,12 @@ build_libaom() {
   work="$(mktemp -d "${TMPDIR:-/tmp}/ferry-libaom.XXXXXX")"
   tarball="$work/${url##*/}"
   echo "== libaom $ver: fetching ${url##*/}"
+  # curl, else wget, else Node's fetch (Node is on every machine Ferry builds on).
   if ! { curl -fsSL --retry 2 --connect-timeout 20 --max-time 600 -o "$tarball" "$url" 2>/dev/null \
-      || wget -q -T 60 -O "$tarball" "$url"; }; then
+      || wget -q -T 60 -O "$tarball" "$url" 2>/dev/null \
+      || node -e 'fetch(process.argv[1], { signal: AbortSignal.timeout(600000) })
+          .then((r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); return r.arrayBuffer(); })
+          .then((b) => require("fs").writeFileSync(process.argv[2], Buffer.from(b)))' "$url" "$tarball"; }; then
     echo "   (could not fetch $url)"; rm -rf "$work"; return 1
   fi
   if [ "$(sha256sum "$tarball" | cut -d' ' -f1)" != "$sha" ]; then
